@@ -1,0 +1,155 @@
+"""Rolling statistics of finished jobs, feeding the real `heartbeat` figures (section 5)."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+from usepod_desktop.core.protocol import HeartbeatFigures
+
+__all__ = ["JobStats", "percentile"]
+
+#: Below this much time after the first byte, a job's output is taken as arriving at
+#: once (a non-streaming backend): its tokens/s is then computed over the whole job.
+MIN_GENERATION_S = 0.05
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def percentile(sorted_values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (`p` in (0, 1]) of an ascending sequence; 0.0 when empty."""
+    n = len(sorted_values)
+    if n == 0:
+        return 0.0
+    rank = max(1, math.ceil(p * n))
+    return float(sorted_values[min(rank, n) - 1])
+
+
+class _Entry(NamedTuple):
+    at: float
+    ttfb_ms: float | None
+    tokens_per_sec: float | None
+    is_error: bool
+
+
+class JobStats:
+    """Job outcomes over the last `window_s` seconds (of `clock`), plus totals since start.
+
+    `record` is O(1); `snapshot` sorts the jobs in the window. Expired entries are
+    pruned on every call; at most `max_entries` are kept (oldest dropped first).
+    Thread-safe.
+    """
+
+    def __init__(
+        self,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = _utc_now,
+        max_entries: int = 100_000,
+    ) -> None:
+        if window_s <= 0:
+            raise ValueError("window_s must be positive")
+        self.window_s = window_s
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._entries: deque[_Entry] = deque(maxlen=max_entries)
+        self._lock = threading.Lock()
+        self._total_jobs = 0
+        self._total_errors = 0
+        self._last_error_at: datetime | None = None
+        self._last_error_code: str | None = None
+
+    def record(
+        self,
+        *,
+        ttfb_ms: float | None,
+        output_tokens: int,
+        duration_s: float,
+        error_code: str | None,
+    ) -> None:
+        """Record one finished job.
+
+        `ttfb_ms`: time to the first relayed byte, None when nothing was relayed.
+        Successful jobs with output tokens get tokens/s = output_tokens / (duration -
+        ttfb), or over the whole duration when that is under MIN_GENERATION_S.
+        A job with an `error_code` counts as an error and gives no tokens/s.
+        """
+        is_error = error_code is not None
+        tps: float | None = None
+        if not is_error and output_tokens > 0:
+            duration = max(float(duration_s), 0.0)
+            generation = duration
+            if ttfb_ms is not None:
+                generation = duration - max(float(ttfb_ms), 0.0) / 1000.0
+                if generation < MIN_GENERATION_S:
+                    generation = duration
+            if generation > 0.0 and math.isfinite(generation):
+                tps = output_tokens / generation
+        ttfb = None
+        if ttfb_ms is not None and math.isfinite(ttfb_ms):
+            ttfb = max(float(ttfb_ms), 0.0)
+        with self._lock:
+            now = self._clock()
+            self._prune(now)
+            self._entries.append(_Entry(now, ttfb, tps, is_error))
+            self._total_jobs += 1
+            if is_error:
+                self._total_errors += 1
+                self._last_error_at = self._wall_clock()
+                self._last_error_code = str(error_code)
+
+    def snapshot(self, queue_depth: int) -> HeartbeatFigures:
+        """Heartbeat figures over the window; last error fields are not windowed."""
+        with self._lock:
+            self._prune(self._clock())
+            entries = list(self._entries)
+            last_at, last_code = self._last_error_at, self._last_error_code
+        rates = sorted(e.tokens_per_sec for e in entries if e.tokens_per_sec is not None)
+        ttfbs = sorted(e.ttfb_ms for e in entries if e.ttfb_ms is not None)
+        errors = sum(1 for e in entries if e.is_error)
+        return HeartbeatFigures(
+            queue_depth=max(int(queue_depth), 0),
+            tokens_per_sec_p50=percentile(rates, 0.50),
+            p50_latency_ms=round(percentile(ttfbs, 0.50)),
+            p95_latency_ms=round(percentile(ttfbs, 0.95)),
+            error_rate_60s=errors / len(entries) if entries else 0.0,
+            last_error_at=last_at,
+            last_error_code=last_code,
+        )
+
+    def jobs_in_window(self) -> int:
+        """Number of jobs recorded within the window."""
+        with self._lock:
+            self._prune(self._clock())
+            return len(self._entries)
+
+    @property
+    def total_jobs(self) -> int:
+        """Jobs recorded since start."""
+        return self._total_jobs
+
+    @property
+    def total_errors(self) -> int:
+        """Error jobs recorded since start."""
+        return self._total_errors
+
+    @property
+    def last_error_at(self) -> datetime | None:
+        return self._last_error_at
+
+    @property
+    def last_error_code(self) -> str | None:
+        return self._last_error_code
+
+    def _prune(self, now: float) -> None:
+        horizon = now - self.window_s
+        entries = self._entries
+        while entries and entries[0].at <= horizon:
+            entries.popleft()
