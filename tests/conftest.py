@@ -1,0 +1,83 @@
+"""Test isolation: every test gets its own home, config, data and log dirs, and an in-memory
+keyring, so nothing touches the real home directory or the real OS keyring.
+
+Qt runs offscreen (set before any Qt import).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import keyring
+import keyring.backend
+import keyring.errors
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+class MemoryKeyring(keyring.backend.KeyringBackend):
+    """A non-system keyring for tests: never prompts, never persists."""
+
+    priority = 1  # type: ignore[assignment]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store: dict[tuple[str, str], str] = {}
+
+    def get_password(self, service: str, username: str) -> str | None:
+        return self.store.get((service, username))
+
+    def set_password(self, service: str, username: str, password: str) -> None:
+        self.store[(service, username)] = password
+
+    def delete_password(self, service: str, username: str) -> None:
+        try:
+            del self.store[(service, username)]
+        except KeyError:
+            raise keyring.errors.PasswordDeleteError("not found") from None
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USERPROFILE", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
+    monkeypatch.setenv("USEPOD_CONFIG_DIR", str(home / ".config" / "usepod-agent"))
+    monkeypatch.setenv("USEPOD_DATA_DIR", str(home / "data"))
+    monkeypatch.setenv("USEPOD_LOG_DIR", str(home / "log"))
+    for name in ("OPENROUTER_API_KEY", "VENICE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def memory_keyring(request: pytest.FixtureRequest) -> Iterator[MemoryKeyring | None]:
+    """Every test runs against an in-memory keyring unless marked `keyring_daemon`."""
+    if request.node.get_closest_marker("keyring_daemon"):
+        yield None
+        return
+    previous = keyring.get_keyring()
+    ring = MemoryKeyring()
+    keyring.set_keyring(ring)
+    try:
+        yield ring
+    finally:
+        keyring.set_keyring(previous)
+
+
+@pytest.fixture
+def reference_toml() -> str:
+    """The reference agent's example agent.toml, as shipped (a copy lives in tests/fixtures)."""
+    shared = REFERENCE_DIR / "agent.example.toml"
+    if shared.is_file():
+        return shared.read_text(encoding="utf-8")
+    return (FIXTURES / "agent.example.toml").read_text(encoding="utf-8")

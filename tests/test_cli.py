@@ -1,0 +1,89 @@
+"""The first CLI commands, run as a user would: a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from usepod_desktop import __version__
+
+
+def cli(
+    *args: str, stdin: str | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "usepod_desktop", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        env=os.environ.copy(),
+        cwd=cwd,
+        timeout=60,
+    )
+
+
+@pytest.fixture
+def config_file(tmp_path: Path, reference_toml: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(reference_toml)
+    return path
+
+
+def test_version_both_ways() -> None:
+    assert cli("--version").stdout.strip() == f"usepod-desktop {__version__}"
+    assert cli("version").stdout.strip() == f"usepod-desktop {__version__}"
+
+
+def test_validate_ok_and_global_flags_either_side(config_file: Path) -> None:
+    for args in (
+        ("--config", str(config_file), "validate"),
+        ("validate", "--config", str(config_file)),
+    ):
+        out = cli(*args)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ok: parsed 2 backend(s)"
+
+
+def test_validate_invalid_prints_one_line(config_file: Path) -> None:
+    config_file.write_text(
+        config_file.read_text().replace("max_concurrent        = 8", "max_concurrent = 999")
+    )
+    out = cli("validate", "--config", str(config_file))
+    assert out.returncode != 0
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "limits.max_concurrent" in lines[0]
+
+
+def test_validate_missing_config(tmp_path: Path) -> None:
+    out = cli("validate", cwd=tmp_path)
+    assert out.returncode != 0
+    assert "no agent.toml found" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_validate_ws_needs_allow_insecure(config_file: Path) -> None:
+    config_file.write_text(config_file.read_text().replace("wss://", "ws://"))
+    assert cli("validate", "--config", str(config_file)).returncode != 0
+    assert cli("--allow-insecure", "validate", "--config", str(config_file)).returncode == 0
+
+
+def test_enroll_creates_identity_and_prints(config_file: Path, isolated_home: Path) -> None:
+    out = cli("enroll", "--config", str(config_file))
+    assert out.returncode == 0, out.stderr
+    key = isolated_home / ".usepod-agent" / "identity.key"
+    assert key.is_file()
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("public_key: ") and len(lines[0]) == len("public_key: ") + 44
+    assert lines[1] == "provider_id: <not yet enrolled>"
+    assert lines[2] == "enrollment_code: POD-ENROLL-7K9X4LM2"
+    assert cli("enroll", "--config", str(config_file)).stdout == out.stdout  # same key next time
+
+
+def test_keys_status_without_key() -> None:
+    out = cli("keys", "status", "VENICE_API_KEY")
+    assert out.returncode == 0
+    assert "VENICE_API_KEY" in out.stdout and "no key" in out.stdout

@@ -1,0 +1,108 @@
+"""The `usepod-desktop` command: the tray app by default, the headless agent and tools as
+subcommands.
+
+Each subcommand lives in `usepod_desktop/commands/<name>.py` with `add_parser(subparsers,
+parents)` and `run(args) -> int`; heavy imports stay inside `run` so `--help` and `validate` start
+fast. Global flags (`--config`, `--log-level`, `--allow-insecure`) work before or after the
+subcommand, like the reference agent's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from usepod_desktop import __version__
+
+#: Subcommand modules, in the order `--help` lists them.
+COMMANDS: tuple[str, ...] = (
+    "run",
+    "sandbox",
+    "setup",
+    "discover",
+    "validate",
+    "enroll",
+    "keys",
+    "earnings",
+    "autostart",
+    "service",
+    "version",
+)
+
+
+def _global_flags(*, suppress: bool) -> argparse.ArgumentParser:
+    """The flags accepted at both levels; the subcommand copy must not reset the top one."""
+    default = argparse.SUPPRESS if suppress else None
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("global options")
+    group.add_argument(
+        "--config",
+        metavar="PATH",
+        default=default,
+        help="agent.toml to use (default: the reference agent's config dir, then ./agent.toml)",
+    )
+    group.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        default=default,
+        help="error, warning, info (default) or debug",
+    )
+    group.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="allow a ws:// (unencrypted) coordinator URL, e.g. the local sandbox",
+    )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="usepod-desktop",
+        description="Use Pod provider agent: serve AI inference from your own backends and earn "
+        "USDC. Without a subcommand it starts the tray app.",
+        parents=[_global_flags(suppress=False)],
+    )
+    parser.add_argument("--version", action="version", version=f"usepod-desktop {__version__}")
+    parser.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="try the app without an account: embed a local sandbox coordinator and send demo jobs",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parents = [_global_flags(suppress=True)]
+    for name in COMMANDS:
+        module = _command_module(name)
+        if module is not None:
+            module.add_parser(sub, parents)
+    return parser
+
+
+def _command_module(name: str):  # type: ignore[no-untyped-def]
+    try:
+        return importlib.import_module(f"usepod_desktop.commands.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"usepod_desktop.commands.{name}":
+            return None  # not built yet
+        raise
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        from usepod_desktop.commands import gui
+
+        return gui.run(args)
+    module = _command_module(args.command)
+    assert module is not None
+    try:
+        return int(module.run(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of `usepod-desktop`: one module each, `add_parser()` + `run()`."""

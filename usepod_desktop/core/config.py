@@ -1,0 +1,586 @@
+"""agent.toml: typed model, loading with the reference's rules, comment-preserving atomic save.
+
+The file is shared with the reference Rust agent (PROTOCOL.md section 1), so we read exactly its
+schema and never write keys it would reject. Every validation failure raises :class:`ConfigError`
+with one line that names the field.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import tomlkit
+import tomlkit.exceptions
+from tomlkit.items import AoT
+
+from usepod_desktop.core import paths
+from usepod_desktop.core.errors import ConfigError
+
+LOCAL_KINDS: tuple[str, ...] = ("vllm", "llamacpp", "lmstudio", "ollama")
+REMOTE_KINDS: tuple[str, ...] = ("openrouter", "venice")
+KINDS: tuple[str, ...] = LOCAL_KINDS + REMOTE_KINDS
+BACKEND_KEYS = frozenset({"kind", "url", "api_key_env", "markup", "models"})
+MAX_CONCURRENT_RANGE = (1, 256)
+DEFAULT_MAX_CONCURRENT = 8
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorConfig:
+    display_name: str | None = None
+    wallet: str | None = None
+    contact_email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinatorConfig:
+    url: str
+    enrollment_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """One `[[backends]]` entry. `models=None` means no allow-list; `()` advertises nothing."""
+
+    kind: str
+    url: str | None = None
+    api_key_env: str | None = None
+    markup: float | None = None
+    models: tuple[str, ...] | None = None
+
+    @property
+    def is_remote(self) -> bool:
+        return self.kind in REMOTE_KINDS
+
+    @property
+    def identity(self) -> tuple[str, str | None]:
+        """What makes two entries duplicates: (kind, url) or (kind, api_key_env)."""
+        return (self.kind, self.api_key_env if self.is_remote else self.url)
+
+    @property
+    def label(self) -> str:
+        """Short human name: `vllm @ http://localhost:8000`, `openrouter (OPENROUTER_API_KEY)`."""
+        if self.is_remote:
+            return f"{self.kind} ({self.api_key_env})"
+        return f"{self.kind} @ {self.url}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    input_per_1m: int
+    output_per_1m: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricingConfig:
+    default_input_per_1m: int
+    default_output_per_1m: int
+    models: Mapping[str, ModelPrice] = field(default_factory=dict)
+
+    def for_model(self, model_id: str) -> ModelPrice:
+        """The reference rule: the per-model entry, else the defaults."""
+        explicit = self.models.get(model_id)
+        if explicit is not None:
+            return explicit
+        return ModelPrice(self.default_input_per_1m, self.default_output_per_1m)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    max_tokens_per_minute: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ObservabilityConfig:
+    prometheus_addr: str | None = None
+    log_level: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    coordinator: CoordinatorConfig
+    pricing: PricingConfig
+    backends: tuple[BackendConfig, ...] = ()
+    operator: OperatorConfig | None = None
+    identity_key_path: str | None = None  # as written in the file; None = the default
+    limits: LimitsConfig = LimitsConfig()
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @property
+    def key_path(self) -> Path:
+        """The identity file location with `~` expanded."""
+        if self.identity_key_path:
+            return paths.expand_user(self.identity_key_path)
+        return paths.default_identity_path()
+
+    def replace(self, **changes: Any) -> Config:
+        return replace(self, **changes)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def find_config(explicit: str | Path | None = None) -> Path:
+    """The reference's lookup order: --config, `<config dir>/agent.toml`, `./agent.toml`."""
+    if explicit is not None:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}", field="--config")
+        return path
+    candidate = paths.default_config_path()
+    if candidate.is_file():
+        return candidate
+    local = Path.cwd() / paths.CONFIG_FILE_NAME
+    if local.is_file():
+        return local
+    raise ConfigError(
+        f"no agent.toml found; pass --config or place one at {candidate}", field="--config"
+    )
+
+
+def load_config(path: str | Path | None = None, *, allow_insecure: bool = False) -> Config:
+    """Find, read and validate agent.toml."""
+    found = find_config(path)
+    try:
+        text = found.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {found}: {exc.strerror}") from None
+    return parse_config(text, allow_insecure=allow_insecure)
+
+
+def parse_config(text: str, *, allow_insecure: bool = False) -> Config:
+    """Parse and validate agent.toml text (PROTOCOL.md section 1, in the reference's order)."""
+    try:
+        raw = tomlkit.parse(text).unwrap()
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(f"agent.toml is not valid TOML: {exc}") from None
+    return config_from_dict(raw, allow_insecure=allow_insecure)
+
+
+def config_from_dict(raw: Mapping[str, Any], *, allow_insecure: bool = False) -> Config:
+    coord = _table(raw, "coordinator", required=True)
+    url = _str(coord, "url", "coordinator.url", required=True)
+    assert url is not None
+    validate_coordinator_url(url, allow_insecure=allow_insecure)
+    coordinator = CoordinatorConfig(
+        url=url, enrollment_code=_str(coord, "enrollment_code", "coordinator.enrollment_code")
+    )
+
+    operator = None
+    if "operator" in raw:
+        op = _table(raw, "operator")
+        operator = OperatorConfig(
+            display_name=_str(op, "display_name", "operator.display_name"),
+            wallet=_str(op, "wallet", "operator.wallet"),
+            contact_email=_str(op, "contact_email", "operator.contact_email"),
+        )
+
+    identity_key_path = None
+    if "identity" in raw:
+        identity_key_path = _str(_table(raw, "identity"), "key_path", "identity.key_path")
+
+    backends_raw = raw.get("backends", [])
+    if not isinstance(backends_raw, list):
+        raise ConfigError("backends: expected an array of tables [[backends]]", field="backends")
+    backends = tuple(_backend(entry, i) for i, entry in enumerate(backends_raw))
+    seen: dict[tuple[str, str | None], int] = {}
+    for i, backend in enumerate(backends):
+        other = seen.get(backend.identity)
+        if other is not None:
+            what = "api_key_env" if backend.is_remote else "url"
+            raise ConfigError(
+                f"backends[{i}]: duplicate of backends[{other}] (same kind and {what})",
+                field=f"backends[{i}]",
+            )
+        seen[backend.identity] = i
+
+    pricing = _pricing(_table(raw, "pricing", required=True))
+
+    limits = LimitsConfig()
+    if "limits" in raw:
+        lim = _table(raw, "limits")
+        max_concurrent = _int(lim, "max_concurrent", "limits.max_concurrent")
+        tpm = _int(lim, "max_tokens_per_minute", "limits.max_tokens_per_minute")
+        if max_concurrent is None:
+            max_concurrent = DEFAULT_MAX_CONCURRENT
+        lo, hi = MAX_CONCURRENT_RANGE
+        if not lo <= max_concurrent <= hi:
+            raise ConfigError(
+                f"limits.max_concurrent: must be within [{lo}, {hi}], got {max_concurrent}",
+                field="limits.max_concurrent",
+            )
+        if tpm is not None and tpm <= 0:
+            raise ConfigError(
+                f"limits.max_tokens_per_minute: must be > 0, got {tpm}",
+                field="limits.max_tokens_per_minute",
+            )
+        limits = LimitsConfig(max_concurrent=max_concurrent, max_tokens_per_minute=tpm)
+
+    observability = ObservabilityConfig()
+    if "observability" in raw:
+        obs = _table(raw, "observability")
+        observability = ObservabilityConfig(
+            prometheus_addr=_str(obs, "prometheus_addr", "observability.prometheus_addr"),
+            log_level=_str(obs, "log_level", "observability.log_level"),
+        )
+
+    return Config(
+        coordinator=coordinator,
+        pricing=pricing,
+        backends=backends,
+        operator=operator,
+        identity_key_path=identity_key_path,
+        limits=limits,
+        observability=observability,
+    )
+
+
+def validate_coordinator_url(url: str, *, allow_insecure: bool) -> None:
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        raise ConfigError(f"coordinator.url: not a valid URL: {url!r}", field="coordinator.url")
+    if parts.scheme == "wss":
+        return
+    if parts.scheme == "ws":
+        if allow_insecure:
+            return
+        raise ConfigError(
+            "coordinator.url: ws:// is unencrypted; use wss:// or pass --allow-insecure",
+            field="coordinator.url",
+        )
+    raise ConfigError(
+        f"coordinator.url: scheme {parts.scheme!r} is not supported; use wss://",
+        field="coordinator.url",
+    )
+
+
+def validate_backend_url(url: str, field_name: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{field_name}: not a valid http(s) URL: {url!r}", field=field_name)
+
+
+def _backend(entry: Any, i: int) -> BackendConfig:
+    where = f"backends[{i}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a table", field=where)
+    unknown = sorted(set(entry) - BACKEND_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", field=f"{where}.{unknown[0]}")
+    kind = _str(entry, "kind", f"{where}.kind", required=True)
+    if kind not in KINDS:
+        raise ConfigError(
+            f"{where}.kind: unknown kind {kind!r} (expected one of {', '.join(KINDS)})",
+            field=f"{where}.kind",
+        )
+    url = _str(entry, "url", f"{where}.url")
+    api_key_env = _str(entry, "api_key_env", f"{where}.api_key_env")
+    if kind in LOCAL_KINDS:
+        if not url:
+            raise ConfigError(f"{where}.url: required for kind {kind!r}", field=f"{where}.url")
+        validate_backend_url(url, f"{where}.url")
+    else:
+        if not api_key_env:
+            raise ConfigError(
+                f"{where}.api_key_env: required for kind {kind!r}", field=f"{where}.api_key_env"
+            )
+        if url:
+            validate_backend_url(url, f"{where}.url")
+    markup = entry.get("markup")
+    if markup is not None:
+        if isinstance(markup, bool) or not isinstance(markup, int | float):
+            raise ConfigError(f"{where}.markup: expected a number", field=f"{where}.markup")
+        markup = float(markup)
+        if not math.isfinite(markup) or markup < 0:
+            raise ConfigError(
+                f"{where}.markup: must be a finite number >= 0", field=f"{where}.markup"
+            )
+    models = entry.get("models")
+    if models is not None:
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise ConfigError(
+                f"{where}.models: expected an array of model id strings", field=f"{where}.models"
+            )
+        models = tuple(models)
+    return BackendConfig(kind=kind, url=url, api_key_env=api_key_env, markup=markup, models=models)
+
+
+def _pricing(table: Mapping[str, Any]) -> PricingConfig:
+    d_in = _int(table, "default_input_per_1m", "pricing.default_input_per_1m", required=True)
+    d_out = _int(table, "default_output_per_1m", "pricing.default_output_per_1m", required=True)
+    assert d_in is not None and d_out is not None
+    for name, value in (("default_input_per_1m", d_in), ("default_output_per_1m", d_out)):
+        if value <= 0:
+            raise ConfigError(f"pricing.{name}: must be > 0, got {value}", field=f"pricing.{name}")
+    models: dict[str, ModelPrice] = {}
+    raw_models = table.get("models", {})
+    if not isinstance(raw_models, Mapping):
+        raise ConfigError("pricing.models: expected a table", field="pricing.models")
+    for model_id, entry in raw_models.items():
+        where = f"pricing.models.{_quote_key(model_id)}"
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"{where}: expected a table", field=where)
+        p_in = _int(entry, "input_per_1m", f"{where}.input_per_1m", required=True)
+        p_out = _int(entry, "output_per_1m", f"{where}.output_per_1m", required=True)
+        assert p_in is not None and p_out is not None
+        for name, value in (("input_per_1m", p_in), ("output_per_1m", p_out)):
+            if value < 0:
+                raise ConfigError(f"{where}.{name}: must be >= 0", field=f"{where}.{name}")
+        models[model_id] = ModelPrice(p_in, p_out)
+    return PricingConfig(d_in, d_out, models)
+
+
+def _quote_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
+
+
+def _table(raw: Mapping[str, Any], name: str, *, required: bool = False) -> Mapping[str, Any]:
+    value = raw.get(name)
+    if value is None:
+        if required:
+            raise ConfigError(f"{name}: missing required table [{name}]", field=name)
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: expected a table [{name}]", field=name)
+    return value
+
+
+def _str(table: Mapping[str, Any], key: str, name: str, *, required: bool = False) -> str | None:
+    value = table.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{name}: missing required key", field=name)
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{name}: expected a string", field=name)
+    return value
+
+
+def _int(table: Mapping[str, Any], key: str, name: str, *, required: bool = False) -> int | None:
+    value = table.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{name}: missing required key", field=name)
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name}: expected an integer", field=name)
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def render_config(config: Config, existing_text: str | None = None) -> str:
+    """TOML text for `config`, keeping the comments and layout of `existing_text` where it can.
+
+    Only values that changed are touched, so `500_000` stays `500_000`. No secret is ever part of
+    the model (API keys live in the keyring), so none can be written.
+    """
+    doc = tomlkit.parse(existing_text) if existing_text else _new_document()
+
+    if config.operator is not None:
+        op = _ensure_table(doc, "operator")
+        _sync(op, "display_name", config.operator.display_name)
+        _sync(op, "wallet", config.operator.wallet)
+        _sync(op, "contact_email", config.operator.contact_email)
+    elif "operator" in doc:
+        del doc["operator"]
+
+    coord = _ensure_table(doc, "coordinator")
+    _sync(coord, "url", config.coordinator.url)
+    _sync(coord, "enrollment_code", config.coordinator.enrollment_code)
+
+    if config.identity_key_path is not None:
+        _sync(_ensure_table(doc, "identity"), "key_path", config.identity_key_path)
+    elif "identity" in doc:
+        _sync(doc["identity"], "key_path", None)  # type: ignore[arg-type]
+
+    _sync_backends(doc, config.backends)
+
+    pricing = _ensure_table(doc, "pricing")
+    _sync(pricing, "default_input_per_1m", config.pricing.default_input_per_1m)
+    _sync(pricing, "default_output_per_1m", config.pricing.default_output_per_1m)
+    _sync_model_prices(pricing, config.pricing.models)
+
+    if config.limits != LimitsConfig() or "limits" in doc:
+        lim = _ensure_table(doc, "limits")
+        _sync(lim, "max_concurrent", config.limits.max_concurrent)
+        _sync(lim, "max_tokens_per_minute", config.limits.max_tokens_per_minute)
+
+    if config.observability != ObservabilityConfig() or "observability" in doc:
+        obs = _ensure_table(doc, "observability")
+        _sync(obs, "prometheus_addr", config.observability.prometheus_addr)
+        _sync(obs, "log_level", config.observability.log_level)
+
+    return tomlkit.dumps(doc)
+
+
+def save_config(config: Config, path: str | Path, *, allow_insecure: bool = True) -> None:
+    """Write agent.toml atomically (temp file, fsync, rename), keeping comments and layout.
+
+    The rendered text is parsed and validated again before anything touches the disk; on any
+    failure the previous file is left byte-identical.
+    """
+    target = Path(path)
+    existing = target.read_text(encoding="utf-8") if target.is_file() else None
+    text = render_config(config, existing)
+    reparsed = parse_config(text, allow_insecure=allow_insecure)
+    if reparsed != config:
+        raise ConfigError("internal error: rendered agent.toml does not match the settings")
+    atomic_write_text(target, text)
+
+
+def atomic_write_text(target: Path, text: str, *, mode: int | None = None) -> None:
+    """Replace `target` with `text` so that readers see the old or the new file, never a mix."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if mode is None:
+        try:
+            mode = target.stat().st_mode & 0o777
+        except FileNotFoundError:
+            mode = 0o644
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(target.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _new_document() -> tomlkit.TOMLDocument:
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("Use Pod provider agent configuration (shared with usepod-agent)."))
+    doc.add(tomlkit.comment("API keys are kept in the OS keyring, never in this file."))
+    return doc
+
+
+def _ensure_table(doc: Any, name: str) -> Any:
+    if name not in doc:
+        doc[name] = tomlkit.table()
+    return doc[name]
+
+
+def _sync(table: Any, key: str, value: Any) -> None:
+    """Set `table[key] = value` only when it differs; `None` removes the key."""
+    if value is None:
+        if key in table:
+            del table[key]
+        return
+    current = table.get(key)
+    unwrapped = current.unwrap() if hasattr(current, "unwrap") else current
+    if key in table and unwrapped == value and type(unwrapped) is type(value):
+        return
+    table[key] = list(value) if isinstance(value, tuple) else value
+
+
+def _backend_fields(backend: BackendConfig) -> dict[str, Any]:
+    return {
+        "kind": backend.kind,
+        "url": backend.url,
+        "api_key_env": backend.api_key_env,
+        "markup": backend.markup,
+        "models": list(backend.models) if backend.models is not None else None,
+    }
+
+
+def _table_identity(table: Any) -> tuple[str, str | None]:
+    kind = str(table.get("kind"))
+    key = table.get("api_key_env") if kind in REMOTE_KINDS else table.get("url")
+    return (kind, None if key is None else str(key))
+
+
+def _fill_backend_table(table: Any, backend: BackendConfig) -> None:
+    for key, value in _backend_fields(backend).items():
+        if key == "models" and value is not None:
+            current = table.get("models")
+            if current is not None and list(current.unwrap()) == value:
+                continue
+            arr = tomlkit.array()
+            arr.extend(value)
+            table["models"] = arr
+            continue
+        _sync(table, key, value)
+
+
+def _sync_backends(doc: Any, backends: tuple[BackendConfig, ...]) -> None:
+    """Edit `[[backends]]` in place: keep matching entries (and their comments), drop removed ones,
+    append new ones. Only a reorder rebuilds the array."""
+    if not backends:
+        if "backends" in doc:
+            del doc["backends"]
+        return
+    if "backends" not in doc:
+        aot = AoT([])
+        for backend in backends:
+            table = tomlkit.table()
+            _fill_backend_table(table, backend)
+            aot.append(table)
+        doc.append("backends", aot)
+        return
+    aot = doc["backends"]
+    wanted = {b.identity: b for b in backends}
+    for i in reversed(range(len(aot))):
+        if _table_identity(aot[i]) not in wanted:
+            del aot[i]
+    present = {_table_identity(t) for t in aot}
+    for table in aot:
+        _fill_backend_table(table, wanted[_table_identity(table)])
+    for backend in backends:
+        if backend.identity not in present:
+            table = tomlkit.table()
+            _fill_backend_table(table, backend)
+            table.add(tomlkit.nl())
+            aot.append(table)
+    if [_table_identity(t) for t in aot] != [b.identity for b in backends]:
+        by_id = {_table_identity(t): t for t in aot}
+        doc["backends"] = AoT([by_id[b.identity] for b in backends])
+
+
+def _sync_model_prices(pricing: Any, models: Mapping[str, ModelPrice]) -> None:
+    if not models:
+        if "models" in pricing:
+            del pricing["models"]
+        return
+    if "models" not in pricing:
+        pricing["models"] = tomlkit.table()
+    table = pricing["models"]
+    for model_id in [m for m in table if m not in models]:
+        del table[model_id]
+    for model_id, price in models.items():
+        current = table.get(model_id)
+        wanted = {"input_per_1m": price.input_per_1m, "output_per_1m": price.output_per_1m}
+        if current is not None and dict(current.unwrap()) == wanted:
+            continue
+        inline = tomlkit.inline_table()
+        inline.update(wanted)
+        table[model_id] = inline

@@ -1,0 +1,216 @@
+"""The agent's Ed25519 identity key file, byte-compatible with the reference agent.
+
+Format (PROTOCOL.md section 2)::
+
+    -----BEGIN USEPOD AGENT KEY-----
+    version: 1
+    created: <RFC 3339>
+    secret: <base64 of the 32-byte seed>
+    public: <base64 of the 32-byte public key>
+    provider_id: <only once the coordinator assigned one>
+    -----END USEPOD AGENT KEY-----
+
+The file is created with mode 0600 and only ever rewritten to record a new provider_id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+import re
+import stat
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from usepod_desktop.core.config import atomic_write_text
+from usepod_desktop.core.errors import IdentityError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+HEADER = "-----BEGIN USEPOD AGENT KEY-----"
+FOOTER = "-----END USEPOD AGENT KEY-----"
+
+
+@dataclass(slots=True)
+class Identity:
+    """A loaded identity. The secret seed never leaves this object except to the file."""
+
+    path: Path
+    created: datetime
+    provider_id: str | None
+    _private: Ed25519PrivateKey
+
+    @property
+    def public_key(self) -> bytes:
+        return self._private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+    @property
+    def public_key_b64(self) -> str:
+        return base64.b64encode(self.public_key).decode("ascii")
+
+    def sign(self, message: bytes) -> bytes:
+        return self._private.sign(message)
+
+    def sign_b64(self, message: bytes) -> str:
+        return base64.b64encode(self.sign(message)).decode("ascii")
+
+    def set_provider_id(self, provider_id: str) -> bool:
+        """Record the coordinator-assigned id in the file. Returns True when the file changed."""
+        if provider_id == self.provider_id:
+            return False
+        self.provider_id = provider_id
+        atomic_write_text(self.path, self.serialize(), mode=0o600)
+        log.info("provider id %s saved to %s", provider_id, self.path)
+        return True
+
+    def serialize(self) -> str:
+        seed = self._private.private_bytes_raw()
+        lines = [
+            HEADER,
+            f"version: {FORMAT_VERSION}",
+            f"created: {self.created.isoformat()}",
+            f"secret: {base64.b64encode(seed).decode('ascii')}",
+            f"public: {self.public_key_b64}",
+        ]
+        if self.provider_id:
+            lines.append(f"provider_id: {self.provider_id}")
+        lines.append(FOOTER)
+        return "\n".join(lines) + "\n"
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Identity(path={self.path!s}, public={self.public_key_b64}, id={self.provider_id})"
+
+
+def from_seed(seed: bytes, path: Path, *, created: datetime | None = None) -> Identity:
+    """An identity from a known 32-byte seed (tests, import)."""
+    if len(seed) != 32:
+        raise IdentityError("identity secret must be 32 bytes")
+    return Identity(
+        path=path,
+        created=created or datetime.now(UTC),
+        provider_id=None,
+        _private=Ed25519PrivateKey.from_private_bytes(seed),
+    )
+
+
+def load_or_create(path: Path) -> Identity:
+    """Load the identity file, generating (mode 0600) and saving a new key on first use."""
+    if path.exists():
+        return load(path)
+    return create(path)
+
+
+def create(path: Path) -> Identity:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    identity = Identity(
+        path=path,
+        created=datetime.now(UTC),
+        provider_id=None,
+        _private=Ed25519PrivateKey.generate(),
+    )
+    # O_EXCL: never clobber a key another process created a moment ago.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return load(path)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(identity.serialize())
+        fh.flush()
+        os.fsync(fh.fileno())
+    log.info("generated a new agent identity at %s", path)
+    return identity
+
+
+def load(path: Path) -> Identity:
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise IdentityError(f"cannot read identity file {path}: {exc.strerror}") from None
+    fields = _parse(raw, path)
+    seed = _b64(fields["secret"], "secret", path)
+    public = _b64(fields["public"], "public", path)
+    if len(seed) != 32:
+        raise IdentityError(f"identity file {path}: secret must decode to 32 bytes")
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    identity = Identity(
+        path=path,
+        created=_parse_time(fields["created"], path),
+        provider_id=fields.get("provider_id") or None,
+        _private=private,
+    )
+    if identity.public_key != public:
+        raise IdentityError(
+            f"identity file {path}: public key does not match the secret key; refusing to load"
+        )
+    _warn_if_readable_by_others(path)
+    return identity
+
+
+def _parse(raw: str, path: Path) -> dict[str, str]:
+    lines = [line.strip() for line in raw.splitlines()]
+    if HEADER not in lines:
+        raise IdentityError(f"identity file {path}: missing header {HEADER}")
+    if FOOTER not in lines:
+        raise IdentityError(f"identity file {path}: missing footer {FOOTER}")
+    start, end = lines.index(HEADER), lines.index(FOOTER)
+    if end <= start:
+        raise IdentityError(f"identity file {path}: footer before header")
+    fields: dict[str, str] = {}
+    for line in lines[start + 1 : end]:
+        if not line:
+            continue
+        key, sep, value = line.partition(":")
+        if not sep:
+            raise IdentityError(f"identity file {path}: malformed line (expected 'key: value')")
+        fields[key.strip()] = value.strip()
+    for required in ("version", "created", "secret", "public"):
+        if required not in fields:
+            raise IdentityError(f"identity file {path}: missing field '{required}'")
+    if fields["version"] != str(FORMAT_VERSION):
+        raise IdentityError(
+            f"identity file {path}: unsupported version {fields['version']!r} (expected 1)"
+        )
+    return fields
+
+
+def _b64(value: str, name: str, path: Path) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise IdentityError(f"identity file {path}: field '{name}' is not valid base64") from None
+
+
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+def _parse_time(value: str, path: Path) -> datetime:
+    """RFC 3339 as chrono writes it (up to nanoseconds, `Z` or an offset)."""
+    text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise IdentityError(f"identity file {path}: field 'created' is not RFC 3339") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _warn_if_readable_by_others(path: Path) -> None:
+    if os.name != "posix":
+        return
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return
+    if mode & 0o077:
+        log.warning(
+            "identity file %s is accessible to other users (mode %o); run: chmod 600 %s",
+            path,
+            mode,
+            path,
+        )

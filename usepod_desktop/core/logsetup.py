@@ -1,0 +1,112 @@
+"""Logging: stderr plus a rotating file, both behind a filter that redacts secrets.
+
+The filter removes every value registered with :func:`register_secret` (API keys the agent
+loaded, host tokens) and anything shaped like an API key, a bearer token or an identity secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+import threading
+from pathlib import Path
+
+from usepod_desktop.core import paths
+
+LOG_FILE_NAME = "usepod-desktop.log"
+FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+REDACTED = "[REDACTED]"
+
+_PATTERNS = [
+    re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"\bsk-[A-Za-z0-9_-]{12,}"),  # OpenAI/OpenRouter style keys (sk-or-v1-...)
+    re.compile(
+        r"(?i)((?:secret|api[_-]?key|host_token|token|password)[\"']?\s*[:=]\s*[\"']?)"
+        r"[A-Za-z0-9._~+/=-]{8,}"
+    ),
+]
+
+_known: set[str] = set()
+_known_lock = threading.Lock()
+
+
+def register_secret(value: str | None) -> None:
+    """Make the filter redact this exact value wherever it appears (keys shorter than 6 chars
+    are ignored: redacting them would mangle ordinary words)."""
+    if value and len(value) >= 6:
+        with _known_lock:
+            _known.add(value)
+
+
+def redact(text: str) -> str:
+    with _known_lock:
+        known = sorted(_known, key=len, reverse=True)
+    for value in known:
+        if value in text:
+            text = text.replace(value, REDACTED)
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Renders the record's message once, redacted, so handlers never see the raw args."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True
+        cleaned = redact(message)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        record.msg, record.args = cleaned, None
+        return True
+
+
+def setup_logging(
+    level: str | int = "info", *, log_file: bool = True, directory: Path | None = None
+) -> Path | None:
+    """Configure the root logger once. Returns the log file path (None without a file)."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, "_usepod", False):
+            root.removeHandler(handler)
+            handler.close()
+    numeric = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(numeric, int):
+        numeric = logging.INFO
+    root.setLevel(numeric)
+    redactor = RedactingFilter()
+
+    stderr = logging.StreamHandler(sys.stderr)
+    stderr.setFormatter(logging.Formatter(FORMAT))
+    stderr.addFilter(redactor)
+    stderr._usepod = True  # type: ignore[attr-defined]
+    root.addHandler(stderr)
+
+    path: Path | None = None
+    if log_file:
+        directory = directory or paths.log_dir()
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / LOG_FILE_NAME
+            rotating = logging.handlers.RotatingFileHandler(
+                path, maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"
+            )
+        except OSError as exc:
+            logging.getLogger(__name__).warning("cannot write logs to %s: %s", directory, exc)
+            path = None
+        else:
+            rotating.setFormatter(logging.Formatter(FORMAT))
+            rotating.addFilter(redactor)
+            rotating._usepod = True  # type: ignore[attr-defined]
+            root.addHandler(rotating)
+    # Quiet chatty libraries unless debugging.
+    for name in ("websockets", "httpx", "httpcore", "aiohttp.access", "asyncio"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    return path

@@ -1,0 +1,84 @@
+"""Where things live on disk, per OS.
+
+The config dir and the identity default are the reference agent's, so both programs share one
+agent.toml and one identity key. Our own data (ledger, logs, locks) lives under our app name.
+
+Every location can be overridden with an environment variable, which is how the tests keep away
+from the real home directory:
+
+- `USEPOD_CONFIG_DIR`: the directory holding agent.toml
+- `USEPOD_DATA_DIR`: ledger database, lock files
+- `USEPOD_LOG_DIR`: rotating log files
+- `HOME` / `XDG_*`: honoured as usual
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import platformdirs
+
+APP_DIR_NAME = "usepod-desktop"
+CONFIG_FILE_NAME = "agent.toml"
+
+
+def home() -> Path:
+    """The user's home directory (`HOME` wins on every OS, for tests)."""
+    env = os.environ.get("HOME") or os.environ.get("USERPROFILE")
+    return Path(env) if env else Path.home()
+
+
+def expand_user(path: str | Path) -> Path:
+    """Expand a leading `~` against :func:`home` (the reference expands `~` to the home dir)."""
+    text = str(path)
+    if text == "~" or text.startswith(("~/", "~\\")):
+        return home() / text[2:]
+    return Path(text)
+
+
+def config_dir() -> Path:
+    """The reference agent's config directory (PROTOCOL.md section 1)."""
+    override = os.environ.get("USEPOD_CONFIG_DIR")
+    if override:
+        return Path(override)
+    if sys.platform == "darwin":
+        return home() / "Library" / "Application Support" / "ai.usepod.usepod-agent"
+    if sys.platform == "win32":
+        appdata = os.environ.get("APPDATA") or str(home() / "AppData" / "Roaming")
+        return Path(appdata) / "usepod" / "usepod-agent" / "config"
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg) if xdg else home() / ".config"
+    return base / "usepod-agent"
+
+
+def default_config_path() -> Path:
+    return config_dir() / CONFIG_FILE_NAME
+
+
+def default_identity_path() -> Path:
+    """`~/.usepod-agent/identity.key`, the reference default."""
+    return home() / ".usepod-agent" / "identity.key"
+
+
+def data_dir() -> Path:
+    """Our own data: the earnings ledger, the single-instance lock."""
+    override = os.environ.get("USEPOD_DATA_DIR")
+    if override:
+        return Path(override)
+    if sys.platform.startswith("linux"):
+        xdg = os.environ.get("XDG_DATA_HOME")
+        return (Path(xdg) if xdg else home() / ".local" / "share") / APP_DIR_NAME
+    return Path(platformdirs.user_data_dir(APP_DIR_NAME, appauthor=False))
+
+
+def log_dir() -> Path:
+    """Rotating log files."""
+    override = os.environ.get("USEPOD_LOG_DIR")
+    if override:
+        return Path(override)
+    if sys.platform.startswith("linux"):
+        xdg = os.environ.get("XDG_STATE_HOME")
+        return (Path(xdg) if xdg else home() / ".local" / "state") / APP_DIR_NAME / "log"
+    return Path(platformdirs.user_log_dir(APP_DIR_NAME, appauthor=False))
