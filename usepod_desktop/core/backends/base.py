@@ -1,0 +1,212 @@
+"""The backend interface the executor and discovery use (PROTOCOL.md section 3).
+
+A :class:`Backend` talks to one configured inference server: a local one (vLLM, llama.cpp,
+LM Studio, Ollama) or a hosted one reached with the operator's own key (OpenRouter, Venice).
+Every kind speaks the OpenAI-compatible API, so the work is done once in
+:mod:`usepod_desktop.core.backends.openai_compat`; the per-kind modules hold only quirks.
+
+Errors: :meth:`Backend.health` never raises (it returns a :class:`Health`); everything else
+raises :class:`BackendError`, whose `code` is the `job_error.error_code` to send.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal
+
+from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.logsetup import redact
+from usepod_desktop.core.protocol import ErrorCode
+
+if TYPE_CHECKING:
+    from usepod_desktop.core.config import BackendConfig
+    from usepod_desktop.core.secrets import SecretStore
+
+__all__ = [
+    "Backend",
+    "BackendError",
+    "ChunkSink",
+    "Health",
+    "HealthState",
+    "JobRequest",
+    "MissingKeyError",
+    "ModelInfo",
+    "UpstreamPrice",
+    "Usage",
+    "build_backend",
+    "one_line",
+]
+
+#: Longest `BackendError.message` (the protocol caps `job_error.message` at 4096 anyway).
+MAX_MESSAGE_CHARS = 300
+
+HealthState = Literal["ok", "unreachable", "timeout", "loading", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """Result of a health check.
+
+    `status` is one line for humans ("ok", "loading model (503)", "connection refused",
+    "HTTP 500: ...", "LM Studio error: ..."). `state` classifies it for code (discovery's
+    report status) so nobody has to parse `status`.
+    """
+
+    ok: bool
+    latency_ms: float | None
+    status: str
+    state: HealthState = "ok"
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamPrice:
+    """What the operator pays upstream: micro-USD per 1M tokens, exact (may be fractional)."""
+
+    input_per_1m: Decimal
+    output_per_1m: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    model_id: str
+    context_window: int | None = None
+    upstream_price: UpstreamPrice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One job to run: `request` is the coordinator's JSON body, `format` "openai" or
+    "anthropic" (an Anthropic Messages request)."""
+
+    job_id: str
+    model_id: str
+    request: dict[str, Any]
+    format: str = "openai"
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token counts read from the stream (estimates: the coordinator counts for billing)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+_WS = re.compile(r"\s+")
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Collapse whitespace, redact anything secret-shaped and cut to `limit` characters."""
+    text = redact(_WS.sub(" ", text).strip())
+    if len(text) > limit:
+        text = text[: limit - 3].rstrip() + "..."
+    return text
+
+
+class BackendError(Exception):
+    """A failed backend call. `code` is the `job_error.error_code`; `message` is one line and
+    never contains a key; `status` is the upstream HTTP status when there was one."""
+
+    def __init__(self, code: ErrorCode, message: str, status: int | None = None) -> None:
+        self.code = ErrorCode(code)
+        self.message = one_line(message)
+        self.status = status
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"BackendError({self.code.value!r}, {self.message!r}, status={self.status!r})"
+
+
+#: Receives each upstream chunk, unmodified, as soon as it arrives.
+ChunkSink = Callable[[bytes], Awaitable[None]]
+
+
+class Backend(ABC):
+    """One configured backend. Create with :func:`build_backend`; close with :meth:`aclose`."""
+
+    kind: str
+    config: BackendConfig
+    native: bool
+    supports_anthropic: bool
+    base_url: str
+
+    @property
+    def label(self) -> str:
+        """Short human name, e.g. `vllm @ http://localhost:8000`."""
+        return self.config.label
+
+    @abstractmethod
+    async def health(self) -> Health:
+        """Is the backend up? Never raises."""
+
+    @abstractmethod
+    async def list_models(self) -> list[ModelInfo]:
+        """The models the backend serves. Raises BackendError."""
+
+    @abstractmethod
+    async def execute(self, job: JobRequest, sink: ChunkSink) -> Usage:
+        """Run a job, relaying every upstream chunk to `sink` as it arrives.
+
+        Returns the token usage read on the side. Raises BackendError (also for an error
+        event in the middle of a stream, after its bytes were relayed). Cancelling the task
+        closes the upstream request and re-raises CancelledError.
+        """
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Close connections. Jobs still running on this backend fail."""
+
+
+class MissingKeyError(UserFacingError):
+    """A remote backend (openrouter, venice) without an API key."""
+
+    title = "API key missing"
+
+    def __init__(self, config: BackendConfig, where_looked: str) -> None:
+        super().__init__(
+            f"{config.label}: no API key; looked in {where_looked}. "
+            f"Add it with `usepod-desktop keys set {config.api_key_env}` or in the settings."
+        )
+        self.config = config
+        self.where_looked = where_looked
+
+
+def build_backend(cfg: BackendConfig, secrets: SecretStore) -> Backend:
+    """The adapter for one `[[backends]]` entry. Remote kinds read their key from `secrets`
+    (a blocking keyring call: from async code run this in a thread). Raises MissingKeyError
+    for a remote kind without a key, ValueError for an unknown kind."""
+    from usepod_desktop.core.backends import (
+        llamacpp,
+        lmstudio,
+        ollama,
+        openrouter,
+        venice,
+        vllm,
+    )
+
+    local: dict[str, Callable[[BackendConfig], Backend]] = {
+        "vllm": vllm.VllmBackend,
+        "llamacpp": llamacpp.LlamaCppBackend,
+        "lmstudio": lmstudio.LmStudioBackend,
+        "ollama": ollama.OllamaBackend,
+    }
+    remote: dict[str, Callable[[BackendConfig, str], Backend]] = {
+        "openrouter": openrouter.OpenRouterBackend,
+        "venice": venice.VeniceBackend,
+    }
+    if cfg.kind in local:
+        if not cfg.url:
+            raise ValueError(f"{cfg.kind}: a url is required")
+        return local[cfg.kind](cfg)
+    if cfg.kind in remote:
+        if not cfg.api_key_env:
+            raise ValueError(f"{cfg.kind}: api_key_env is required")
+        lookup = secrets.get(cfg.api_key_env)
+        if not lookup.value:
+            raise MissingKeyError(cfg, lookup.where_looked)
+        return remote[cfg.kind](cfg, lookup.value)
+    raise ValueError(f"unknown backend kind {cfg.kind!r}")

@@ -1,0 +1,665 @@
+"""The one OpenAI-compatible HTTP client every backend kind uses: the job hot path.
+
+Per backend there is one :class:`httpx.AsyncClient` (HTTP/1.1, connections reused). Streams have
+no read timeout: the executor bounds every job with its deadline and cancels the task, which
+closes the upstream request. Health and model-list calls use a short timeout
+(:attr:`OpenAICompatBackend.probe_timeout`).
+
+Execute (PROTOCOL.md section 3, "beyond" included): the job's request is forwarded with
+`stream` forced to true, `stream_options.include_usage` set to true (also inside an existing
+`stream_options`) and `model` always set to the routed model id; every other field (e.g.
+Venice's `venice_parameters`) is passed through untouched. Each upstream chunk goes to the sink
+at once and unmodified (`Accept-Encoding: identity`, so the bytes are the real SSE text). Token
+usage is read on the side by :class:`SseUsageScanner`, which costs a couple of substring
+searches per chunk and decodes JSON only for the few lines that carry `"usage"` or `"error"`.
+
+Error classes (PROTOCOL.md section 3) -> `ErrorCode`: connect failure -> backend_unreachable;
+timeout -> backend_timeout; 404 or a "model not found" body -> model_not_loaded; 401/403 ->
+auth_rejected_by_backend; anything else -> internal (status plus a short one-line body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import httpx
+
+from usepod_desktop import __version__
+from usepod_desktop.core.backends.base import (
+    Backend,
+    BackendError,
+    ChunkSink,
+    Health,
+    JobRequest,
+    ModelInfo,
+    Usage,
+    one_line,
+)
+from usepod_desktop.core.config import BackendConfig
+from usepod_desktop.core.logsetup import register_secret
+from usepod_desktop.core.protocol import ErrorCode
+
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "PROBE_TIMEOUT",
+    "OpenAICompatBackend",
+    "SseUsageScanner",
+    "classify_http_error",
+    "connect_failure_text",
+    "context_window_of",
+    "decode_json",
+    "error_message_of",
+    "error_text",
+    "json_count",
+    "local_base_url",
+]
+
+#: Seconds to open a TCP (+TLS) connection to a backend.
+CONNECT_TIMEOUT = 10.0
+#: Seconds a health check or model-list call may take, end to end.
+PROBE_TIMEOUT = 5.0
+#: Idle pooled connections are dropped after this many seconds: below the 5 s keep-alive of
+#: uvicorn (vLLM) and cpp-httplib (llama.cpp), so we never reuse a socket the server is closing.
+KEEPALIVE_EXPIRY = 3.0
+#: How much of an error body is read (the rest is discarded).
+MAX_ERROR_BODY = 16 * 1024
+#: A non-streamed JSON answer to a streamed request is read up to this size.
+MAX_JSON_ANSWER = 16 * 1024 * 1024
+#: A model-list response body larger than this is refused (OpenRouter's is ~1 MB).
+MAX_MODELS_BODY = 32 * 1024 * 1024
+#: Model-list bodies fetched by a health check are reused by list_models for this long.
+MODELS_CACHE_SECONDS = 10.0
+
+_USER_AGENT = f"usepod-desktop/{__version__}"
+_JSON_HEADERS = {"Content-Type": "application/json"}
+_ANTHROPIC_HEADERS = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
+
+
+# ------------------------------------------------------------------------------ usage scanner
+
+
+def json_count(value: Any) -> int | None:
+    """A token count from JSON: a non-negative integer (an integral float is accepted)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float | Decimal) and value == int(value) and value >= 0:
+        return int(value)
+    return None
+
+
+_INPUT_KEYS = ("input_tokens", "prompt_tokens", "input")
+_OUTPUT_KEYS = ("output_tokens", "completion_tokens", "output")
+
+
+def _first_count(usage: dict[str, Any], keys: tuple[str, ...]) -> int | None:
+    for key in keys:
+        value = json_count(usage.get(key))
+        if value is not None:
+            return value
+    return None
+
+
+def error_text(error: Any) -> str:
+    """The message of an `error` value: `{"message": ...}`, a plain string, or its JSON."""
+    if isinstance(error, dict):
+        for key in ("message", "msg", "detail", "type", "code"):
+            value = error.get(key)
+            if isinstance(value, str) and value:
+                return value
+            if isinstance(value, int) and not isinstance(value, bool):
+                return f"error code {value}"
+        return json.dumps(error)[:200]
+    if isinstance(error, str):
+        return error
+    return json.dumps(error)[:200]
+
+
+class SseUsageScanner:
+    """Reads token usage and error events from an SSE byte stream, chunk by chunk, on the side.
+
+    Cheap per chunk: the partial last line is kept in a buffer, and a chunk whose complete
+    lines contain neither `"usage"` nor `"error"` costs two substring searches. Only complete
+    `data:` lines carrying one of those markers are JSON-decoded; `:` comment lines are skipped.
+    Input tokens come from the first present of input_tokens, prompt_tokens, input; output from
+    output_tokens, completion_tokens, output; each count keeps the last value seen. Anthropic
+    streams put the input count in `message_start` (`message.usage`) and the output count in
+    `message_delta` (`usage`), which the same rule covers.
+
+    `feed()` returns True once an error event (`data: {"error": ...}`, or Anthropic's
+    `{"type": "error", ...}`) was seen; `error` then holds its message.
+    """
+
+    __slots__ = ("_buf", "_skipping", "error", "input_tokens", "output_tokens")
+
+    #: A partial line longer than this is not buffered (no usage line is that long).
+    MAX_LINE = 1024 * 1024
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._skipping = False  # inside an over-long line: ignore up to the next newline
+        self.input_tokens = 0
+        self.output_tokens = 0
+        self.error: str | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(self.input_tokens, self.output_tokens)
+
+    def feed(self, chunk: bytes) -> bool:
+        data = self._buf + chunk if self._buf else chunk
+        end = data.rfind(b"\n")
+        if end < 0:
+            if self._skipping:
+                return False
+            if len(data) > self.MAX_LINE:
+                self._buf = b""
+                self._skipping = True
+            else:
+                self._buf = data
+            return False
+        self._buf = data[end + 1 :]
+        if len(self._buf) > self.MAX_LINE:
+            self._buf = b""
+            skip_tail = True
+        else:
+            skip_tail = False
+        start = 0
+        if self._skipping:  # drop the rest of the over-long line
+            start = data.find(b"\n") + 1
+            self._skipping = False
+        if data.find(b'"usage"', start, end) >= 0 or data.find(b'"error"', start, end) >= 0:
+            self._lines(data[start:end])
+        self._skipping = skip_tail
+        return self.error is not None
+
+    def finish(self) -> bool:
+        """The stream ended: scan a last line that had no newline. Returns like feed()."""
+        tail, self._buf = self._buf, b""
+        if tail and not self._skipping and (b'"usage"' in tail or b'"error"' in tail):
+            self._lines(tail)
+        return self.error is not None
+
+    def _lines(self, block: bytes) -> None:
+        for line in block.split(b"\n"):
+            if b'"usage"' not in line and b'"error"' not in line:
+                continue
+            if not line.startswith(b"data:"):
+                continue  # ":" comments, "event:" lines, anything else
+            payload = line[5:].strip()  # also drops the "\r" of CRLF line ends
+            if payload.startswith(b"{"):
+                self.take(payload)
+
+    def take(self, payload: bytes) -> None:
+        """Read usage / error from one decoded event (also used for a non-streamed answer)."""
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        error = obj.get("error")
+        if error:
+            self.error = error_text(error)
+        usage = obj.get("usage")
+        if obj.get("type") == "message_start":
+            message = obj.get("message")
+            if isinstance(message, dict):
+                usage = message.get("usage")
+        if isinstance(usage, dict):
+            value = _first_count(usage, _INPUT_KEYS)
+            if value is not None:
+                self.input_tokens = value
+            value = _first_count(usage, _OUTPUT_KEYS)
+            if value is not None:
+                self.output_tokens = value
+
+
+# ------------------------------------------------------------------------------ error mapping
+
+_MODEL_MISSING = re.compile(
+    r"model[^.\n]{0,160}?(not found|does not exist|not exist|unknown|not available|not loaded)"
+    r"|not a valid model|model_not_found|no such model|invalid model|unknown model"
+    r"|model is required|loading model|model is loading",
+    re.IGNORECASE,
+)
+_NO_ENDPOINT = re.compile(
+    r"unexpected endpoint|page not found|^not found$|file not found|method not allowed",
+    re.IGNORECASE,
+)
+
+
+def error_message_of(body: bytes | str, limit: int = 200) -> str:
+    """A short, one-line message from an error body: the JSON `error.message`, `error`
+    string, `detail` or `message` when present, else the text itself."""
+    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+    message: str | None = None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        obj = None
+    if isinstance(obj, dict):
+        if obj.get("error"):
+            message = error_text(obj["error"])
+        else:
+            for key in ("detail", "message", "msg"):
+                value = obj.get(key)
+                if isinstance(value, str) and value:
+                    message = value
+                    break
+    if message is None:
+        message = text
+    return one_line(message, limit) or "(empty body)"
+
+
+def classify_http_error(
+    kind: str, status: int, body: bytes | str, *, anthropic: bool = False
+) -> BackendError:
+    """The BackendError for a non-2xx upstream answer (or a 2xx whose body is an error)."""
+    message = error_message_of(body)
+    shown = f"{kind}: HTTP {status}: {message}"
+    if status in (401, 403):
+        return BackendError(ErrorCode.AUTH_REJECTED_BY_BACKEND, shown, status)
+    if anthropic and _NO_ENDPOINT.search(message) and not _MODEL_MISSING.search(message):
+        # A server without /v1/messages (Ollama < 0.14, LM Studio < 0.4.1, old vLLM).
+        return BackendError(
+            ErrorCode.INTERNAL,
+            f"{kind} has no Anthropic Messages endpoint (HTTP {status}: {message}); "
+            "update the server or serve this model from another backend",
+            status,
+        )
+    if status == 404 or _MODEL_MISSING.search(message):
+        return BackendError(ErrorCode.MODEL_NOT_LOADED, shown, status)
+    if status in (408, 504):
+        return BackendError(ErrorCode.BACKEND_TIMEOUT, shown, status)
+    return BackendError(ErrorCode.INTERNAL, shown, status)
+
+
+def _walk(exc: BaseException) -> Iterator[BaseException]:
+    """The exception, its causes/contexts and exception-group members (bounded)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo and len(seen) < 32:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        for nxt in (current.__cause__, current.__context__):
+            if nxt is not None:
+                todo.append(nxt)
+        if isinstance(current, BaseExceptionGroup):
+            todo.extend(current.exceptions)
+
+
+def connect_failure_text(exc: BaseException) -> str:
+    """One line for a failed connect: "connection refused", "cannot resolve host", ..."""
+    for item in _walk(exc):
+        if isinstance(item, ConnectionRefusedError) or (
+            isinstance(item, OSError) and item.errno == errno.ECONNREFUSED
+        ):
+            return "connection refused"
+        if isinstance(item, socket.gaierror):
+            return "cannot resolve host name"
+        if isinstance(item, OSError) and item.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+            return "host unreachable"
+    return f"cannot connect ({one_line(str(exc) or type(exc).__name__, 120)})"
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def context_window_of(entry: dict[str, Any]) -> int | None:
+    """First present (positive integer) of context_length, max_model_len, context_window."""
+    for key in ("context_length", "max_model_len", "context_window"):
+        value = json_count(entry.get(key))
+        if value:
+            return value
+    return None
+
+
+def decode_json(content: bytes) -> Any:
+    """JSON with floats as Decimal (prices stay exact)."""
+    return json.loads(content, parse_float=Decimal)
+
+
+async def _read_capped(response: httpx.Response, cap: int) -> bytes:
+    """Up to `cap` bytes of a streamed response body; the rest is not read."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= cap:
+            break
+    return b"".join(parts)[:cap]
+
+
+async def _read_error_body(response: httpx.Response) -> bytes:
+    """An error body, bounded in size and time (a stalled error body must not hold the job)."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            return await _read_capped(response, MAX_ERROR_BODY)
+    except (TimeoutError, httpx.HTTPError):
+        return b""
+
+
+def _is_json(content_type: str) -> bool:
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+# ------------------------------------------------------------------------------ the backend
+
+
+class OpenAICompatBackend(Backend):
+    """An OpenAI-compatible server. Subclasses set the class attributes and override the
+    `_judge_health` / `_parse_models` / `_enrich_models` hooks for their quirks."""
+
+    kind: ClassVar[str] = "openai"  # type: ignore[misc]
+    native: ClassVar[bool] = True  # type: ignore[misc]
+    supports_anthropic: ClassVar[bool] = True  # type: ignore[misc]
+    #: Human name used in messages ("LM Studio").
+    display_name: ClassVar[str] = "OpenAI-compatible server"
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        *,
+        base_url: str,
+        api_prefix: str = "/v1",
+        health_path: str | None = None,
+        api_key: str | None = None,
+        extra_headers: dict[str, str] | None = None,
+        trust_env: bool = False,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.base_url = base_url.rstrip("/")
+        self.api_base = self.base_url + api_prefix
+        self.chat_url = self.api_base + "/chat/completions"
+        self.messages_url = self.api_base + "/messages"
+        self.models_url = self.api_base + "/models"
+        self.health_url = self.base_url + health_path if health_path else self.models_url
+        #: Seconds for a health check or model-list call (discovery may lower it).
+        self.probe_timeout = PROBE_TIMEOUT
+        headers = {"Accept-Encoding": "identity", "User-Agent": _USER_AGENT}
+        if api_key:
+            register_secret(api_key)
+            headers["Authorization"] = f"Bearer {api_key}"
+        if extra_headers:
+            headers.update(extra_headers)
+        self._client = httpx.AsyncClient(
+            http1=True,
+            http2=False,
+            headers=headers,
+            timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=None, pool=None),
+            limits=httpx.Limits(
+                max_connections=None,
+                max_keepalive_connections=64,
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ),
+            follow_redirects=False,
+            # Local servers must never go through an HTTP(S)_PROXY from the environment.
+            trust_env=trust_env,
+            transport=transport,
+        )
+        self._models_cache: tuple[float, bytes] | None = None
+        self._inflight = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.label}>"
+
+    @property
+    def inflight(self) -> int:
+        """Jobs currently executing on this backend."""
+        return self._inflight
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await self._client.aclose()
+
+    # -------------------------------------------------------------- health and models
+
+    async def _probe_get(self, url: str) -> tuple[httpx.Response, float]:
+        """GET with the short probe timeout; returns the response and its latency in ms."""
+        timeout = self.probe_timeout
+        started = time.perf_counter()
+        async with asyncio.timeout(timeout):
+            response = await self._client.get(url, timeout=httpx.Timeout(timeout))
+        return response, (time.perf_counter() - started) * 1000.0
+
+    async def health(self) -> Health:
+        try:
+            response, latency = await self._probe_get(self.health_url)
+        except (TimeoutError, httpx.TimeoutException):
+            return Health(False, None, f"timed out after {self.probe_timeout:g} s", "timeout")
+        except httpx.ConnectError as exc:
+            return Health(False, None, connect_failure_text(exc), "unreachable")
+        except Exception as exc:  # never raises: a health check is a yes/no question
+            text = one_line(f"{type(exc).__name__}: {exc}", 160)
+            return Health(False, None, text, "error")
+        if self.health_url == self.models_url and response.is_success:
+            self._models_cache = (time.monotonic(), response.content)
+        return self._judge_health(response, latency)
+
+    def _judge_health(self, response: httpx.Response, latency_ms: float) -> Health:
+        """Any 2xx is up (the reference rule); kinds override for their quirks."""
+        if response.is_success:
+            return Health(True, latency_ms, "ok", "ok")
+        message = error_message_of(response.content, 120)
+        return Health(False, latency_ms, f"HTTP {response.status_code}: {message}", "error")
+
+    async def _get_json(self, url: str, *, cache: bool = False) -> Any:
+        """GET `url` (probe timeout) and decode its JSON; errors become BackendError."""
+        content: bytes | None = None
+        if cache and self._models_cache is not None:
+            stamp, cached = self._models_cache
+            if time.monotonic() - stamp < MODELS_CACHE_SECONDS:
+                content = cached
+            self._models_cache = None
+        if content is None:
+            try:
+                response, _ = await self._probe_get(url)
+            except (TimeoutError, httpx.TimeoutException):
+                raise BackendError(
+                    ErrorCode.BACKEND_TIMEOUT,
+                    f"{self.kind}: GET {url} timed out after {self.probe_timeout:g} s",
+                ) from None
+            except httpx.ConnectError as exc:
+                raise BackendError(
+                    ErrorCode.BACKEND_UNREACHABLE, f"{self.kind}: {connect_failure_text(exc)}"
+                ) from None
+            except httpx.HTTPError as exc:
+                raise BackendError(
+                    ErrorCode.INTERNAL, f"{self.kind}: GET {url} failed: {type(exc).__name__}"
+                ) from None
+            if not response.is_success:
+                raise classify_http_error(self.kind, response.status_code, response.content)
+            content = response.content
+        if len(content) > MAX_MODELS_BODY:
+            raise BackendError(ErrorCode.INTERNAL, f"{self.kind}: model list too large")
+        try:
+            return decode_json(content)
+        except ValueError:
+            raise BackendError(
+                ErrorCode.INTERNAL,
+                f"{self.kind}: GET {url} did not return JSON: {error_message_of(content, 80)}",
+            ) from None
+
+    async def list_models(self) -> list[ModelInfo]:
+        body = await self._get_json(self.models_url, cache=True)
+        if isinstance(body, dict) and body.get("error") and not isinstance(body.get("data"), list):
+            raise BackendError(
+                ErrorCode.INTERNAL, f"{self.display_name} error: {error_text(body['error'])}"
+            )
+        models = self._parse_models(body)
+        return await self._enrich_models(models)
+
+    def _model_entries(self, body: Any) -> list[dict[str, Any]]:
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise BackendError(
+                ErrorCode.INTERNAL, f"{self.kind}: unexpected model list (no 'data' array)"
+            )
+        return [entry for entry in data if isinstance(entry, dict)]
+
+    def _parse_models(self, body: Any) -> list[ModelInfo]:
+        """OpenAI shape `{"data": [{"id": ...}]}`; duplicate and malformed entries skipped."""
+        out: list[ModelInfo] = []
+        seen: set[str] = set()
+        for entry in self._model_entries(body):
+            model_id = entry.get("id")
+            if not isinstance(model_id, str) or not model_id or model_id in seen:
+                continue
+            seen.add(model_id)
+            out.append(self._model_info(model_id, entry))
+        return out
+
+    def _model_info(self, model_id: str, entry: dict[str, Any]) -> ModelInfo:
+        return ModelInfo(model_id, context_window_of(entry))
+
+    async def _enrich_models(self, models: list[ModelInfo]) -> list[ModelInfo]:
+        """Hook: fill in what the model list lacks (Ollama: context windows)."""
+        return models
+
+    # -------------------------------------------------------------- execute
+
+    def _prepare(self, job: JobRequest) -> tuple[str, bytes, dict[str, str]]:
+        """URL, body and headers for a job; raises BackendError before any network I/O."""
+        request = job.request
+        if not isinstance(request, dict):
+            raise BackendError(ErrorCode.INTERNAL, "job request is not a JSON object")
+        body = dict(request)  # shallow: nested values are passed through untouched
+        body["model"] = job.model_id
+        body["stream"] = True
+        if job.format == "anthropic":
+            if not self.supports_anthropic:
+                raise BackendError(
+                    ErrorCode.INTERNAL,
+                    f"{self.kind} has no Anthropic Messages endpoint; this model cannot serve "
+                    "anthropic-format jobs",
+                )
+            url, headers = self.messages_url, _ANTHROPIC_HEADERS
+        elif job.format == "openai":
+            options = body.get("stream_options")
+            if isinstance(options, dict):
+                body["stream_options"] = {**options, "include_usage": True}
+            else:
+                body["stream_options"] = {"include_usage": True}
+            url, headers = self.chat_url, _JSON_HEADERS
+        else:
+            raise BackendError(ErrorCode.INTERNAL, f"unknown job format {job.format!r}")
+        try:
+            payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        except (TypeError, ValueError) as exc:
+            raise BackendError(
+                ErrorCode.INTERNAL, f"job request cannot be encoded: {exc}"
+            ) from None
+        return url, payload, headers
+
+    async def execute(self, job: JobRequest, sink: ChunkSink) -> Usage:
+        url, payload, headers = self._prepare(job)
+        anthropic = job.format == "anthropic"
+        self._inflight += 1
+        answered = False  # response headers received
+        relayed = 0
+        try:
+            async with self._client.stream("POST", url, content=payload, headers=headers) as resp:
+                answered = True
+                if not resp.is_success:
+                    body = await _read_error_body(resp)
+                    raise classify_http_error(
+                        self.kind, resp.status_code, body, anthropic=anthropic
+                    )
+                if _is_json(resp.headers.get("content-type", "")):
+                    return await self._json_answer(resp, sink, anthropic)
+                scanner = SseUsageScanner()
+                feed = scanner.feed
+                async for chunk in resp.aiter_bytes():
+                    await sink(chunk)
+                    relayed += len(chunk)
+                    if feed(chunk):
+                        raise self._stream_error(scanner.error)
+                # The stream may end without `data: [DONE]` (llama.cpp after an error event).
+                if scanner.finish():
+                    raise self._stream_error(scanner.error)
+                return scanner.usage
+        except httpx.ConnectTimeout:
+            # The connection never opened: the backend is unreachable, not slow.
+            raise BackendError(
+                ErrorCode.BACKEND_UNREACHABLE,
+                f"{self.kind}: connect timed out after {CONNECT_TIMEOUT:g} s",
+            ) from None
+        except httpx.TimeoutException as exc:
+            raise BackendError(
+                ErrorCode.BACKEND_TIMEOUT, f"{self.kind}: timed out ({type(exc).__name__})"
+            ) from None
+        except httpx.ConnectError as exc:
+            raise BackendError(
+                ErrorCode.BACKEND_UNREACHABLE, f"{self.kind}: {connect_failure_text(exc)}"
+            ) from None
+        except (httpx.RemoteProtocolError, httpx.NetworkError) as exc:
+            if not answered:
+                # Closed before any answer: the server went away (or was never really there);
+                # nothing was generated or relayed, so this is a reachability problem.
+                raise BackendError(
+                    ErrorCode.BACKEND_UNREACHABLE,
+                    f"{self.kind}: disconnected before answering ({type(exc).__name__})",
+                ) from None
+            # Dropped after the backend accepted the job (crash, OOM kill, restart): the backend
+            # was reachable and part of the answer may be out already, so it is not a connect
+            # failure; `internal` keeps `backend_unreachable` meaning "could not connect", and
+            # the next job on a dead server gets that code from its connect attempt.
+            raise BackendError(
+                ErrorCode.INTERNAL,
+                f"{self.kind}: upstream connection dropped mid-stream after {relayed} bytes "
+                f"({type(exc).__name__})",
+            ) from None
+        except httpx.HTTPError as exc:
+            raise BackendError(
+                ErrorCode.INTERNAL, f"{self.kind}: request failed ({type(exc).__name__}: {exc})"
+            ) from None
+        finally:
+            self._inflight -= 1
+
+    def _stream_error(self, message: str | None) -> BackendError:
+        return BackendError(ErrorCode.INTERNAL, f"{self.kind} stream error: {message or 'error'}")
+
+    async def _json_answer(self, resp: httpx.Response, sink: ChunkSink, anthropic: bool) -> Usage:
+        """A JSON body where a stream was asked for: an error disguised as 200 (LM Studio's
+        `{"error": ...}`), or a server that ignored `stream`. Errors raise; a real answer is
+        relayed as one chunk."""
+        body = await _read_capped(resp, MAX_JSON_ANSWER)
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict) and obj.get("error"):
+            raise classify_http_error(self.kind, resp.status_code, body, anthropic=anthropic)
+        await sink(body)
+        scanner = SseUsageScanner()
+        scanner.take(body)
+        return scanner.usage
+
+
+def local_base_url(url: str) -> str:
+    """A local kind's configured URL without a trailing `/` or `/v1` (both are common)."""
+    base = url.rstrip("/")
+    if base.endswith("/v1"):
+        base = base[: -len("/v1")]
+    return base
