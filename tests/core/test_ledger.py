@@ -385,9 +385,11 @@ def test_missing_file_reads_as_empty_without_creating_it(db: Path) -> None:
 
 @dataclass
 class FakeRoute:
+    """The fields of discovery.AdvertisedModel that the ledger reads."""
+
     backend: str
     backend_ref: Any
-    upstream_price: UpstreamPrice | None = None
+    upstream: UpstreamPrice | None = None
 
 
 @dataclass
@@ -414,16 +416,20 @@ def test_attach_records_job_finished_events_with_route_facts(db: Path) -> None:
         agent.events.emit(StateChanged(AgentState.SERVING, "ok"))  # other events: ignored
         agent.events.emit(JobFinished(outcome("c1", model="or/model", backend="openrouter")))
         agent.events.emit(JobFinished(outcome("t1", source="test")))
+        # the model was re-routed to another backend since the job began: no upstream guess
+        agent.events.emit(JobFinished(outcome("moved", model="or/model", backend="venice")))
         assert book.flush(5)
         rows = {r.job_id: r for r in book.recent(sources=None)}
         assert rows["c1"].source == "sandbox"  # coordinator jobs of the sandbox demo
         assert rows["c1"].backend_kind == "openrouter"
         assert rows["c1"].upstream_cost_nusd == 200_000  # 1000 x 0.1 + 500 x 0.2 micro
         assert rows["t1"].source == "test"  # "Send test job" stays a test
+        assert rows["moved"].upstream_cost_nusd is None
+        assert rows["moved"].backend_kind == "venice"
         detach()
         agent.events.emit(JobFinished(outcome("after-detach")))
         assert book.flush(5)
-        assert book.count() == 2
+        assert book.count() == 3
     finally:
         book.close()
 

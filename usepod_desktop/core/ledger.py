@@ -1124,14 +1124,14 @@ def _route_facts(agent: Any, outcome: JobOutcome) -> tuple[str | None, _Upstream
         route = agent.executor.routes.get(outcome.model_id)
     except Exception:
         return None, None
-    if route is None:
-        return None, None
+    if route is None or getattr(route, "backend", outcome.backend) != outcome.backend:
+        return None, None  # re-routed to another backend since: its facts are not this job's
     backend_ref = getattr(route, "backend_ref", None)
-    kind = getattr(backend_ref, "kind", None)
-    upstream = getattr(route, "upstream_price", None)
-    if upstream is None:
-        info = getattr(route, "info", None) or getattr(route, "model_info", None)
-        upstream = getattr(info, "upstream_price", None)
+    kind = getattr(backend_ref, "kind", None) or getattr(route, "backend", None)
+    # discovery.AdvertisedModel.upstream: the BYOK model's upstream price, None when unknown
+    upstream = getattr(route, "upstream", None)
+    if not hasattr(upstream, "input_per_1m"):
+        upstream = None
     return (kind if isinstance(kind, str) else None), upstream
 
 
