@@ -1,0 +1,247 @@
+"""Build the one-folder usepod-desktop bundle for this OS: `python packaging/build.py`.
+
+Run it with the Python that has the app and PyInstaller installed (`pip install -e ".[packaging]"`).
+
+1. Render the app icon from SVG (`resources/icons/app.svg`, else `resources/app-icon.svg`) with
+   Qt offscreen: PNGs, a multi-size .ico (PNG-compressed entries, Windows Vista and later) and,
+   on macOS, an .icns through `iconutil`.
+2. On Windows write the version resource.
+3. Run PyInstaller on `packaging/usepod-desktop.spec`.
+4. On Linux add `usepod-desktop.desktop` and `usepod-desktop.png` to the folder.
+
+Output goes to packaging/dist/ (work files to packaging/build/); both are git-ignored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+APP = "usepod-desktop"
+DISPLAY_NAME = "Use Pod Desktop"
+ICO_SIZES = (16, 20, 24, 32, 40, 48, 64, 128, 256)
+#: iconutil's iconset: file name -> pixel size.
+ICONSET = {
+    "icon_16x16.png": 16,
+    "icon_16x16@2x.png": 32,
+    "icon_32x32.png": 32,
+    "icon_32x32@2x.png": 64,
+    "icon_128x128.png": 128,
+    "icon_128x128@2x.png": 256,
+    "icon_256x256.png": 256,
+    "icon_256x256@2x.png": 512,
+    "icon_512x512.png": 512,
+    "icon_512x512@2x.png": 1024,
+}
+
+
+def app_svg() -> Path:
+    for candidate in (
+        ROOT / "resources" / "icons" / "app.svg",
+        ROOT / "resources" / "app-icon.svg",
+    ):
+        if candidate.is_file():
+            return candidate
+    raise SystemExit("build: no app icon SVG (resources/icons/app.svg or resources/app-icon.svg)")
+
+
+def render_pngs(svg: Path, sizes: set[int]) -> dict[int, bytes]:
+    """Render the SVG at each size into PNG bytes, offscreen (no display needed)."""
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
+    from PySide6.QtGui import QGuiApplication, QImage, QPainter
+    from PySide6.QtSvg import QSvgRenderer
+
+    _app = QGuiApplication.instance() or QGuiApplication([sys.argv[0]])
+    renderer = QSvgRenderer(str(svg))
+    if not renderer.isValid():
+        raise SystemExit(f"build: cannot render {svg}")
+    out: dict[int, bytes] = {}
+    for size in sorted(sizes):
+        image = QImage(size, size, QImage.Format.Format_ARGB32_Premultiplied)
+        image.fill(Qt.GlobalColor.transparent)
+        painter = QPainter(image)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        renderer.render(painter)
+        painter.end()
+        data = QByteArray()
+        buf = QBuffer(data)
+        buf.open(QIODevice.OpenModeFlag.WriteOnly)
+        if not image.save(buf, "PNG"):
+            raise SystemExit(f"build: cannot encode a {size}px PNG")
+        buf.close()
+        out[size] = bytes(data.data())
+    del _app
+    return out
+
+
+def ico_bytes(pngs: dict[int, bytes]) -> bytes:
+    """A multi-size .ico whose entries are PNG images."""
+    sizes = sorted(pngs)
+    header = struct.pack("<HHH", 0, 1, len(sizes))
+    offset = len(header) + 16 * len(sizes)
+    entries, blobs = b"", b""
+    for size in sizes:
+        data = pngs[size]
+        dim = 0 if size >= 256 else size
+        entries += struct.pack("<BBBBHHII", dim, dim, 0, 0, 1, 32, len(data), offset)
+        blobs += data
+        offset += len(data)
+    return header + entries + blobs
+
+
+def make_icons(out: Path, *, icns: bool) -> dict[str, Path]:
+    svg = app_svg()
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = set(ICO_SIZES) | ({*ICONSET.values()} if icns else set())
+    pngs = render_pngs(svg, sizes)
+    made = {"svg": svg}
+    png = out / f"{APP}.png"
+    png.write_bytes(pngs[256])
+    made["png"] = png
+    ico = out / f"{APP}.ico"
+    ico.write_bytes(ico_bytes({s: pngs[s] for s in ICO_SIZES}))
+    made["ico"] = ico
+    if icns:
+        iconset = out / f"{APP}.iconset"
+        shutil.rmtree(iconset, ignore_errors=True)
+        iconset.mkdir()
+        for name, size in ICONSET.items():
+            (iconset / name).write_bytes(pngs[size])
+        target = out / f"{APP}.icns"
+        subprocess.run(["iconutil", "-c", "icns", str(iconset), "-o", str(target)], check=True)
+        made["icns"] = target
+    return made
+
+
+def windows_version_text(version: str) -> str:
+    """PyInstaller's version-resource file (a VSVersionInfo expression)."""
+    nums = [int(p) for p in version.split(".")[:4] if p.isdigit()]
+    four = tuple([*nums, 0, 0, 0, 0][:4])
+    strings = {
+        "CompanyName": "Use Pod",
+        "FileDescription": DISPLAY_NAME,
+        "FileVersion": version,
+        "InternalName": APP,
+        "OriginalFilename": f"{APP}.exe",
+        "ProductName": DISPLAY_NAME,
+        "ProductVersion": version,
+        "LegalCopyright": "MIT License",
+    }
+    table = ",\n          ".join(f"StringStruct({k!r}, {v!r})" for k, v in strings.items())
+    return f"""# UTF-8
+VSVersionInfo(
+  ffi=FixedFileInfo(
+    filevers={four},
+    prodvers={four},
+    mask=0x3F,
+    flags=0x0,
+    OS=0x40004,
+    fileType=0x1,
+    subtype=0x0,
+    date=(0, 0),
+  ),
+  kids=[
+    StringFileInfo([
+      StringTable(
+        '040904B0',
+        [
+          {table}
+        ])
+    ]),
+    VarFileInfo([VarStruct('Translation', [1033, 1200])])
+  ]
+)
+"""
+
+
+def linux_desktop_entry() -> str:
+    """The menu entry shipped in the Linux folder (install steps in packaging/README.md)."""
+    return (
+        "[Desktop Entry]\n"
+        "Type=Application\n"
+        f"Name={DISPLAY_NAME}\n"
+        "GenericName=AI inference provider\n"
+        "Comment=Serve AI inference from your own backends on the Use Pod marketplace\n"
+        f"Exec={APP}\n"
+        f"Icon={APP}\n"
+        "Terminal=false\n"
+        "Categories=Network;\n"
+        "Keywords=AI;LLM;inference;GPU;\n"
+        "StartupNotify=false\n"
+    )
+
+
+def folder_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dist", type=Path, default=HERE / "dist", help="output folder")
+    parser.add_argument("--work", type=Path, default=HERE / "build", help="work folder")
+    parser.add_argument(
+        "--no-clean", action="store_true", help="reuse PyInstaller's cache (faster rebuilds)"
+    )
+    args = parser.parse_args(argv)
+
+    try:
+        import PyInstaller.__main__ as pyinstaller
+    except ImportError:
+        print('build: PyInstaller is missing: pip install -e ".[packaging]"', file=sys.stderr)
+        return 2
+    from usepod_desktop import __version__
+
+    started = time.monotonic()
+    env_before = dict(os.environ)
+    work: Path = args.work.resolve()
+    dist: Path = args.dist.resolve()
+    icons = make_icons(work / "icons", icns=sys.platform == "darwin")
+    print(f"build: icons from {icons['svg'].relative_to(ROOT)} -> {work / 'icons'}")
+    os.environ.clear()
+    os.environ.update(env_before)  # the Qt offscreen switch was for the icons only
+    os.environ["USEPOD_ICON_DIR"] = str(work / "icons")
+    if sys.platform == "win32":
+        version_file = work / "file_version_info.txt"
+        version_file.write_text(windows_version_text(__version__), encoding="utf-8")
+        os.environ["USEPOD_VERSION_FILE"] = str(version_file)
+
+    options = [
+        str(HERE / f"{APP}.spec"),
+        "--noconfirm",
+        "--distpath",
+        str(dist),
+        "--workpath",
+        str(work / "pyinstaller"),
+        "--log-level",
+        "WARN",
+    ]
+    if not args.no_clean:
+        options.append("--clean")
+    pyinstaller.run(options)
+
+    folder = dist / APP
+    if sys.platform.startswith("linux"):
+        (folder / f"{APP}.desktop").write_text(linux_desktop_entry(), encoding="utf-8")
+        shutil.copy2(icons["png"], folder / f"{APP}.png")
+    product = dist / f"{DISPLAY_NAME}.app" if sys.platform == "darwin" else folder
+    exe = "usepod-desktop.exe" if sys.platform == "win32" else APP
+    elapsed = time.monotonic() - started
+    size = folder_size(product)
+    print(f"build: {product} ({size / 2**20:.0f} MiB) in {elapsed:.0f} s")
+    if sys.platform != "darwin":
+        print(f"build: run it: {folder / exe} --version")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
