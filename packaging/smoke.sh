@@ -94,8 +94,8 @@ else bad "service install" "$OUT"; fi
 # What the tray needs from the bundle.
 need=(PySide6/Qt/plugins/platforms/libqxcb.so PySide6/Qt/plugins/platforms/libqwayland.so
   PySide6/Qt/plugins/platforms/libqoffscreen.so PySide6/Qt/plugins/iconengines/libqsvgicon.so
-  PySide6/Qt/plugins/imageformats/libqsvg.so PySide6/QtSvg.abi3.so certifi/cacert.pem
-  resources/icons)
+  PySide6/Qt/plugins/imageformats/libqsvg.so PySide6/QtSvg.abi3.so certifi/cacert.pem)
+while IFS= read -r f; do need+=("resources/$f"); done < <(cd "$ROOT/resources" && find . -type f -printf '%P\n')
 absent=""
 for f in "${need[@]}"; do [ -e "$BUNDLE/_internal/$f" ] || absent="$absent $f"; done
 ls "$BUNDLE/_internal"/keyring-*.dist-info/entry_points.txt >/dev/null 2>&1 || absent="$absent keyring-metadata"
