@@ -298,26 +298,9 @@ async def test_hang_then_deadline_cancels_cleanly(
 
 async def test_cancellation_closes_the_upstream_connection(make_backend: MakeBackend) -> None:
     """The upstream server must see the connection close when the job is cancelled."""
-    closed = asyncio.Event()
-    got_request = asyncio.Event()
-
-    async def stalling_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        got_request.set()
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
-            b"transfer-encoding: chunked\r\n\r\n"
-        )
-        data = b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
-        writer.write(b"%x\r\n%s\r\n" % (len(data), data))
-        await writer.drain()
-        while await reader.read(65536):  # until the client closes
-            pass
-        closed.set()
-        writer.close()
-
-    server = await asyncio.start_server(stalling_server, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+    server, port, closed = await stalling_upstream(
+        b'data: {"choices":[{"delta":{"content":"hi"}}]}\n\n'
+    )
     try:
         fake_like = FakeBackend("vllm")
         fake_like._port = port  # only its URL is used
@@ -329,7 +312,58 @@ async def test_cancellation_closes_the_upstream_connection(make_backend: MakeBac
         with pytest.raises(asyncio.CancelledError):
             await task
         await asyncio.wait_for(closed.wait(), 5)
-        assert got_request.is_set()
+        assert backend.inflight == 0  # type: ignore[attr-defined]
+    finally:
+        server.close()
+
+
+async def stalling_upstream(
+    first: bytes,
+) -> tuple[asyncio.Server, int, asyncio.Event]:
+    """A raw HTTP/1.1 server that sends `first` as a chunked SSE body, then stalls until the
+    client closes the connection (which sets the returned event)."""
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+            b"transfer-encoding: chunked\r\n\r\n"
+        )
+        writer.write(b"%x\r\n%s\r\n" % (len(first), first))
+        await writer.drain()
+        while await reader.read(65536):  # until the client closes
+            pass
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, int(server.sockets[0].getsockname()[1]), closed
+
+
+async def test_error_event_ends_the_job_at_once_even_if_the_stream_stays_open(
+    make_backend: MakeBackend,
+) -> None:
+    """OpenRouter-style error chunk, then the upstream keeps the connection open: the job must
+    end right after relaying the event, not wait for the stream to finish."""
+    event = (
+        b'data: {"choices":[{"delta":{"content":"partial"}}]}\n\n'
+        b'data: {"error":{"code":"server_error","message":"Provider disconnected"},'
+        b'"choices":[{"index":0,"delta":{"content":""},"finish_reason":"error"}]}\n\n'
+    )
+    server, port, closed = await stalling_upstream(event)
+    try:
+        fake_like = FakeBackend("vllm")
+        fake_like._port = port  # only its URL is used
+        backend = make_backend(fake_like)
+        sink = Sink()
+        with pytest.raises(BackendError) as info:
+            async with asyncio.timeout(5):
+                await backend.execute(job(), sink)
+        assert info.value.code is ErrorCode.INTERNAL
+        assert "Provider disconnected" in info.value.message
+        assert sink.data == event
+        await asyncio.wait_for(closed.wait(), 5)  # and the upstream request was closed
     finally:
         server.close()
 

@@ -96,13 +96,23 @@ def test_last_usage_wins() -> None:
     assert (scanner.input_tokens, scanner.output_tokens) == (9, 30)
 
 
-def test_crlf_lines_comments_and_a_last_line_without_newline() -> None:
+def test_crlf_lines_and_comments() -> None:
     stream = (
         b": keep-alive\r\n\r\n"
         b': "usage" in a comment is ignored {"usage":{"prompt_tokens":99}}\r\n'
-        b'data: {"choices":[],"usage":{"prompt_tokens":6,"completion_tokens":7}}'
+        b'data: {"choices":[],"usage":{"prompt_tokens":6,"completion_tokens":7}}\r\n\r\n'
+        b"data: [DONE]\r\n\r\n"
     )
-    scanner = scan([stream])
+    scanner = SseUsageScanner()
+    scanner.feed(stream)
+    assert (scanner.input_tokens, scanner.output_tokens) == (6, 7)
+
+
+def test_last_line_without_newline_is_read_at_the_end() -> None:
+    scanner = SseUsageScanner()
+    scanner.feed(b'data: {"choices":[],"usage":{"prompt_tokens":6,"completion_tokens":7}}')
+    assert (scanner.input_tokens, scanner.output_tokens) == (0, 0)
+    assert scanner.finish() is False
     assert (scanner.input_tokens, scanner.output_tokens) == (6, 7)
 
 
