@@ -13,6 +13,7 @@ import pytest
 
 from usepod_desktop import PROTOCOL_VERSION, __version__
 from usepod_desktop.core import protocol
+from usepod_desktop.core.backends.base import BackendError, JobRequest
 from usepod_desktop.core.config import (
     BackendConfig,
     Config,
@@ -22,6 +23,7 @@ from usepod_desktop.core.config import (
     PricingConfig,
 )
 from usepod_desktop.core.discovery import BackendPool, DiscoveryResult, discover, probe_local
+from usepod_desktop.core.protocol import ErrorCode
 from usepod_desktop.core.secrets import SecretStore
 from usepod_desktop.sandbox.fakes import FailMode, FakeBackend, FakeModel
 
@@ -429,8 +431,37 @@ async def test_pool_reuses_adapters_and_rebuilds_only_changed_entries(
     fourth = await discover(make_config(local(one), local(moved)), pool)
     assert fourth.routes["a"] is a
     assert fourth.routes["b"] is not b and fourth.routes["b"].base_url == moved.url
-    assert b.closed  # type: ignore[attr-defined]
     assert pool.backends == [a, fourth.routes["b"]]
+    # The old adapter stays open until a later pass (the routes published before this pass
+    # could still send it a job), then it is closed.
+    assert not b.closed  # type: ignore[attr-defined]
+    await discover(make_config(local(one), local(moved)), pool)
+    assert b.closed  # type: ignore[attr-defined]
+    with pytest.raises(BackendError) as info:
+        await b.execute(JobRequest("j", "b", {"messages": []}), lambda chunk: asyncio.sleep(0))
+    assert info.value.code is ErrorCode.INTERNAL and "closed" in info.value.message
+
+
+async def test_retired_adapter_with_a_running_job_is_closed_only_when_idle(
+    make_fake: MakeFake, pool: BackendPool
+) -> None:
+    fake = await make_fake("vllm", ["a"], fail_mode=FailMode.HANG)
+    first = await discover(make_config(local(fake)), pool)
+    old = first.routes["a"]
+    job_task = asyncio.create_task(
+        old.execute(JobRequest("j", "a", {"messages": []}), lambda chunk: asyncio.sleep(0))
+    )
+    await asyncio.sleep(0)  # the job starts and waits for an answer that never comes
+    assert old.inflight == 1  # type: ignore[attr-defined]
+    pool.sync(make_config(local(fake)), force=True)
+    await discover(make_config(local(fake)), pool)
+    await discover(make_config(local(fake)), pool)
+    assert not old.closed  # type: ignore[attr-defined]
+    job_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await job_task
+    await discover(make_config(local(fake)), pool)
+    assert old.closed  # type: ignore[attr-defined]
 
 
 async def test_pool_sync_force_rebuilds(make_fake: MakeFake, pool: BackendPool) -> None:
@@ -441,8 +472,9 @@ async def test_pool_sync_force_rebuilds(make_fake: MakeFake, pool: BackendPool) 
     pool.sync(config, force=True)
     (after,) = pool.backends
     assert after is not before
-    await pool.close_retired()
-    assert before.closed  # type: ignore[attr-defined]
+    await discover(config, pool)
+    await discover(config, pool)
+    assert before.closed and not after.closed  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------ local probe

@@ -174,15 +174,18 @@ class BackendPool:
     URL, key, base-URL override) did not change; an entry whose only change is its allow-list
     or markup keeps its adapter. It reads keys from the keyring (a blocking call): from a
     running event loop prefer letting :func:`discover` call it in a worker thread. Replaced
-    adapters are closed once no job runs on them any more (at the next pass, or in
-    :meth:`aclose`).
+    adapters are closed once no job runs on them and a later pass has completed (its routes
+    replace theirs), or in :meth:`aclose`.
     """
 
     def __init__(self, secrets: SecretStore, *, probe_timeout: float = PROBE_TIMEOUT) -> None:
         self.secrets = secrets
         self.probe_timeout = probe_timeout
         self._entries: dict[tuple[str, str | None], _Entry] = {}
-        self._retired: list[Backend] = []
+        # Replaced adapters and the pass count when they were replaced: the routes of the last
+        # published result may still point at them until a newer pass completes.
+        self._retired: list[tuple[Backend, int]] = []
+        self._passes = 0
         self._lock = threading.Lock()
         self._last_warnings: dict[tuple[str, str | None], set[str]] = {}
 
@@ -231,7 +234,7 @@ class BackendPool:
                 fresh[ident] = _Entry(cfg, fingerprint, backend, error)
             for ident, entry in self._entries.items():
                 if entry.backend is not None and fresh.get(ident) is not entry:
-                    self._retired.append(entry.backend)
+                    self._retired.append((entry.backend, self._passes))
             self._entries = fresh
 
     def get(self, cfg: BackendConfig) -> tuple[Backend | None, Exception | None]:
@@ -242,19 +245,25 @@ class BackendPool:
         return entry.backend, entry.error
 
     async def close_retired(self) -> None:
-        """Close replaced adapters that no job uses any more."""
-        keep: list[Backend] = []
-        for backend in self._retired:
-            if getattr(backend, "inflight", 0):
-                keep.append(backend)
+        """Close replaced adapters that no job uses and no published route can reach any more
+        (replaced before the last completed pass, whose routes supersede theirs)."""
+        keep: list[tuple[Backend, int]] = []
+        for backend, retired_at in self._retired:
+            if retired_at >= self._passes or getattr(backend, "inflight", 0):
+                keep.append((backend, retired_at))
             else:
-                await backend.aclose()
+                with contextlib.suppress(Exception):
+                    await backend.aclose()
         self._retired = keep
+
+    def pass_completed(self) -> None:
+        """Called by :func:`discover` when a pass produced a result."""
+        self._passes += 1
 
     async def aclose(self) -> None:
         """Close every adapter (jobs still running on them fail)."""
         with self._lock:
-            backends = self.backends + self._retired
+            backends = self.backends + [backend for backend, _ in self._retired]
             self._entries = {}
             self._retired = []
         for backend in backends:
@@ -437,6 +446,7 @@ async def discover(config: Config, pool: BackendPool) -> DiscoveryResult:
                 report.warnings.append(f"{model_id}: served by {owner.label} instead (priority)")
         report.models_advertised.sort()
         pool._log_warnings(cfg, report.warnings)
+    pool.pass_completed()
     return DiscoveryResult(reports, advertised, winner_of)
 
 

@@ -574,6 +574,11 @@ class OpenAICompatBackend(Backend):
 
     async def execute(self, job: JobRequest, sink: ChunkSink) -> Usage:
         url, payload, headers = self._prepare(job)
+        if self._closed:
+            raise BackendError(
+                ErrorCode.INTERNAL,
+                f"{self.kind}: backend closed (reconfigured, or the agent is stopping)",
+            )
         anthropic = job.format == "anthropic"
         self._inflight += 1
         answered = False  # response headers received
