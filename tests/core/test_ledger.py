@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -18,12 +19,16 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from usepod_desktop.core import ledger as ledger_mod
+from usepod_desktop.core.agent import Agent
 from usepod_desktop.core.backends.base import UpstreamPrice
+from usepod_desktop.core.config import BackendConfig, Config, CoordinatorConfig, PricingConfig
 from usepod_desktop.core.events import AgentState, EventBus, JobFinished, StateChanged
 from usepod_desktop.core.executor import JobOutcome
 from usepod_desktop.core.ledger import (
@@ -40,6 +45,10 @@ from usepod_desktop.core.ledger import (
     nusd_to_micro,
     upstream_cost_nusd,
 )
+from usepod_desktop.core.metrics import MetricsServer
+from usepod_desktop.core.protocol import JobDone, JobError
+from usepod_desktop.sandbox.coordinator import SandboxCoordinator
+from usepod_desktop.sandbox.fakes import FailMode, FakeBackend
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)  # 13:00 in Berlin
@@ -621,3 +630,94 @@ def test_row_round_trip_through_to_dict() -> None:
     assert data["ended_at"] == NOW.isoformat()
     assert data["gross_usd"] == "0.000900000"
     assert data["upstream_cost_usd"] == "0.000000002"  # 1500 tokens at 1 micro/1M = 1.5 -> 2 nano
+
+
+# ---- end to end: a real Agent serving jobs from the sandbox coordinator ---------------------
+
+CHAT = {"messages": [{"role": "user", "content": "hello there agent"}], "max_tokens": 6}
+
+
+async def test_jobs_served_through_the_sandbox_coordinator_are_recorded(tmp_path: Path) -> None:
+    db = tmp_path / "ledger.sqlite3"
+    async with (
+        SandboxCoordinator(ws_heartbeat=None) as coord,
+        FakeBackend("vllm", ["model-a"], output_tokens=6) as fake,
+    ):
+        config = Config(
+            coordinator=CoordinatorConfig(url=coord.url),
+            pricing=PricingConfig(500_000, 750_000),
+            backends=(BackendConfig(kind="vllm", url=fake.url),),
+            identity_key_path=str(tmp_path / "identity.key"),
+        )
+        agent = Agent(config, allow_insecure=True)
+        book = Ledger(db)
+        detach = book.attach(agent)
+        metrics = MetricsServer("127.0.0.1:0", agent)
+        finished: list[JobOutcome] = []
+        agent.events.subscribe(
+            lambda e: finished.append(e.outcome) if isinstance(e, JobFinished) else None
+        )
+        await agent.start()
+        assert await metrics.start()
+        try:
+            await coord.wait_for_capabilities(10)
+            done = [await coord.dispatch("model-a", CHAT) for _ in range(3)]
+            terminals = [await h.wait(10) for h in done]
+            assert all(isinstance(t, JobDone) for t in terminals)
+            fake.fail_mode = FailMode.ERROR_STATUS
+            failed = await coord.dispatch("model-a", CHAT)
+            assert isinstance(await failed.wait(10), JobError)
+            fake.fail_mode = FailMode.NONE
+            await agent.run_test_job("model-a", CHAT)
+            for _ in range(500):
+                if len(finished) == 5:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(finished) == 5
+            assert await asyncio.to_thread(book.flush, 5)
+            assert metrics.url is not None
+            async with aiohttp.ClientSession() as session, session.get(metrics.url) as response:
+                scraped = await response.text()
+            samples = {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(scraped)
+                for s in family.samples
+            }
+            done_key = (("backend", "vllm"), ("model", "model-a"), ("outcome", "done"))
+            assert samples[("usepod_jobs_total", done_key)] == 4  # 3 + the test job
+        finally:
+            await metrics.stop()
+            await agent.stop(grace=0.1)
+            detach()
+            await asyncio.to_thread(book.close)
+
+    with Ledger(db) as again:
+        rows = {r.job_id: r for r in again.rows()}
+        assert len(rows) == 5
+        for handle, terminal in zip(done, terminals, strict=True):
+            assert isinstance(terminal, JobDone)
+            row = rows[handle.job_id]
+            assert (row.source, row.outcome, row.model_id, row.backend_kind) == (
+                "coordinator",
+                "done",
+                "model-a",
+                "vllm",
+            )
+            # the agent's own counts match what it reported in job_done
+            assert (row.input_tokens, row.output_tokens) == (
+                terminal.input_tokens,
+                terminal.output_tokens,
+            )
+            assert row.output_tokens == 6
+            assert (row.input_per_1m, row.output_per_1m) == (500_000, 750_000)
+            exact = exact_gross_micro((row.input_tokens, row.output_tokens), (500_000, 750_000))
+            assert row.gross_nusd == round(exact * 1000)
+            assert nusd_to_micro(row.earnings_nusd) == round(exact * Fraction(4, 5))
+            assert row.ttfb_ms is not None and row.ttfb_ms > 0
+        error_row = rows[failed.job_id]
+        assert error_row.outcome == "error" and error_row.earnings_nusd == 0
+        [test_row] = [r for r in rows.values() if r.source == "test"]
+        assert test_row.outcome == "done" and test_row.earnings_nusd == 0
+        coordinator_total = again.all_time()
+        assert (coordinator_total.jobs, coordinator_total.done) == (4, 3)
+        assert coordinator_total.earnings_nusd == sum(rows[h.job_id].earnings_nusd for h in done)
