@@ -1,0 +1,91 @@
+"""Tray icons: one static icon per agent state, in a variant for light and for dark panels.
+
+The SVG files live in `resources/icons/` (`tray-<state>-on-light.svg`, `...-on-dark.svg`).
+The variant follows the palette's window colour. When a file cannot be found (a broken
+install) a plain coloured disc is painted instead, so the tray is never blank.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
+
+from usepod_desktop.core.events import AgentState
+
+Variant = Literal["on-light", "on-dark"]
+
+#: Fallback colours (also the legend's colours): state -> (on-light, on-dark).
+STATE_COLOURS: dict[AgentState, tuple[str, str]] = {
+    AgentState.SERVING: ("#1a9447", "#3fd177"),
+    AgentState.PAUSED: ("#d38300", "#ffb81f"),
+    AgentState.CONNECTING: ("#1f6fd1", "#5ea6ff"),
+    AgentState.OFFLINE: ("#6b6b6b", "#b4b4b4"),
+    AgentState.ERROR: ("#d12c26", "#ff5b52"),
+    AgentState.NEEDS_PAIRING: ("#7744d4", "#ad8cff"),
+}
+
+_cache: dict[tuple[str, str], QIcon] = {}
+
+
+def icon_dirs() -> list[Path]:
+    """Where the icon files may be: source checkout, installed package, PyInstaller bundle."""
+    here = Path(__file__).resolve()
+    dirs = [here.parents[2] / "resources" / "icons", here.parents[1] / "resources" / "icons"]
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle:
+        dirs.insert(0, Path(bundle) / "resources" / "icons")
+    return dirs
+
+
+def find_icon_file(name: str) -> Path | None:
+    for directory in icon_dirs():
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def variant_for(palette: QPalette | None = None) -> Variant:
+    """Dark window colour -> icons drawn for dark panels."""
+    if palette is None:
+        palette = QGuiApplication.palette()
+    return "on-dark" if palette.color(QPalette.ColorRole.Window).lightness() < 128 else "on-light"
+
+
+def state_icon_name(state: AgentState, variant: Variant) -> str:
+    return f"tray-{state.value}-{variant}.svg"
+
+
+def state_icon(state: AgentState, variant: Variant | None = None) -> QIcon:
+    variant = variant or variant_for()
+    key = (state.value, variant)
+    icon = _cache.get(key)
+    if icon is None:
+        path = find_icon_file(state_icon_name(state, variant))
+        icon = QIcon(str(path)) if path is not None else QIcon()
+        if icon.isNull() or (not icon.availableSizes() and icon.pixmap(22, 22).isNull()):
+            icon = _painted(STATE_COLOURS[state][0 if variant == "on-light" else 1])
+        _cache[key] = icon
+    return icon
+
+
+def app_icon() -> QIcon:
+    path = find_icon_file("app.svg")
+    icon = QIcon(str(path)) if path is not None else QIcon()
+    return icon if not icon.isNull() else state_icon(AgentState.SERVING)
+
+
+def _painted(colour: str) -> QIcon:
+    pixmap = QPixmap(44, 44)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    painter = QPainter(pixmap)
+    painter.setRenderHint(QPainter.RenderHint.Antialiasing)
+    painter.setBrush(QColor(colour))
+    painter.setPen(Qt.PenStyle.NoPen)
+    painter.drawEllipse(3, 3, 38, 38)
+    painter.end()
+    return QIcon(pixmap)

@@ -1,0 +1,59 @@
+"""Small shared widget helpers: invalid-field marking, inline messages."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from PySide6.QtWidgets import QLabel, QWidget
+
+ERROR_COLOUR = "#d12c26"
+OK_COLOUR = "#1a9447"
+WARN_COLOUR = "#b86e00"
+
+#: Added to every window that validates fields.
+INVALID_STYLE = (
+    'QLineEdit[invalid="true"], QSpinBox[invalid="true"], QTableWidget[invalid="true"], '
+    'QListWidget[invalid="true"], QComboBox[invalid="true"] '
+    f"{{ border: 2px solid {ERROR_COLOUR}; border-radius: 3px; }}"
+)
+
+Tone = Literal["info", "ok", "error", "warning"]
+
+
+def mark_invalid(widget: QWidget, message: str | None) -> None:
+    """Highlight `widget` (and show `message` as its tooltip) or clear the highlight."""
+    invalid = message is not None
+    if bool(widget.property("invalid")) == invalid and (not invalid or widget.toolTip() == message):
+        return
+    widget.setProperty("invalid", invalid)
+    widget.setToolTip(message or "")
+    style = widget.style()
+    style.unpolish(widget)
+    style.polish(widget)
+    widget.update()
+
+
+def is_marked(widget: QWidget) -> bool:
+    return bool(widget.property("invalid"))
+
+
+def error_label(parent: QWidget | None = None) -> QLabel:
+    """A red one-line message under a field, hidden while empty."""
+    label = QLabel(parent)
+    label.setWordWrap(True)
+    label.setStyleSheet(f"QLabel {{ color: {ERROR_COLOUR}; }}")
+    label.hide()
+    return label
+
+
+def set_error(label: QLabel, message: str | None) -> None:
+    label.setText(message or "")
+    label.setVisible(bool(message))
+
+
+def set_tone(label: QLabel, text: str, tone: Tone = "info") -> None:
+    """An inline banner: plain for info, coloured for ok / warning / error."""
+    colour = {"info": "", "ok": OK_COLOUR, "error": ERROR_COLOUR, "warning": WARN_COLOUR}[tone]
+    label.setStyleSheet(f"QLabel {{ color: {colour}; }}" if colour else "")
+    label.setText(text)
+    label.setVisible(bool(text))
