@@ -1,0 +1,503 @@
+"""The GUI's one owner of the agent facade: state for display, the actions behind every menu
+entry and button, the windows (one of each), notifications and today's figures.
+
+The tray (or the fallback window where there is no tray) shows what the controller says and
+calls its methods; no widget talks to the network or reads agent.toml.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QObject, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import QSystemTrayIcon, QWidget
+
+from usepod_desktop.core import paths
+from usepod_desktop.core.errors import ConfigError, UserFacingError
+from usepod_desktop.core.events import AgentState, JobFinished
+from usepod_desktop.gui import tasks
+from usepod_desktop.gui.bridge import AgentBridge
+from usepod_desktop.gui.errors import show_message, show_user_error
+from usepod_desktop.gui.money import format_usd, job_earnings_usd
+from usepod_desktop.gui.notify import Level, Notifier
+from usepod_desktop.gui.prefs import Prefs
+
+if TYPE_CHECKING:
+    from usepod_desktop.core.agent import Agent
+    from usepod_desktop.gui.logview import LogViewer
+    from usepod_desktop.gui.mainwindow import StatusWindow
+    from usepod_desktop.gui.settings import SettingsWindow
+    from usepod_desktop.gui.test_job import TestJobDialog
+    from usepod_desktop.gui.tray import TrayIcon
+
+log = logging.getLogger(__name__)
+
+NOT_PAIRED = "Not paired yet: run `usepod-desktop setup` or try `usepod-desktop --sandbox`"
+APP_TITLE = "Use Pod"
+
+
+@dataclass(slots=True)
+class StartOptions:
+    config: str | None = None
+    allow_insecure: bool = False
+    sandbox: bool = False
+    grace_s: float = 10.0
+    demo_interval_s: float = 5.0
+
+
+class TodayCounter:
+    """Jobs served today and their estimated earnings, counted from JobFinished events (used
+    when there is no ledger, or while it cannot be read). Test jobs do not count."""
+
+    def __init__(self, today: Callable[[], date] = date.today) -> None:
+        self._today = today
+        self.day = today()
+        self.jobs = 0
+        self.earnings_usd = Decimal(0)
+
+    def add(self, event: JobFinished) -> None:
+        outcome = event.outcome
+        if not outcome.ok or outcome.source == "test":
+            return
+        ended = outcome.ended_at
+        day = ended.astimezone().date() if isinstance(ended, datetime) else self._today()
+        if day != self.day:
+            if day < self.day:
+                return
+            self.day, self.jobs, self.earnings_usd = day, 0, Decimal(0)
+        self.jobs += 1
+        self.earnings_usd += job_earnings_usd(
+            outcome.input_tokens,
+            outcome.output_tokens,
+            outcome.input_per_1m,
+            outcome.output_per_1m,
+        )
+
+    def summary(self) -> tuple[int, Decimal]:
+        if self._today() != self.day:
+            return 0, Decimal(0)
+        return self.jobs, self.earnings_usd
+
+
+def show_window(window: QWidget) -> None:
+    """Show, un-minimise and raise a top-level window."""
+    if window.isMinimized():
+        window.showNormal()
+    window.show()
+    window.raise_()
+    window.activateWindow()
+
+
+class AppController(QObject):
+    #: Anything the status display depends on changed (state, jobs, today's figures).
+    statusChanged = Signal()
+    #: The agent was created or replaced (e.g. after pairing).
+    agentChanged = Signal()
+
+    def __init__(
+        self,
+        *,
+        prefs: Prefs | None = None,
+        open_url: Callable[[QUrl], bool] = QDesktopServices.openUrl,
+        offline_grace_ms: int | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.prefs = prefs or Prefs()
+        self.open_url = open_url
+        self.bridge = AgentBridge(self)
+        self.agent: Agent | None = None
+        self.options = StartOptions()
+        self.sandbox = False
+        self.sandbox_session: Any = None
+        self.demo_labels: set[str] = set()
+        #: Shown while there is no agent (not paired, invalid agent.toml, start failed).
+        self.problem_state = AgentState.OFFLINE
+        self.problem_reason = "starting"
+        self.today = TodayCounter()
+        self.ledger: Any = None
+        self._ledger_detach: Callable[[], None] | None = None
+        self._ledger_owned = False
+        self._ledger_summary: tuple[int, Decimal] | None = None
+        self.notifications: list[tuple[str, str, Level]] = []
+        kwargs = {} if offline_grace_ms is None else {"offline_grace_ms": offline_grace_ms}
+        self.notifier = Notifier(self.prefs, self.notify, parent=self, **kwargs)
+        self.notifier.connect_bridge(self.bridge)
+        #: Set by the earnings dashboard when it exists: opens it (the menu shows it then).
+        self.dashboard_opener: Callable[[], None] | None = None
+        self.tray: TrayIcon | None = None
+        self.window: StatusWindow | None = None
+        self._settings: SettingsWindow | None = None
+        self._test_job: TestJobDialog | None = None
+        self._log_view: LogViewer | None = None
+        self._autostart_on: bool | None = None
+        self.stopping = False
+        self._quit = asyncio.Event()
+        self.bridge.event.connect(self._on_event)
+        self._ledger_timer = QTimer(self)
+        self._ledger_timer.setSingleShot(True)
+        self._ledger_timer.setInterval(500)
+        self._ledger_timer.timeout.connect(self.refresh_today)
+
+    # ---- the agent ---------------------------------------------------------------------
+
+    def show_ui(self, tray_available: bool | None = None) -> None:
+        """The tray icon, or the status window where the desktop has no tray."""
+        if tray_available is None:
+            tray_available = QSystemTrayIcon.isSystemTrayAvailable()
+        if tray_available:
+            from usepod_desktop.gui.tray import TrayIcon
+
+            self.tray = TrayIcon(self)
+            self.tray.show()
+        else:
+            log.info("no system tray on this desktop: showing the status window instead")
+            self.show_status_window()
+
+    def set_agent(self, agent: Agent | None) -> None:
+        """Show this agent (None: none, e.g. not paired yet)."""
+        self.agent = agent
+        if agent is None:
+            self.bridge.detach()
+        else:
+            self.bridge.attach(agent.events)
+            self._attach_ledger(agent)
+        self.agentChanged.emit()
+        self.statusChanged.emit()
+
+    def set_problem(self, state: AgentState, reason: str) -> None:
+        self.problem_state, self.problem_reason = state, reason
+        self.statusChanged.emit()
+
+    async def start(self, options: StartOptions) -> None:
+        """Load agent.toml (or set up the sandbox), create the agent and start it. Problems
+        become the displayed state; this never raises for a user-facing error."""
+        from usepod_desktop.core.agent import Agent
+        from usepod_desktop.core.config import find_config, load_config
+
+        self.options = options
+        self.sandbox = options.sandbox
+        self.set_problem(AgentState.CONNECTING, "starting")
+        try:
+            if options.sandbox:
+                agent = await self._sandbox_agent(options)
+            else:
+                try:
+                    path = await asyncio.to_thread(find_config, options.config)
+                except ConfigError as exc:
+                    if options.config is None:
+                        self.set_problem(AgentState.NEEDS_PAIRING, NOT_PAIRED)
+                    else:
+                        self.set_problem(AgentState.ERROR, exc.message)
+                    return
+                allow = options.allow_insecure or self.prefs.allow_insecure
+                config = await asyncio.to_thread(load_config, path, allow_insecure=allow)
+                agent = Agent(config, config_path=path, allow_insecure=allow)
+        except UserFacingError as exc:
+            self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
+            return
+        self.set_agent(agent)
+        try:
+            await agent.start()
+        except UserFacingError as exc:
+            self.set_agent(None)
+            self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
+            return
+        if self.sandbox_session is not None:
+            self.sandbox_session.start_demo_jobs(interval_s=options.demo_interval_s)
+        await self._refresh_autostart()
+        self.refresh_today()
+
+    async def _sandbox_agent(self, options: StartOptions) -> Agent:
+        from usepod_desktop.core.agent import Agent
+        from usepod_desktop.core.config import load_config
+
+        try:
+            from usepod_desktop.sandbox.demo import SandboxSession
+        except ImportError as exc:
+            raise UserFacingError(
+                f"sandbox mode is not available in this build ({exc})", title="Sandbox"
+            ) from None
+        try:
+            base = await asyncio.to_thread(load_config, options.config, allow_insecure=True)
+        except ConfigError:
+            base = None
+        session = SandboxSession()
+        config = await session.start(base)
+        self.sandbox_session = session
+        self.demo_labels = set(session.demo_labels)
+        return Agent(config, config_path=session.config_path, allow_insecure=True)
+
+    # ---- what the tray shows -----------------------------------------------------------
+
+    @property
+    def state(self) -> AgentState:
+        if self.agent is None:
+            return self.problem_state
+        return self.agent.state
+
+    @property
+    def reason(self) -> str:
+        if self.agent is None:
+            return self.problem_reason
+        return self.agent.reason
+
+    @property
+    def jobs_running(self) -> int:
+        return self.agent.jobs_running if self.agent is not None else 0
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.agent is not None and self.agent.paused)
+
+    def today_summary(self) -> tuple[int, Decimal]:
+        """(jobs served today, estimated earnings in USD): the ledger's figure when it has
+        one, else the in-memory count."""
+        if self._ledger_summary is not None:
+            return self._ledger_summary
+        return self.today.summary()
+
+    def status_text(self) -> str:
+        prefix = "Sandbox · " if self.sandbox else ""
+        if self.stopping:
+            return f"{prefix}Stopping…"
+        reason = self.reason
+        return f"{prefix}{self.state.label}" + (f": {reason}" if reason else "")
+
+    def figures_text(self) -> str:
+        jobs, usd = self.today_summary()
+        what = "demo job(s)" if self.sandbox else "job(s)"
+        earned = "no real earnings" if self.sandbox else f"≈ {format_usd(usd)} estimated"
+        return f"{self.jobs_running} running · today {jobs} {what}, {earned}"
+
+    def tooltip_text(self) -> str:
+        """Short (Windows cuts tray tooltips at 127 characters)."""
+        jobs, usd = self.today_summary()
+        title = f"{APP_TITLE} (sandbox)" if self.sandbox else APP_TITLE
+        money = "demo" if self.sandbox else f"≈ {format_usd(usd)}"
+        lines = [
+            f"{title}: {self.state.label}",
+            f"{self.jobs_running} job(s) running",
+            f"Today: {jobs} job(s), {money}",
+        ]
+        return "\n".join(lines)
+
+    def is_demo_backend(self, label: str) -> bool:
+        return label in self.demo_labels
+
+    # ---- actions -----------------------------------------------------------------------
+
+    def pause(self) -> None:
+        if self.agent is not None:
+            tasks.spawn(self.agent.pause(), name="pause", on_error=self._error_box)
+
+    def resume(self) -> None:
+        if self.agent is not None:
+            tasks.spawn(self.agent.resume(), name="resume", on_error=self._error_box)
+
+    def toggle_pause(self) -> None:
+        self.resume() if self.paused else self.pause()
+
+    def open_settings(self, tab: str | None = None) -> SettingsWindow | None:
+        if self.agent is None:
+            self.show_status_window()
+            return None
+        from usepod_desktop.gui.settings import SettingsWindow
+
+        if self._settings is None:
+            self._settings = SettingsWindow(self)
+        if tab is not None:
+            self._settings.select_tab(tab)
+        show_window(self._settings)
+        return self._settings
+
+    def open_test_job(self) -> TestJobDialog | None:
+        if self.agent is None:
+            self.show_status_window()
+            return None
+        from usepod_desktop.gui.test_job import TestJobDialog
+
+        if self._test_job is None:
+            self._test_job = TestJobDialog(self)
+        self._test_job.refresh_models()
+        show_window(self._test_job)
+        return self._test_job
+
+    def open_log_view(self) -> LogViewer:
+        from usepod_desktop.gui.logview import LogViewer
+
+        if self._log_view is None:
+            self._log_view = LogViewer(open_folder=self.open_log_folder)
+        show_window(self._log_view)
+        return self._log_view
+
+    def open_log_folder(self) -> bool:
+        directory = paths.log_dir()
+        with contextlib.suppress(OSError):
+            directory.mkdir(parents=True, exist_ok=True)
+        ok = bool(self.open_url(QUrl.fromLocalFile(str(directory))))
+        if not ok:
+            show_message(None, "Log folder", f"The logs are in {directory}")
+        return ok
+
+    def show_status_window(self) -> StatusWindow:
+        from usepod_desktop.gui.mainwindow import StatusWindow
+
+        if self.window is None:
+            self.window = StatusWindow(self)
+        show_window(self.window)
+        return self.window
+
+    def show_main(self) -> None:
+        """Another launch asked us to come forward."""
+        if self.window is not None or self.agent is None:
+            self.show_status_window()
+        else:
+            self.open_settings()
+
+    # start at login
+
+    def autostart_supported(self) -> tuple[bool, str]:
+        try:
+            from usepod_desktop.core import autostart  # noqa: F401
+        except ImportError:
+            return False, "Start at login is not available in this build"
+        return True, ""
+
+    def start_at_login(self) -> bool:
+        if self._autostart_on is None:
+            self._autostart_on = self._read_autostart()
+        return self._autostart_on
+
+    def _read_autostart(self) -> bool:
+        try:
+            from usepod_desktop.core import autostart
+
+            return bool(autostart.enabled())
+        except Exception:
+            log.exception("cannot read the start-at-login setting")
+            return False
+
+    async def _refresh_autostart(self) -> None:
+        self._autostart_on = await asyncio.to_thread(self._read_autostart)
+
+    def set_start_at_login(self, on: bool) -> None:
+        async def change() -> None:
+            from usepod_desktop.core import autostart
+
+            if on:
+                await asyncio.to_thread(autostart.enable)
+            else:
+                await asyncio.to_thread(autostart.disable)
+            await self._refresh_autostart()
+            self.statusChanged.emit()
+
+        tasks.spawn(change(), name="autostart", on_error=self._error_box)
+
+    # quitting
+
+    def request_quit(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        self.notifier.suspend()
+        self.statusChanged.emit()
+        tasks.spawn(self.shutdown(), name="shutdown")
+
+    async def shutdown(self) -> None:
+        """Stop gracefully: no new jobs, running ones get the grace period, then close."""
+        self.stopping = True
+        self.notifier.suspend()
+        try:
+            for window in (self._settings, self._test_job, self._log_view):
+                if window is not None:
+                    window.close()
+            if self._test_job is not None:
+                self._test_job.stop()
+            if self.agent is not None:
+                await self.agent.stop(grace=self.options.grace_s)
+            if self.sandbox_session is not None:
+                await self.sandbox_session.stop()
+            if self._ledger_detach is not None:
+                self._ledger_detach()
+                self._ledger_detach = None
+            if self.ledger is not None and self._ledger_owned:
+                await asyncio.to_thread(self.ledger.close)
+        finally:
+            self.bridge.detach()
+            if self.tray is not None:
+                self.tray.hide()
+            self._quit.set()
+
+    async def wait_quit(self) -> None:
+        await self._quit.wait()
+
+    # ---- notifications -----------------------------------------------------------------
+
+    def notify(self, title: str, message: str, level: Level = "info") -> None:
+        self.notifications.append((title, message, level))
+        log.info("notification: %s: %s", title, message)
+        icon = {
+            "info": QSystemTrayIcon.MessageIcon.Information,
+            "warning": QSystemTrayIcon.MessageIcon.Warning,
+            "error": QSystemTrayIcon.MessageIcon.Critical,
+        }[level]
+        if self.tray is not None and self.tray.isVisible():
+            self.tray.showMessage(title, message, icon, 8000)
+        elif self.window is not None:
+            self.window.show_notification(title, message)
+
+    def _error_box(self, error: UserFacingError) -> None:
+        show_user_error(None, error)
+
+    # ---- figures -----------------------------------------------------------------------
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, JobFinished):
+            self.today.add(event)
+            if self.ledger is not None:
+                self._ledger_timer.start()
+        self.statusChanged.emit()
+
+    def _attach_ledger(self, agent: Agent) -> None:
+        if self._ledger_detach is not None:
+            self._ledger_detach()
+            self._ledger_detach = None
+        existing = getattr(agent, "ledger", None)
+        if existing is not None:
+            self.ledger, self._ledger_owned = existing, False
+            return
+        try:
+            from usepod_desktop.core.ledger import Ledger
+        except ImportError:
+            return
+        if self.ledger is None:
+            self.ledger, self._ledger_owned = Ledger(), True
+        source = "sandbox" if self.sandbox else None
+        self._ledger_detach = self.ledger.attach(agent, source=source)
+
+    def refresh_today(self) -> None:
+        ledger = self.ledger
+        if ledger is None:
+            return
+        sources = ("sandbox",) if self.sandbox else ("coordinator",)
+
+        async def read() -> None:
+            await asyncio.to_thread(ledger.flush, 5.0)
+            totals = await asyncio.to_thread(ledger.today, sources=sources)
+            self._ledger_summary = (totals.done, totals.earnings_usd)
+            self.statusChanged.emit()
+
+        def failed(error: UserFacingError) -> None:
+            log.warning("today's figures from the ledger: %s", error)
+            self._ledger_summary = None
+
+        tasks.spawn(read(), name="ledger-today", on_error=failed)

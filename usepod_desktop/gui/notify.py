@@ -1,0 +1,132 @@
+"""Tray notifications: few, useful, each switchable.
+
+- Lost connection to the coordinator: only when the agent is still not connected
+  `offline_grace_ms` (10 s) after it was serving, so a coordinator deploy (a reconnect within a
+  second or two) says nothing; "Connected again" follows only a loss that was announced.
+- A backend going down, or coming back after it was reported down.
+- Pairing completed (:meth:`Notifier.paired`, called by the pairing flow).
+
+The switches are in :class:`usepod_desktop.gui.prefs.Prefs` (the settings window's "App" tab).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from PySide6.QtCore import QObject, QTimer
+
+from usepod_desktop.core.events import AgentState, BackendStatusChanged, StateChanged
+from usepod_desktop.gui.bridge import AgentBridge
+from usepod_desktop.gui.prefs import Prefs
+
+Level = Literal["info", "warning", "error"]
+Sink = Callable[[str, str, Level], None]
+
+OFFLINE_GRACE_MS = 10_000
+_ONLINE = (AgentState.SERVING, AgentState.PAUSED)
+
+
+class Notifier(QObject):
+    def __init__(
+        self,
+        prefs: Prefs,
+        sink: Sink,
+        *,
+        offline_grace_ms: int = OFFLINE_GRACE_MS,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.prefs = prefs
+        self.sink = sink
+        self.suspended = False
+        self._online = False
+        self._was_online = False
+        self._lost_announced = False
+        self._last_reason = ""
+        self._down: set[str] = set()
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(offline_grace_ms)
+        self._timer.timeout.connect(self._offline_too_long)
+        #: What was shown, newest last (title, message): for the tests and for debugging.
+        self.sent: list[tuple[str, str]] = []
+
+    def connect_bridge(self, bridge: AgentBridge) -> None:
+        bridge.stateChanged.connect(self.on_state)
+        bridge.backendStatusChanged.connect(self.on_backend)
+
+    # ---- events
+
+    def on_state(self, event: StateChanged) -> None:
+        self._online = event.state in _ONLINE
+        self._last_reason = event.reason
+        if self._online:
+            self._timer.stop()
+            if self._lost_announced:
+                self._lost_announced = False
+                self._send(
+                    "notify/disconnect",
+                    "Connected again",
+                    "Use Pod is connected to the coordinator again.",
+                    "info",
+                )
+            self._was_online = True
+        elif self._was_online and not self._lost_announced and not self._timer.isActive():
+            self._timer.start()
+
+    def on_backend(self, event: BackendStatusChanged) -> None:
+        if not event.up:
+            if event.label in self._down:
+                return
+            self._down.add(event.label)
+            detail = f": {event.detail}" if event.detail else ""
+            self._send(
+                "notify/backend",
+                "Backend down",
+                f"{event.label} is not answering{detail}. Its models are no longer offered.",
+                "warning",
+            )
+        elif event.label in self._down:
+            self._down.discard(event.label)
+            self._send(
+                "notify/backend",
+                "Backend back",
+                f"{event.label} is answering again; its models are offered.",
+                "info",
+            )
+
+    def paired(self, provider_id: str | None = None) -> None:
+        """The hook for the pairing flow."""
+        who = f" as provider {provider_id}" if provider_id else ""
+        self._send(
+            "notify/pairing",
+            "Paired",
+            f"This computer is paired{who} and will start serving.",
+            "info",
+        )
+
+    def suspend(self) -> None:
+        """Quitting: say nothing more (the agent going offline is what the user asked for)."""
+        self.suspended = True
+        self._timer.stop()
+
+    # ---- internals
+
+    def _offline_too_long(self) -> None:
+        if self._online:
+            return
+        self._lost_announced = True
+        reason = f" ({self._last_reason})" if self._last_reason else ""
+        self._send(
+            "notify/disconnect",
+            "Lost connection",
+            f"Use Pod lost its connection to the coordinator{reason}. It keeps retrying.",
+            "warning",
+        )
+
+    def _send(self, key: str, title: str, message: str, level: Level) -> None:
+        if self.suspended or not self.prefs.notify_enabled(key):
+            return
+        self.sent.append((title, message))
+        self.sink(title, message, level)

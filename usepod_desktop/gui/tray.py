@@ -1,0 +1,128 @@
+"""The tray icon: a static icon per state, a short tooltip, and a menu rebuilt every time it
+opens (so it always shows the current state; the vorta pattern)."""
+
+from __future__ import annotations
+
+import sys
+
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QMenu, QSystemTrayIcon
+
+from usepod_desktop.core.events import AgentState
+from usepod_desktop.gui.controller import AppController
+from usepod_desktop.gui.icons import state_icon, variant_for
+
+
+def populate_menu(menu: QMenu, controller: AppController) -> None:
+    """Fill `menu` with the status lines and every action, from the controller's state now.
+
+    Actions carry object names (`action_pause`, ...) so tests and the fallback window find them.
+    """
+    menu.clear()
+    has_agent = controller.agent is not None and not controller.stopping
+
+    def add(
+        name: str, text: str, slot: object = None, *, enabled: bool = True, tip: str = ""
+    ) -> QAction:
+        action = QAction(text, menu)
+        action.setObjectName(name)
+        action.setEnabled(enabled)
+        if tip:
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
+        if slot is not None:
+            action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    add("action_status", controller.status_text(), enabled=False)
+    add("action_figures", controller.figures_text(), enabled=False)
+    menu.addSeparator()
+    if controller.paused:
+        add("action_resume", "Resume serving", controller.resume, enabled=has_agent)
+    else:
+        add(
+            "action_pause",
+            "Pause serving",
+            controller.pause,
+            enabled=has_agent,
+            tip="Stop taking new jobs; running jobs finish",
+        )
+    menu.addSeparator()
+    not_ready = "" if has_agent else controller.reason
+    add(
+        "action_settings",
+        "Settings…",
+        lambda: controller.open_settings(),
+        enabled=has_agent,
+        tip=not_ready,
+    )
+    add(
+        "action_test_job",
+        "Send test job…",
+        lambda: controller.open_test_job(),
+        enabled=has_agent,
+        tip=not_ready,
+    )
+    if controller.dashboard_opener is not None:
+        add("action_dashboard", "Earnings dashboard…", controller.dashboard_opener)
+    add("action_log_view", "View log…", lambda: controller.open_log_view())
+    add("action_log_folder", "Open log folder", lambda: controller.open_log_folder())
+    menu.addSeparator()
+    supported, why = controller.autostart_supported()
+    autostart = add("action_autostart", "Start at login", enabled=supported, tip=why)
+    autostart.setCheckable(True)
+    autostart.setChecked(supported and controller.start_at_login())
+    autostart.toggled.connect(controller.set_start_at_login)
+    menu.addSeparator()
+    add(
+        "action_quit",
+        "Quit Use Pod",
+        controller.request_quit,
+        enabled=not controller.stopping,
+        tip="Stop serving (running jobs get a grace period) and quit",
+    )
+
+
+def find_action(menu: QMenu, name: str) -> QAction | None:
+    for action in menu.actions():
+        if action.objectName() == name:
+            return action
+    return None
+
+
+class TrayIcon(QSystemTrayIcon):
+    def __init__(self, controller: AppController) -> None:
+        super().__init__(controller)
+        self.controller = controller
+        self.menu = QMenu()
+        self.menu.setObjectName("trayMenu")
+        self.menu.aboutToShow.connect(self.rebuild_menu)
+        self.setContextMenu(self.menu)
+        #: (state, variant) of the icon shown now.
+        self.icon_key: tuple[AgentState, str] | None = None
+        controller.statusChanged.connect(self.refresh)
+        self.activated.connect(self._activated)
+        self.refresh()
+        self.rebuild_menu()  # a first menu, for platforms that show it without aboutToShow
+
+    def refresh(self) -> None:
+        state = self.controller.state
+        variant = variant_for()
+        if self.icon_key != (state, variant):
+            self.icon_key = (state, variant)
+            self.setIcon(state_icon(state, variant))
+        self.setToolTip(self.controller.tooltip_text())
+
+    def rebuild_menu(self) -> None:
+        populate_menu(self.menu, self.controller)
+
+    def action(self, name: str) -> QAction | None:
+        return find_action(self.menu, name)
+
+    def _activated(self, reason: QSystemTrayIcon.ActivationReason) -> None:
+        # macOS opens the menu on click; elsewhere a click (or double click) opens the window
+        if reason == QSystemTrayIcon.ActivationReason.DoubleClick or (
+            reason == QSystemTrayIcon.ActivationReason.Trigger and sys.platform != "darwin"
+        ):
+            self.controller.show_main()
