@@ -1,0 +1,114 @@
+"""The tray: actions drive the real agent, the icon follows its state, the tooltip counts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PySide6.QtGui import QImage
+
+from tests.gui.conftest import Rig
+from usepod_desktop.core import paths
+from usepod_desktop.core.events import AgentState
+from usepod_desktop.gui.icons import state_icon
+from usepod_desktop.gui.tray import TrayIcon
+
+pytestmark = pytest.mark.gui
+
+
+def _menu_action(tray: TrayIcon, name: str):  # type: ignore[no-untyped-def]
+    tray.menu.aboutToShow.emit()  # what Qt does before showing it: rebuilt from the state now
+    action = tray.action(name)
+    names = [a.objectName() for a in tray.menu.actions()]
+    assert action is not None, f"{name} not in the menu: {names}"
+    return action
+
+
+def _image(icon) -> QImage:  # type: ignore[no-untyped-def]
+    return icon.pixmap(22, 22).toImage()
+
+
+def test_pause_and_resume_from_the_menu_change_state_icon_and_capabilities(rig: Rig) -> None:
+    tray = rig.controller.tray
+    assert isinstance(tray, TrayIcon)
+    assert tray.icon_key is not None and tray.icon_key[0] == AgentState.SERVING
+    assert _image(tray.icon()) == _image(state_icon(AgentState.SERVING))
+    assert "Serving" in _menu_action(tray, "action_status").text()
+
+    before = rig.caps_count()
+    _menu_action(tray, "action_pause").trigger()
+    caps = rig.next_caps(before)
+    assert caps.models == []
+    rig.until(lambda: rig.agent.state == AgentState.PAUSED, what="paused")
+    assert rig.agent.paused
+    assert tray.icon_key[0] == AgentState.PAUSED
+    assert _image(tray.icon()) == _image(state_icon(AgentState.PAUSED))
+    assert _image(tray.icon()) != _image(state_icon(AgentState.SERVING))
+    tray.menu.aboutToShow.emit()
+    assert tray.action("action_pause") is None  # the rebuilt menu offers Resume instead
+    assert "Paused" in tray.toolTip()
+
+    before = rig.caps_count()
+    _menu_action(tray, "action_resume").trigger()
+    caps = rig.next_caps(before)
+    assert sorted(m["model_id"] for m in caps.models) == ["alpha", "beta"]
+    rig.until(lambda: tray.icon_key[0] == AgentState.SERVING, what="serving icon")
+
+
+def test_icon_follows_connection_loss_and_recovery(rig: Rig) -> None:
+    tray = rig.controller.tray
+    rig.run(rig.coordinator.stop())
+    rig.until(
+        lambda: tray.icon_key[0] in (AgentState.OFFLINE, AgentState.CONNECTING), what="offline icon"
+    )
+    assert "Serving" not in tray.toolTip()
+    rig.run(rig.coordinator.start())
+    rig.until(lambda: tray.icon_key[0] == AgentState.SERVING, timeout=15, what="back online")
+
+
+def test_tooltip_counts_todays_jobs_and_estimated_earnings(rig: Rig) -> None:
+    tray = rig.controller.tray
+    assert "Today: 0 job(s)" in tray.toolTip()
+    handle = rig.run(
+        rig.coordinator.dispatch(
+            "alpha", {"messages": [{"role": "user", "content": "one two three"}]}
+        )
+    )
+    rig.run(handle.wait(10))
+    assert handle.ok
+    rig.until(lambda: "Today: 1 job(s)" in tray.toolTip(), what="tooltip to count the job")
+    jobs, usd = rig.controller.today_summary()
+    assert jobs == 1 and usd > 0
+    assert "≈ $0.0000" in tray.toolTip()  # a tiny job: six decimals, shown as an estimate
+    assert "today 1 job(s)" in _menu_action(tray, "action_figures").text()
+    test_job = rig.run(
+        rig.agent.run_test_job("beta", {"messages": [{"role": "user", "content": "x"}]})
+    )
+    assert test_job.outcome.ok
+    rig.run(rig.agent.rediscover())  # some events later: test jobs still do not count
+    assert rig.controller.today_summary()[0] == 1
+
+
+def test_open_log_folder_and_start_at_login(rig: Rig) -> None:
+    from usepod_desktop.core import autostart
+
+    tray = rig.controller.tray
+    _menu_action(tray, "action_log_folder").trigger()
+    assert [Path(u.toLocalFile()) for u in rig.opened_urls] == [paths.log_dir()]
+
+    action = _menu_action(tray, "action_autostart")
+    assert action.isCheckable() and not action.isChecked()  # off until the user turns it on
+    action.trigger()
+    rig.until(lambda: autostart.enabled(), what="autostart entry")
+    rig.until(lambda: rig.controller.start_at_login(), what="cached state")
+    assert _menu_action(tray, "action_autostart").isChecked()
+    _menu_action(tray, "action_autostart").trigger()
+    rig.until(lambda: not autostart.enabled(), what="autostart removed")
+
+
+def test_quit_stops_the_agent_gracefully(rig: Rig) -> None:
+    session = next(iter(rig.coordinator.providers.values()))
+    _menu_action(rig.controller.tray, "action_quit").trigger()
+    rig.run(rig.controller.wait_quit(), 20)
+    assert rig.agent.state == AgentState.OFFLINE
+    rig.until(lambda: not session.connected, what="connection closed")
