@@ -1,0 +1,86 @@
+"""`run`: the headless agent.
+
+SIGINT / SIGTERM stop it gracefully: no new jobs, running jobs get a grace period, then they are
+ended with their terminal frames, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from usepod_desktop.commands.common import handle_user_errors, load_config
+
+log = logging.getLogger("usepod_desktop.run")
+
+
+def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        parents=parents,
+        help="run the agent headless (no GUI)",
+        description="Connect to the coordinator and serve jobs from the configured backends "
+        "until SIGINT/SIGTERM, then stop gracefully.",
+    )
+    p.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long running jobs may finish on shutdown (default 10)",
+    )
+    p.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="try it without an account: start a local sandbox coordinator in this "
+        "process (with a demo backend if none is reachable) and send demo jobs",
+    )
+
+
+@handle_user_errors
+def run(args: argparse.Namespace) -> int:
+    from usepod_desktop.core.logsetup import setup_logging
+
+    if getattr(args, "sandbox", False):
+        from usepod_desktop.sandbox.demo import run_headless_sandbox
+
+        setup_logging(args.log_level or "info")
+        return run_headless_sandbox(args)
+    config = load_config(args)
+    setup_logging(args.log_level or config.observability.log_level or "info")
+    return asyncio.run(serve(args, config))
+
+
+async def serve(args: argparse.Namespace, config: object) -> int:
+    from usepod_desktop.core.agent import Agent
+    from usepod_desktop.core.config import find_config
+    from usepod_desktop.core.events import StateChanged
+
+    agent = Agent(
+        config,
+        config_path=find_config(args.config),  # type: ignore[arg-type]
+        allow_insecure=bool(args.allow_insecure),
+    )
+    agent.events.subscribe(
+        lambda e: (
+            log.info("state: %s (%s)", e.state.value, e.reason)
+            if isinstance(e, StateChanged)
+            else None
+        )
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # Windows: KeyboardInterrupt instead
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    await agent.start()
+    log.info("agent started (public key %s); Ctrl-C to stop", agent.public_key_b64)
+    await stop.wait()
+    log.info("stopping: %d job(s) running, grace %.0f s", agent.jobs_running, args.grace)
+    await agent.stop(grace=args.grace)
+    log.info("stopped")
+    return 0

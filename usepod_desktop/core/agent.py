@@ -1,0 +1,485 @@
+"""The agent facade: the one object the GUI and the headless runner talk to.
+
+It owns the config, the identity, the backend pool and discovery, the coordinator link and the
+executor; it derives one observable state (offline, connecting, serving, paused, error, needs
+pairing) and publishes events on :attr:`Agent.events`. No Qt here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from usepod_desktop.core import identity as identity_mod
+from usepod_desktop.core import protocol
+from usepod_desktop.core.backoff import Backoff
+from usepod_desktop.core.config import BackendConfig, Config, load_config
+from usepod_desktop.core.discovery import BackendPool, DiscoveryResult, discover
+from usepod_desktop.core.events import (
+    AgentState,
+    BackendStatusChanged,
+    CapabilitiesSent,
+    ConfigReloaded,
+    DiscoveryCompleted,
+    EventBus,
+    JobFinished,
+    JobStarted,
+    StateChanged,
+)
+from usepod_desktop.core.executor import Executor, JobOutcome
+from usepod_desktop.core.identity import Identity
+from usepod_desktop.core.link import Link, LinkState, LinkStatus
+from usepod_desktop.core.secrets import SecretStore
+from usepod_desktop.core.stats import JobStats
+
+log = logging.getLogger(__name__)
+
+REDISCOVERY_INTERVAL_S = 300.0
+DEFAULT_GRACE_S = 10.0
+
+__all__ = ["Agent", "AgentState", "TestJobResult"]
+
+
+@dataclass(slots=True)
+class TestJobResult:
+    outcome: JobOutcome
+    body: bytes
+
+
+@dataclass(slots=True)
+class BackendTest:
+    """Result of "Test" on one backend entry in the settings window."""
+
+    backend: BackendConfig
+    ok: bool
+    latency_ms: float | None
+    detail: str
+    models: list[str]
+
+
+class _LocalSender:
+    """A Sender for "Send test job": collects the frames the executor would send."""
+
+    source = "test"
+
+    def __init__(self, on_chunk: Callable[[bytes], None] | None) -> None:
+        self.body = bytearray()
+        self.terminal: protocol.OutboundFrame | None = None
+        self.done = asyncio.Event()
+        self._on_chunk = on_chunk
+
+    async def __call__(self, text: str) -> None:
+        frame = protocol.parse_outbound(text)
+        if isinstance(frame, protocol.JobChunk):
+            self.body += frame.data
+            if self._on_chunk is not None:
+                self._on_chunk(frame.data)
+        else:
+            self.terminal = frame
+            self.done.set()
+
+
+class Agent:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        allow_insecure: bool = False,
+        secrets: SecretStore | None = None,
+        rediscovery_interval: float = REDISCOVERY_INTERVAL_S,
+        heartbeat_interval: float | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.allow_insecure = allow_insecure
+        self.secrets = secrets or SecretStore()
+        self.events = EventBus()
+        self.stats = JobStats()
+        self.pool = BackendPool(self.secrets)
+        self.executor = Executor(
+            max_concurrent=config.limits.max_concurrent,
+            max_tokens_per_minute=config.limits.max_tokens_per_minute,
+            stats=self.stats,
+        )
+        self.executor.on_start.append(self._job_started)
+        self.executor.on_outcome.append(self._job_finished)
+        self.rediscovery_interval = rediscovery_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.backoff = backoff or Backoff()
+        self.identity: Identity | None = None
+        self.link: Link | None = None
+        self.discovery: DiscoveryResult | None = None
+        self.paused = False
+        self.state = AgentState.OFFLINE
+        self.reason = "not started"
+        self.started_at: float | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._discovery_lock = asyncio.Lock()
+        self._sent_key: tuple[Any, ...] | None = None
+        self._backend_up: dict[str, bool] = {}
+        self._running = False
+
+    @classmethod
+    def from_file(
+        cls, path: str | Path | None = None, *, allow_insecure: bool = False, **kwargs: Any
+    ) -> Agent:
+        from usepod_desktop.core.config import find_config
+
+        found = find_config(path)
+        return cls(
+            load_config(found, allow_insecure=allow_insecure),
+            config_path=found,
+            allow_insecure=allow_insecure,
+            **kwargs,
+        )
+
+    # ---- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load (or create) the identity and connect; returns once the link task runs."""
+        if self._running:
+            return
+        self._running = True
+        self.started_at = time.monotonic()
+        self.identity = await asyncio.to_thread(identity_mod.load_or_create, self.config.key_path)
+        self._start_link()
+        self._tasks.append(asyncio.create_task(self._rediscovery_loop(), name="rediscovery"))
+
+    def _start_link(self) -> None:
+        assert self.identity is not None
+        kwargs: dict[str, Any] = {}
+        if self.heartbeat_interval is not None:
+            kwargs["heartbeat_interval"] = self.heartbeat_interval
+        self.link = Link(
+            self.config.coordinator.url,
+            self.identity,
+            self.executor,
+            self._capabilities_for_new_session,
+            enrollment_code=self.config.coordinator.enrollment_code,
+            allow_insecure=self.allow_insecure,
+            stats=self.stats,
+            on_status=self._link_status,
+            backoff=self.backoff,
+            **kwargs,
+        )
+        link = self.link
+        self._link_task = asyncio.create_task(link.run_forever(), name="coordinator-link")
+
+    async def _stop_link(self) -> None:
+        link, self.link = self.link, None
+        if link is None:
+            return
+        await link.stop()
+        self._link_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._link_task
+
+    async def stop(self, grace: float = DEFAULT_GRACE_S) -> None:
+        """Graceful stop: no new jobs, running jobs get `grace` seconds, then they are ended
+        with their terminal frames; then the connection closes."""
+        if not self._running:
+            return
+        self._running = False
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        await self.executor.shutdown(grace)
+        await self._stop_link()
+        await self.pool.aclose()
+        self._set_state(AgentState.OFFLINE, "stopped")
+
+    # ---- serving controls --------------------------------------------------------------
+
+    async def pause(self) -> None:
+        """Stop taking new jobs (advertise no models); running jobs finish."""
+        if self.paused:
+            return
+        self.paused = True
+        self.executor.accepting = False
+        self.executor.refuse_reason = "provider is paused"
+        await self._send_capabilities_if_changed()
+        self._refresh_state()
+
+    async def resume(self) -> None:
+        if not self.paused:
+            return
+        self.paused = False
+        self.executor.accepting = True
+        await self._send_capabilities_if_changed()
+        self._refresh_state()
+
+    async def reload_config(self, config: Config | None = None) -> None:
+        """Apply a new config without a restart: backends, prices, limits take effect now;
+        a new coordinator URL or enrollment code reconnects."""
+        if config is None:
+            config = await asyncio.to_thread(
+                load_config, self.config_path, allow_insecure=self.allow_insecure
+            )
+        old = self.config
+        self.config = config
+        self.executor.set_limits(config.limits.max_concurrent, config.limits.max_tokens_per_minute)
+        self.events.emit(ConfigReloaded())
+        if not self._running:
+            return
+        if old.coordinator != config.coordinator or old.key_path != config.key_path:
+            if old.key_path != config.key_path:
+                self.identity = await asyncio.to_thread(
+                    identity_mod.load_or_create, config.key_path
+                )
+            await self._stop_link()
+            self._sent_key = None
+            self._start_link()
+        else:
+            await self.rediscover()
+
+    async def rediscover(self) -> DiscoveryResult:
+        """Run discovery now; send capabilities only when the advertised list changed."""
+        result = await self._discover()
+        await self._send_capabilities_if_changed()
+        return result
+
+    # ---- test jobs ---------------------------------------------------------------------
+
+    async def run_test_job(
+        self,
+        model_id: str,
+        request: dict[str, Any],
+        *,
+        format: str = "openai",
+        deadline_ms: int = 120_000,
+        on_chunk: Callable[[bytes], None] | None = None,
+    ) -> TestJobResult:
+        """Run a job through the same executor path as coordinator jobs, locally."""
+        if self.discovery is None:
+            await self._discover()
+        sender = _LocalSender(on_chunk)
+        job = protocol.Job(
+            str(uuid.uuid4()),
+            model_id,
+            request,
+            format,  # type: ignore[arg-type]
+            deadline_ms,
+        )
+        outcomes: list[JobOutcome] = []
+
+        def grab(outcome: JobOutcome) -> None:
+            if outcome.job_id == job.job_id:
+                outcomes.append(outcome)
+
+        self.executor.on_outcome.append(grab)
+        try:
+            task = self.executor.submit(job, sender)
+            if task is not None:
+                await task
+            await sender.done.wait()
+        finally:
+            self.executor.on_outcome.remove(grab)
+        if outcomes:
+            return TestJobResult(outcomes[0], bytes(sender.body))
+        # refused at admission: synthesise the outcome from the error frame
+        frame = sender.terminal
+        assert isinstance(frame, protocol.JobError)
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        return TestJobResult(
+            JobOutcome(
+                job.job_id,
+                model_id,
+                "",
+                format,
+                now,
+                now,
+                None,
+                0,
+                0,
+                0,
+                0,
+                frame.error_code,
+                frame.message,
+                source="test",
+            ),
+            b"",
+        )
+
+    # ---- internals ---------------------------------------------------------------------
+
+    async def _discover(self) -> DiscoveryResult:
+        async with self._discovery_lock:
+            result = await discover(self.config, self.pool)
+            self.discovery = result
+            self.executor.set_routes(result.models)
+            for report in result.reports:
+                label = report.config.label
+                up = report.status == "ok"
+                if self._backend_up.get(label) != up:
+                    self._backend_up[label] = up
+                    self.events.emit(BackendStatusChanged(label, up, report.detail))
+            self.events.emit(DiscoveryCompleted(result))
+            return result
+
+    def _advertised_key(self) -> tuple[Any, ...]:
+        assert self.discovery is not None
+        return (
+            self.discovery.advertised_key(),
+            self.paused,
+            self.config.limits.max_concurrent,
+            self.config.limits.max_tokens_per_minute,
+        )
+
+    async def _capabilities_for_new_session(self) -> str:
+        result = await self._discover()
+        self._sent_key = self._advertised_key()
+        self._emit_capabilities(result)
+        return result.capabilities_frame(self.config, paused=self.paused)
+
+    async def _send_capabilities_if_changed(self) -> None:
+        if self.discovery is None or self.link is None or not self.link.connected:
+            return
+        key = self._advertised_key()
+        if key == self._sent_key:
+            return
+        frame = self.discovery.capabilities_frame(self.config, paused=self.paused)
+        if await self.link.send_capabilities(frame):
+            self._sent_key = key
+            self._emit_capabilities(self.discovery)
+
+    def _emit_capabilities(self, result: DiscoveryResult) -> None:
+        models = () if self.paused else tuple(m.model_id for m in result.models)
+        self.events.emit(CapabilitiesSent(models, self.paused))
+
+    async def _rediscovery_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.rediscovery_interval)
+            if self.link is not None and self.link.connected:
+                try:
+                    await self.rediscover()
+                except Exception:
+                    log.exception("periodic re-discovery failed")
+
+    def _job_started(self, job: protocol.Job, backend: str) -> None:
+        self.events.emit(JobStarted(job.job_id, job.model_id, backend))
+
+    def _job_finished(self, outcome: JobOutcome) -> None:
+        self.events.emit(JobFinished(outcome))
+
+    def _link_status(self, status: LinkStatus) -> None:
+        self._refresh_state(status)
+
+    def _refresh_state(self, status: LinkStatus | None = None) -> None:
+        if status is None:
+            status = self.link.status if self.link is not None else LinkStatus(LinkState.OFFLINE)
+        if status.state == LinkState.CONNECTED:
+            if self.paused:
+                self._set_state(AgentState.PAUSED, "not taking new jobs")
+            else:
+                n = len(self.discovery.models) if self.discovery else 0
+                self._set_state(AgentState.SERVING, f"{n} model(s) advertised")
+        elif status.state in (LinkState.CONNECTING, LinkState.AUTHENTICATING):
+            self._set_state(AgentState.CONNECTING, f"connecting to {self.config.coordinator.url}")
+        elif status.state == LinkState.AUTH_FAILED:
+            unpaired = (self.identity is None or not self.identity.provider_id) and not (
+                self.config.coordinator.enrollment_code
+            )
+            if unpaired:
+                self._set_state(
+                    AgentState.NEEDS_PAIRING, f"this computer is not paired: {status.detail}"
+                )
+            else:
+                self._set_state(AgentState.ERROR, status.detail)
+        else:
+            retry = f"; retrying in {status.retry_in_s:.0f} s" if status.retry_in_s else ""
+            self._set_state(AgentState.OFFLINE, f"{status.detail}{retry}")
+
+    def _set_state(self, state: AgentState, reason: str) -> None:
+        if state == self.state and reason == self.reason:
+            return
+        self.state, self.reason = state, reason
+        self.events.emit(StateChanged(state, reason))
+
+    # ---- settings support (the GUI never opens sockets or files itself) ----------------
+
+    async def save_config(self, config: Config) -> None:
+        """Validate and write agent.toml atomically (comments kept), then apply it.
+
+        Raises ConfigError (one line naming the field) and leaves the file untouched when
+        the new config is invalid."""
+        from usepod_desktop.core.config import save_config
+
+        path = self.config_path
+        if path is None:
+            from usepod_desktop.core import paths
+
+            path = paths.default_config_path()
+            self.config_path = path
+        await asyncio.to_thread(save_config, config, path, allow_insecure=self.allow_insecure)
+        await self.reload_config(config)
+
+    async def test_backend(self, backend: BackendConfig) -> BackendTest:
+        """Health, latency and models of one backend entry (not necessarily saved yet)."""
+        from usepod_desktop.core.backends.base import BackendError, build_backend
+
+        try:
+            instance = await asyncio.to_thread(build_backend, backend, self.secrets)
+        except Exception as exc:
+            return BackendTest(backend, False, None, str(exc), [])
+        try:
+            health = await instance.health()
+            if not health.ok:
+                return BackendTest(backend, False, health.latency_ms, health.status, [])
+            try:
+                models = await instance.list_models()
+            except BackendError as exc:
+                return BackendTest(backend, False, health.latency_ms, exc.message, [])
+            return BackendTest(
+                backend, True, health.latency_ms, health.status, [m.model_id for m in models]
+            )
+        finally:
+            await instance.aclose()
+
+    async def probe_local(self) -> list[Any]:
+        """Backends answering on the four well-known local ports (for "Detect")."""
+        from usepod_desktop.core.discovery import probe_local
+
+        return await probe_local()
+
+    async def set_api_key(self, name: str, value: str) -> None:
+        """Store a BYOK key in the OS keyring (raises SecretStoreError), then re-discover."""
+        await asyncio.to_thread(self.secrets.set, name, value)
+        if self._running:  # the pool notices the new key and rebuilds that backend
+            await self.rediscover()
+
+    async def delete_api_key(self, name: str) -> bool:
+        removed = await asyncio.to_thread(self.secrets.delete, name)
+        if self._running:
+            await self.rediscover()
+        return removed
+
+    async def key_status(self, name: str) -> Any:
+        return await asyncio.to_thread(self.secrets.status, name)
+
+    # ---- read-only views for the UI ----------------------------------------------------
+
+    @property
+    def public_key_b64(self) -> str | None:
+        return self.identity.public_key_b64 if self.identity else None
+
+    @property
+    def provider_id(self) -> str | None:
+        return self.identity.provider_id if self.identity else None
+
+    @property
+    def jobs_running(self) -> int:
+        return self.executor.running

@@ -1,0 +1,345 @@
+"""Job executor: admission, routing, the streaming relay, deadlines, cancel.
+
+This is the hot path. Per upstream chunk the relay does one base64 encode, one f-string and one
+socket write: no JSON parse (usage is scanned on the side by the backend), no per-chunk task.
+
+Rules (PROTOCOL.md section 5, plus our "Beyond" items):
+- more than `limits.max_concurrent` jobs in flight -> `job_error` `out_of_capacity`;
+- a model with no route -> `model_not_loaded`; both with `tokens_emitted` 0;
+- exactly one terminal frame per accepted job; none at all after a `job_cancel`;
+- the whole job is bounded by `deadline_ms` -> `backend_timeout`;
+- a chunk the socket does not take within 5 s ends the job (`internal`);
+- the request's `model` is always the routed model id;
+- `limits.max_tokens_per_minute`: see :class:`TokenBudget`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from usepod_desktop.core import protocol
+from usepod_desktop.core.backends.base import BackendError, JobRequest, Usage
+from usepod_desktop.core.protocol import ErrorCode
+from usepod_desktop.core.stats import JobStats
+
+if TYPE_CHECKING:
+    from usepod_desktop.core.discovery import AdvertisedModel
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 5.0
+TERMINAL_SEND_TIMEOUT_S = 5.0
+
+#: Sends one text frame to the coordinator; raises when the connection is gone.
+Sender = Callable[[str], Awaitable[None]]
+
+
+class SendTimeout(Exception):
+    """The coordinator did not take a frame within SEND_TIMEOUT_S."""
+
+
+@dataclass(slots=True)
+class JobOutcome:
+    """What happened to one job: for stats, the ledger and the UI."""
+
+    job_id: str
+    model_id: str
+    backend: str
+    format: str
+    started_at: datetime
+    ended_at: datetime
+    ttfb_ms: float | None
+    duration_ms: int
+    input_tokens: int
+    output_tokens: int
+    bytes_relayed: int
+    error_code: str | None = None
+    message: str | None = None
+    input_per_1m: int = 0
+    output_per_1m: int = 0
+    cancelled: bool = False
+    source: str = "coordinator"  # or "test" for "Send test job"
+
+    @property
+    def ok(self) -> bool:
+        return self.error_code is None and not self.cancelled
+
+
+class TokenBudget:
+    """`limits.max_tokens_per_minute` (beyond the reference, which only declares it).
+
+    Counted: input + output tokens as reported by the backend's usage, for every job that
+    finished in the last 60 s. A new job is refused (`out_of_capacity`, so the coordinator routes
+    it elsewhere) while that sum is at or above the limit; running jobs are never cut off, so the
+    limit can be overshot by what the jobs already running produce.
+    """
+
+    def __init__(self, limit: int | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self._clock = clock
+        self._spent: deque[tuple[float, int]] = deque()
+        self._total = 0
+
+    def used(self) -> int:
+        cutoff = self._clock() - 60.0
+        while self._spent and self._spent[0][0] <= cutoff:
+            self._total -= self._spent.popleft()[1]
+        return self._total
+
+    def exhausted(self) -> bool:
+        return self.limit is not None and self.used() >= self.limit
+
+    def spend(self, tokens: int) -> None:
+        if tokens > 0:
+            self._spent.append((self._clock(), tokens))
+            self._total += tokens
+
+
+@dataclass(slots=True)
+class _Running:
+    job: protocol.Job
+    task: asyncio.Task[None]
+    cancelled_by_coordinator: bool = False
+    shutdown_message: str | None = None
+
+
+OutcomeListener = Callable[[JobOutcome], None]
+StartListener = Callable[[protocol.Job, str], None]
+
+
+@dataclass
+class Executor:
+    """Runs jobs against the routed backends and relays their bytes to a :data:`Sender`."""
+
+    max_concurrent: int = 8
+    max_tokens_per_minute: int | None = None
+    stats: JobStats = field(default_factory=JobStats)
+    on_outcome: list[OutcomeListener] = field(default_factory=list)
+    on_start: list[StartListener] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.routes: dict[str, AdvertisedModel] = {}
+        self.accepting = True
+        self.refuse_reason = "provider is paused"
+        self._running: dict[str, _Running] = {}
+        self.budget = TokenBudget(self.max_tokens_per_minute)
+        self._background: set[asyncio.Task[None]] = set()
+
+    # ---- configuration -----------------------------------------------------------------
+
+    def set_routes(self, models: list[AdvertisedModel]) -> None:
+        """New jobs route by this table; running jobs finish on their backend."""
+        self.routes = {m.model_id: m for m in models}
+
+    def set_limits(self, max_concurrent: int, max_tokens_per_minute: int | None) -> None:
+        self.max_concurrent = max_concurrent
+        self.max_tokens_per_minute = max_tokens_per_minute
+        self.budget.limit = max_tokens_per_minute
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    def running_jobs(self) -> list[protocol.Job]:
+        return [r.job for r in self._running.values()]
+
+    # ---- coordinator frames ------------------------------------------------------------
+
+    def submit(self, job: protocol.Job, send: Sender) -> asyncio.Task[None] | None:
+        """Admit and start a job, or refuse it at once with a `job_error`."""
+        if job.job_id in self._running:
+            log.warning("job %s: duplicate job id ignored", job.job_id)
+            return None
+        refusal = self._admission(job)
+        if refusal is not None:
+            code, message = refusal
+            log.info("job %s refused: %s (%s)", job.job_id, code, message)
+            frame = protocol.job_error(job.job_id, code, message, 0)
+            self.stats.record(ttfb_ms=None, output_tokens=0, duration_s=0.0, error_code=code)
+            refusal_task = asyncio.ensure_future(self._send_quietly(send, frame, job.job_id))
+            self._background.add(refusal_task)
+            refusal_task.add_done_callback(self._background.discard)
+            return refusal_task
+        route = self.routes[job.model_id]
+        task = asyncio.get_running_loop().create_task(
+            self._run(job, route, send), name=f"job-{job.job_id}"
+        )
+        self._running[job.job_id] = _Running(job, task)
+        for listener in self.on_start:
+            _call(listener, job, route.backend)
+        return task
+
+    def _admission(self, job: protocol.Job) -> tuple[str, str] | None:
+        if not self.accepting:
+            return ErrorCode.OUT_OF_CAPACITY, self.refuse_reason
+        if job.model_id not in self.routes:
+            return ErrorCode.MODEL_NOT_LOADED, f"model {job.model_id!r} is not served here"
+        if len(self._running) >= self.max_concurrent:
+            return (
+                ErrorCode.OUT_OF_CAPACITY,
+                f"at capacity: {len(self._running)} of {self.max_concurrent} jobs running",
+            )
+        if self.budget.exhausted():
+            return (
+                ErrorCode.OUT_OF_CAPACITY,
+                f"token budget of {self.max_tokens_per_minute}/min is used up",
+            )
+        return None
+
+    def cancel(self, job_id: str) -> bool:
+        """`job_cancel`: stop the job upstream, free its slot, send nothing more for it."""
+        running = self._running.get(job_id)
+        if running is None:
+            return False
+        running.cancelled_by_coordinator = True
+        running.task.cancel()
+        return True
+
+    def abort_all(self) -> int:
+        """The connection dropped: stop every job upstream. No frames (there is no socket)."""
+        for running in self._running.values():
+            running.cancelled_by_coordinator = True
+            running.task.cancel()
+        return len(self._running)
+
+    async def shutdown(self, grace_s: float, message: str = "agent is shutting down") -> None:
+        """Refuse new jobs, give running ones `grace_s`, then end them with a terminal
+        `job_error` (`internal`, saying the agent shut down)."""
+        self.accepting = False
+        self.refuse_reason = message
+        tasks = [r.task for r in self._running.values()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_s)
+        for running in list(self._running.values()):
+            running.shutdown_message = message
+            running.task.cancel()
+        leftover = [r.task for r in self._running.values()]
+        if leftover:
+            await asyncio.wait(leftover, timeout=TERMINAL_SEND_TIMEOUT_S + 1)
+
+    async def wait_idle(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
+        tasks = [r.task for r in self._running.values()]
+        if not tasks:
+            return True
+        _, pending = await asyncio.wait(tasks, timeout=timeout)
+        return not pending
+
+    # ---- the relay ---------------------------------------------------------------------
+
+    async def _run(self, job: protocol.Job, route: AdvertisedModel, send: Sender) -> None:
+        started_wall = datetime.now(UTC)
+        started = time.perf_counter()
+        first_byte: float | None = None
+        relayed = 0
+        job_id = job.job_id
+        chunk_frame = protocol.job_chunk
+        timeout = asyncio.timeout
+
+        async def sink(data: bytes) -> None:
+            nonlocal first_byte, relayed
+            if not data:
+                return
+            if first_byte is None:
+                first_byte = time.perf_counter()
+            relayed += len(data)
+            try:
+                async with timeout(SEND_TIMEOUT_S):
+                    await send(chunk_frame(job_id, data))
+            except TimeoutError:
+                raise SendTimeout from None
+
+        usage = Usage()
+        code: str | None = None
+        message: str | None = None
+        terminal: str | None = None
+        running = self._running[job_id]
+        request = JobRequest(job_id, route.model_id, job.request, job.format)
+        try:
+            try:
+                async with timeout(job.deadline_ms / 1000):
+                    usage = await route.backend_ref.execute(request, sink)
+            except TimeoutError:
+                code = ErrorCode.BACKEND_TIMEOUT
+                message = f"job exceeded its deadline of {job.deadline_ms} ms"
+            except SendTimeout:
+                code = ErrorCode.INTERNAL
+                message = f"coordinator did not accept a chunk within {SEND_TIMEOUT_S:g} s"
+            except BackendError as exc:
+                code, message = exc.code, exc.message
+            except asyncio.CancelledError:
+                if running.shutdown_message is not None:
+                    code, message = ErrorCode.INTERNAL, running.shutdown_message
+                elif running.cancelled_by_coordinator:
+                    code, message = "cancelled", "cancelled by the coordinator"
+                else:
+                    raise
+            except Exception as exc:  # a bug must still end the job with its terminal frame
+                log.exception("job %s: unexpected error", job_id)
+                code, message = ErrorCode.INTERNAL, f"agent error: {type(exc).__name__}"
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            if code is None:
+                terminal = protocol.job_done(
+                    job_id, usage.input_tokens, usage.output_tokens, duration_ms
+                )
+            elif code != "cancelled":
+                terminal = protocol.job_error(job_id, code, message or code, relayed)
+            if terminal is not None:
+                await self._send_quietly(send, terminal, job_id)
+        finally:
+            self._running.pop(job_id, None)
+        ttfb_ms = None if first_byte is None else (first_byte - started) * 1000
+        self.budget.spend(usage.input_tokens + usage.output_tokens)
+        cancelled = code == "cancelled"
+        if not cancelled:
+            self.stats.record(
+                ttfb_ms=ttfb_ms,
+                output_tokens=usage.output_tokens,
+                duration_s=duration_ms / 1000,
+                error_code=code,
+            )
+        outcome = JobOutcome(
+            job_id=job_id,
+            model_id=route.model_id,
+            backend=route.backend,
+            format=job.format,
+            started_at=started_wall,
+            ended_at=datetime.now(UTC),
+            ttfb_ms=ttfb_ms,
+            duration_ms=duration_ms,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            bytes_relayed=relayed,
+            error_code=None if cancelled else code,
+            message=message,
+            input_per_1m=route.input_per_1m,
+            output_per_1m=route.output_per_1m,
+            cancelled=cancelled,
+            source=getattr(send, "source", "coordinator"),
+        )
+        if code is None:
+            log.debug("job %s done: %d+%d tokens", job_id, usage.input_tokens, usage.output_tokens)
+        else:
+            log.info("job %s ended: %s (%s)", job_id, code, message)
+        for listener in self.on_outcome:
+            _call(listener, outcome)
+
+    async def _send_quietly(self, send: Sender, frame: str, job_id: str) -> None:
+        try:
+            async with asyncio.timeout(TERMINAL_SEND_TIMEOUT_S):
+                await send(frame)
+        except Exception as exc:
+            log.warning("job %s: could not send terminal frame (%s)", job_id, type(exc).__name__)
+
+
+def _call(listener: Callable[..., Any], *args: Any) -> None:
+    try:
+        listener(*args)
+    except Exception:
+        log.exception("job listener failed")

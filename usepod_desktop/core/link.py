@@ -1,0 +1,314 @@
+"""The coordinator link: one WebSocket session at a time, reconnecting forever.
+
+Per connection (PROTOCOL.md section 5): auth_challenge -> signed auth_response -> auth_ok /
+auth_failed, provider_id persisted, discovery, capabilities, then heartbeats every 15 s while job
+frames flow to the executor. Reconnects wait `backoff * jitter`, doubling to 60 s; the backoff is
+reset when the session that ended had completed auth and discovery (a coordinator deploy is a
+planned cycle, not an outage).
+
+Malformed frames are logged and ignored: they never end a session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from usepod_desktop import PROTOCOL_VERSION
+from usepod_desktop.core import protocol
+from usepod_desktop.core.backoff import Backoff
+from usepod_desktop.core.executor import Executor
+from usepod_desktop.core.identity import Identity
+from usepod_desktop.core.stats import JobStats
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 15.0
+HANDSHAKE_TIMEOUT_S = 15.0
+
+
+class LinkState(StrEnum):
+    OFFLINE = "offline"
+    CONNECTING = "connecting"
+    AUTHENTICATING = "authenticating"
+    CONNECTED = "connected"
+    AUTH_FAILED = "auth_failed"
+
+
+class AuthRejected(Exception):
+    """The coordinator answered auth_failed."""
+
+
+class HandshakeError(Exception):
+    """The coordinator broke the handshake (binary/close frame, wrong frame, timeout)."""
+
+
+@dataclass(slots=True)
+class LinkStatus:
+    state: LinkState
+    detail: str = ""
+    retry_in_s: float | None = None
+
+
+#: Called after auth_ok; runs discovery and returns the capabilities frame to send.
+CapabilitiesProvider = Callable[[], Awaitable[str]]
+StatusListener = Callable[[LinkStatus], None]
+
+
+class Link:
+    def __init__(
+        self,
+        url: str,
+        identity: Identity,
+        executor: Executor,
+        capabilities: CapabilitiesProvider,
+        *,
+        enrollment_code: str | None = None,
+        allow_insecure: bool = False,
+        stats: JobStats | None = None,
+        backoff: Backoff | None = None,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL_S,
+        ssl_context: ssl.SSLContext | None = None,
+        on_status: StatusListener | None = None,
+        on_provider_id: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme == "ws" and not allow_insecure:
+            raise ValueError("coordinator.url: ws:// needs --allow-insecure; use wss://")
+        if scheme not in ("ws", "wss"):
+            raise ValueError(f"coordinator.url: scheme {scheme!r} is not supported; use wss://")
+        self.url = url
+        self.identity = identity
+        self.executor = executor
+        self.capabilities = capabilities
+        self.enrollment_code = enrollment_code
+        self.stats = stats or executor.stats
+        self.backoff = backoff or Backoff()
+        self.heartbeat_interval = heartbeat_interval
+        self.ssl_context = ssl_context
+        self.on_status = on_status
+        self.on_provider_id = on_provider_id
+        self.status = LinkStatus(LinkState.OFFLINE)
+        self.sessions = 0  # completed handshakes, for the UI and tests
+        self.last_auth_failure: str | None = None
+        self._ws: ClientConnection | None = None
+        self._established = False
+        self._stopping = False
+        self._wake = asyncio.Event()
+
+    # ---- public ------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._ws is not None and self._established
+
+    async def send(self, text: str) -> None:
+        """Send one frame on the current connection (raises ConnectionError when there is none)."""
+        ws = self._ws
+        if ws is None:
+            raise ConnectionError("not connected to the coordinator")
+        await ws.send(text)
+
+    async def send_capabilities(self, frame: str) -> bool:
+        """Send a fresh capabilities frame on the live session (re-discovery, pause)."""
+        if not self.connected:
+            return False
+        try:
+            await self.send(frame)
+        except (ConnectionClosed, ConnectionError):
+            return False
+        return True
+
+    def reconnect_now(self) -> None:
+        """Skip the current backoff wait (settings changed, user pressed Reconnect)."""
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        """Connect, serve, reconnect with backoff until :meth:`stop` or cancellation."""
+        self._stopping = False
+        while not self._stopping:
+            try:
+                await self._session()
+                detail = "connection closed"
+            except AuthRejected as exc:
+                detail = f"authentication failed: {exc}"
+                self.last_auth_failure = str(exc)
+                self._set(LinkState.AUTH_FAILED, detail)
+            except asyncio.CancelledError:
+                raise
+            except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
+                detail = _describe(exc)
+            except HandshakeError as exc:
+                detail = f"handshake failed: {exc}"
+            except Exception as exc:
+                log.exception("coordinator session crashed")
+                detail = f"unexpected error: {type(exc).__name__}"
+            finally:
+                self._ws = None
+                aborted = self.executor.abort_all()
+                if aborted:
+                    log.warning("connection lost: stopped %d running job(s) upstream", aborted)
+            if self._stopping:
+                break
+            delay = self.backoff.after_disconnect(self._established)
+            self._established = False
+            state = self.status.state
+            if state != LinkState.AUTH_FAILED:
+                state = LinkState.OFFLINE
+            log.info("coordinator: %s; reconnecting in %.1f s", detail, delay)
+            self._set(state, detail, retry_in_s=delay)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+        self._set(LinkState.OFFLINE, "stopped")
+
+    async def stop(self) -> None:
+        """Close the connection and stop reconnecting (running jobs are the executor's)."""
+        self._stopping = True
+        self._wake.set()
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await ws.close(1001, "agent shutting down")
+
+    # ---- one session -------------------------------------------------------------------
+
+    async def _session(self) -> None:
+        self._set(LinkState.CONNECTING, self.url)
+        host = urlsplit(self.url).hostname or ""
+        kwargs: dict[str, Any] = {
+            "max_size": protocol.MAX_FRAME_BYTES,
+            "compression": None,  # per-message deflate costs CPU on every chunk frame
+            "open_timeout": 10,
+            "ping_interval": 20,
+            "ping_timeout": 20,
+            "close_timeout": 5,
+            "user_agent_header": f"usepod-desktop (protocol {PROTOCOL_VERSION})",
+            "write_limit": 256 * 1024,
+        }
+        if host in ("127.0.0.1", "localhost", "::1"):
+            kwargs["proxy"] = None
+        if self.url.startswith("wss://") and self.ssl_context is not None:
+            kwargs["ssl"] = self.ssl_context
+        async with connect(self.url, **kwargs) as ws:
+            self._set(LinkState.AUTHENTICATING, self.url)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                provider_id = await self._handshake(ws)
+            if provider_id and provider_id != self.identity.provider_id:
+                if self.on_provider_id is not None:
+                    await self.on_provider_id(provider_id)
+                else:
+                    await asyncio.to_thread(self.identity.set_provider_id, provider_id)
+            frame = await self.capabilities()
+            self._ws = ws
+            await ws.send(frame)
+            self._established = True
+            self.sessions += 1
+            self._set(LinkState.CONNECTED, provider_id or "")
+            log.info("connected to %s as %s", self.url, provider_id or "<no provider id>")
+            heartbeat = asyncio.create_task(self._heartbeat(ws), name="heartbeat")
+            try:
+                await self._receive(ws)
+            finally:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await heartbeat
+
+    async def _handshake(self, ws: ClientConnection) -> str | None:
+        challenge = await self._expect(ws, protocol.AuthChallenge)
+        assert isinstance(challenge, protocol.AuthChallenge)
+        code = self.enrollment_code if not self.identity.provider_id else None
+        await ws.send(
+            protocol.auth_response(
+                self.identity.public_key_b64,
+                self.identity.sign_b64(challenge.nonce),
+                PROTOCOL_VERSION,
+                code,
+            )
+        )
+        answer = await self._expect(ws, protocol.AuthOk, protocol.AuthFailed)
+        if isinstance(answer, protocol.AuthFailed):
+            raise AuthRejected(answer.reason)
+        assert isinstance(answer, protocol.AuthOk)
+        self.last_auth_failure = None
+        return answer.provider_id or self.identity.provider_id
+
+    async def _expect(self, ws: ClientConnection, *kinds: type) -> Any:
+        while True:
+            raw = await ws.recv()
+            if isinstance(raw, bytes):
+                raise HandshakeError("binary frame during the handshake")
+            try:
+                frame = protocol.parse_inbound(raw)
+            except protocol.FrameError as exc:
+                raise HandshakeError(str(exc)) from None
+            if isinstance(frame, kinds):
+                return frame
+            if isinstance(frame, protocol.UnknownFrame):
+                log.debug("ignoring %s frame during the handshake", frame.type)
+                continue
+            raise HandshakeError(f"unexpected {type(frame).__name__} frame during the handshake")
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        executor = self.executor
+        send = ws.send
+        async for raw in ws:
+            try:
+                frame = protocol.parse_inbound(raw)
+            except protocol.FrameError as exc:
+                log.warning("ignored a malformed frame: %s", exc)
+                continue
+            if isinstance(frame, protocol.Job):
+                executor.submit(frame, send)
+            elif isinstance(frame, protocol.JobCancel):
+                if not executor.cancel(frame.job_id):
+                    log.debug("job_cancel for unknown job %s ignored", frame.job_id)
+            elif isinstance(frame, protocol.UnknownFrame):
+                log.debug("ignored unknown frame type %r", frame.type)
+            else:
+                log.debug("ignored %s frame after the handshake", type(frame).__name__)
+
+    async def _heartbeat(self, ws: ClientConnection) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            figures = self.stats.snapshot(queue_depth=self.executor.running)
+            await ws.send(protocol.heartbeat(figures))
+
+    def _set(self, state: LinkState, detail: str = "", retry_in_s: float | None = None) -> None:
+        self.status = LinkStatus(state, detail, retry_in_s)
+        if self.on_status is not None:
+            try:
+                self.on_status(self.status)
+            except Exception:
+                log.exception("link status listener failed")
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionClosed):
+        rcvd = exc.rcvd
+        if rcvd is not None:
+            reason = f", {rcvd.reason}" if rcvd.reason else ""
+            return f"closed by the coordinator (code {rcvd.code}{reason})"
+        return "connection lost"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate rejected: {exc.verify_message}"
+    if isinstance(exc, websockets.exceptions.InvalidStatus):
+        return f"coordinator answered HTTP {exc.response.status_code}"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
