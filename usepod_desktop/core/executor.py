@@ -41,10 +41,6 @@ TERMINAL_SEND_TIMEOUT_S = 5.0
 Sender = Callable[[str], Awaitable[None]]
 
 
-class SendTimeout(Exception):
-    """The coordinator did not take a frame within SEND_TIMEOUT_S."""
-
-
 @dataclass(slots=True)
 class JobOutcome:
     """What happened to one job: for stats, the ledger and the UI."""
@@ -108,6 +104,9 @@ class _Running:
     task: asyncio.Task[None]
     cancelled_by_coordinator: bool = False
     shutdown_message: str | None = None
+    #: loop time when the chunk being sent was handed to the socket; None between sends
+    send_since: float | None = None
+    send_timed_out: bool = False
 
 
 OutcomeListener = Callable[[JobOutcome], None]
@@ -131,6 +130,7 @@ class Executor:
         self._running: dict[str, _Running] = {}
         self.budget = TokenBudget(self.max_tokens_per_minute)
         self._background: set[asyncio.Task[None]] = set()
+        self._watchdog: asyncio.Task[None] | None = None
 
     # ---- configuration -----------------------------------------------------------------
 
@@ -172,6 +172,10 @@ class Executor:
             self._run(job, route, send), name=f"job-{job.job_id}"
         )
         self._running[job.job_id] = _Running(job, task)
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(
+                self._send_watchdog(), name="send-watchdog"
+            )
         for listener in self.on_start:
             _call(listener, job, route.backend)
         return task
@@ -240,41 +244,41 @@ class Executor:
         relayed = 0
         job_id = job.job_id
         chunk_frame = protocol.job_chunk
-        timeout = asyncio.timeout
+        running = self._running[job_id]
+        loop_time = asyncio.get_running_loop().time
 
         async def sink(data: bytes) -> None:
+            # Per upstream chunk: no timer objects here. The 5 s send limit is enforced by
+            # _send_watchdog, which reads `send_since` (a plain float write per chunk).
             nonlocal first_byte, relayed
             if not data:
                 return
             if first_byte is None:
                 first_byte = time.perf_counter()
             relayed += len(data)
-            try:
-                async with timeout(SEND_TIMEOUT_S):
-                    await send(chunk_frame(job_id, data))
-            except TimeoutError:
-                raise SendTimeout from None
+            running.send_since = loop_time()
+            await send(chunk_frame(job_id, data))
+            running.send_since = None
 
         usage = Usage()
         code: str | None = None
         message: str | None = None
         terminal: str | None = None
-        running = self._running[job_id]
         request = JobRequest(job_id, route.model_id, job.request, job.format)
         try:
             try:
-                async with timeout(job.deadline_ms / 1000):
+                async with asyncio.timeout(job.deadline_ms / 1000):
                     usage = await route.backend_ref.execute(request, sink)
             except TimeoutError:
                 code = ErrorCode.BACKEND_TIMEOUT
                 message = f"job exceeded its deadline of {job.deadline_ms} ms"
-            except SendTimeout:
-                code = ErrorCode.INTERNAL
-                message = f"coordinator did not accept a chunk within {SEND_TIMEOUT_S:g} s"
             except BackendError as exc:
                 code, message = exc.code, exc.message
             except asyncio.CancelledError:
-                if running.shutdown_message is not None:
+                if running.send_timed_out:
+                    code = ErrorCode.INTERNAL
+                    message = f"coordinator did not accept a chunk within {SEND_TIMEOUT_S:g} s"
+                elif running.shutdown_message is not None:
                     code, message = ErrorCode.INTERNAL, running.shutdown_message
                 elif running.cancelled_by_coordinator:
                     code, message = "cancelled", "cancelled by the coordinator"
@@ -329,6 +333,25 @@ class Executor:
             log.info("job %s ended: %s (%s)", job_id, code, message)
         for listener in self.on_outcome:
             _call(listener, outcome)
+
+    async def _send_watchdog(self) -> None:
+        """End jobs whose current chunk has not been taken by the socket within SEND_TIMEOUT_S.
+
+        One task for all jobs, ticking while any job runs: cheaper than a timer per chunk."""
+        loop = asyncio.get_running_loop()
+        tick = min(0.5, SEND_TIMEOUT_S / 5)
+        while self._running:
+            await asyncio.sleep(tick)
+            now = loop.time()
+            for running in list(self._running.values()):
+                since = running.send_since
+                if (
+                    since is not None
+                    and now - since >= SEND_TIMEOUT_S
+                    and not running.send_timed_out
+                ):
+                    running.send_timed_out = True
+                    running.task.cancel()
 
     async def _send_quietly(self, send: Sender, frame: str, job_id: str) -> None:
         try:
