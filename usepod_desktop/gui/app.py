@@ -118,13 +118,12 @@ class QtMessages:
         self.log.log(level, "%s", message)
 
     def fatal_line(self, message: str) -> str:
-        seen = " ".join([*self.buffer, message])
-        if "xcb-cursor" in seen or "xcb_cursor" in seen:
-            return MISSING_XCB_CURSOR
-        detail = next(
-            (m for m in self.buffer if "connect to display" in m or "Could not load" in m),
-            message,
-        )
+        seen = [*self.buffer, message]
+        display = next((m for m in seen if "connect to display" in m), None)
+        if display is None and any("xcb-cursor" in m or "xcb_cursor" in m for m in seen):
+            if not library_available(XCB_CURSOR_SONAME):
+                return MISSING_XCB_CURSOR
+        detail = display or next((m for m in seen if "Could not load" in m), message)
         detail = " ".join(detail.split())
         if len(detail) > 160:
             detail = detail[:157] + "..."
@@ -164,6 +163,10 @@ def main(args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     messages.started()
     assert isinstance(app, QApplication)
+    from usepod_desktop.gui.pyside_fixes import RefcountGuard
+
+    guard = RefcountGuard(app)
+    guard.install()
     app.setQuitOnLastWindowClosed(False)
     app.setApplicationDisplayName("Use Pod")
     app.setWindowIcon(app_icon())
