@@ -358,6 +358,7 @@ class AppController(QObject):
 
     def show_main(self) -> None:
         """Another launch asked us to come forward."""
+        log.info("brought forward (another launch, or the tray icon)")
         if self.window is not None or self.agent is None:
             self.show_status_window()
         else:
@@ -416,6 +417,7 @@ class AppController(QObject):
         """Stop gracefully: no new jobs, running ones get the grace period, then close."""
         self.stopping = True
         self.notifier.suspend()
+        self._ledger_timer.stop()
         try:
             for window in (self._settings, self._test_job, self._log_view):
                 if window is not None:
@@ -463,8 +465,8 @@ class AppController(QObject):
     def _on_event(self, event: object) -> None:
         if isinstance(event, JobFinished):
             self.today.add(event)
-            if self.ledger is not None:
-                self._ledger_timer.start()
+            if self.ledger is not None and not self._ledger_timer.isActive():
+                self._ledger_timer.start()  # at most one ledger read per 0.5 s
         self.statusChanged.emit()
 
     def _attach_ledger(self, agent: Agent) -> None:
@@ -486,7 +488,7 @@ class AppController(QObject):
 
     def refresh_today(self) -> None:
         ledger = self.ledger
-        if ledger is None:
+        if ledger is None or self.stopping:
             return
         sources = ("sandbox",) if self.sandbox else ("coordinator",)
 

@@ -83,8 +83,8 @@ class Notifier(QObject):
             detail = f": {event.detail}" if event.detail else ""
             self._send(
                 "notify/backend",
-                "Backend down",
-                f"{event.label} is not answering{detail}. Its models are no longer offered.",
+                "Backend unavailable",
+                f"{event.label}{detail}. Its models are not offered.",
                 "warning",
             )
         elif event.label in self._down:

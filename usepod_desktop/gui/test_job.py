@@ -77,6 +77,8 @@ DEFAULT_PROMPT = "Say hello and tell me which model you are, in one sentence."
 
 
 class TestJobDialog(QDialog):
+    __test__ = False  # not a pytest class, despite the name
+
     finishedJob = Signal(object)  # TestJobResult
 
     def __init__(self, controller: AppController, parent: QWidget | None = None) -> None:

@@ -1,0 +1,249 @@
+"""Start-up: the display checks, one copy per user, the whole app in a subprocess, and the
+sandbox mode."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.gui.conftest import run, spin, until
+from usepod_desktop.core.events import AgentState
+from usepod_desktop.gui.app import MISSING_XCB_CURSOR, NO_DISPLAY, display_problem
+from usepod_desktop.gui.controller import NOT_PAIRED, AppController, StartOptions
+from usepod_desktop.gui.single_instance import SingleInstance
+
+pytestmark = pytest.mark.gui
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")
+    }
+    env.update(
+        HOME=str(home),
+        USEPOD_CONFIG_DIR=str(home / "cfg"),
+        USEPOD_DATA_DIR=str(home / "data"),
+        USEPOD_LOG_DIR=str(home / "log"),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize(
+    "environ, has_lib, expected",
+    [
+        ({}, True, NO_DISPLAY),
+        ({"DISPLAY": ":0"}, True, None),
+        ({"DISPLAY": ":0"}, False, MISSING_XCB_CURSOR),
+        ({"WAYLAND_DISPLAY": "wayland-0"}, False, None),
+        ({"DISPLAY": ":0", "WAYLAND_DISPLAY": "w", "XDG_SESSION_TYPE": "wayland"}, False, None),
+        ({"QT_QPA_PLATFORM": "offscreen"}, False, None),
+        ({"QT_QPA_PLATFORM": "xcb", "DISPLAY": ":0"}, False, MISSING_XCB_CURSOR),
+    ],
+)
+def test_display_problem(environ: dict[str, str], has_lib: bool, expected: str | None) -> None:
+    assert display_problem(environ, "linux", lambda _name: has_lib) == expected
+    assert display_problem(environ, "darwin", lambda _name: has_lib) is None
+
+
+def test_the_missing_library_line_names_the_package_and_the_headless_command() -> None:
+    assert "libxcb-cursor.so.0" in MISSING_XCB_CURSOR
+    assert "sudo apt install libxcb-cursor0" in MISSING_XCB_CURSOR
+    assert "`usepod-desktop run`" in MISSING_XCB_CURSOR and "\n" not in MISSING_XCB_CURSOR
+
+
+def test_no_display_exits_2_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "usepod_desktop"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert lines == [NO_DISPLAY], done.stderr
+    assert "usepod-desktop run" in lines[0] and "no display" in lines[0]
+
+
+def test_qt_failing_to_open_the_display_is_one_line_not_an_abort(tmp_path: Path) -> None:
+    env = _env(tmp_path, QT_QPA_PLATFORM="xcb", DISPLAY=":93")  # nothing listens there
+    done = subprocess.run(
+        [sys.executable, "-m", "usepod_desktop"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "usepod-desktop run" in lines[0] and "Qt could not start" in lines[0]
+
+
+def test_single_instance_brings_the_first_copy_forward(qloop, tmp_path: Path) -> None:
+    first = SingleInstance(key=f"usepod-test-{os.getpid()}", lock_dir=tmp_path)
+    second = SingleInstance(key=first.key, lock_dir=tmp_path)
+    activations: list[bool] = []
+    first.activated.connect(lambda: activations.append(True))
+    assert first.acquire()
+    assert not second.acquire()
+    assert second.notify_running()
+    until(qloop, lambda: activations, what="activation")
+    first.release()
+    assert second.acquire()
+    second.release()
+
+
+def test_a_crashed_copy_never_blocks_start_up(qloop, tmp_path: Path) -> None:
+    key = f"usepod-test-crash-{os.getpid()}"
+    crash = (
+        "import os, signal\n"
+        "from pathlib import Path\n"
+        "from PySide6.QtCore import QCoreApplication\n"
+        "from usepod_desktop.gui.single_instance import SingleInstance\n"
+        "app = QCoreApplication([])\n"
+        f"s = SingleInstance(key={key!r}, lock_dir=Path({str(tmp_path)!r}))\n"
+        "assert s.acquire()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", crash],
+        env=_env(tmp_path, QT_QPA_PLATFORM="offscreen"),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert (tmp_path / "gui.lock").exists()  # the dead copy's lock file is still there
+    fresh = SingleInstance(key=key, lock_dir=tmp_path)
+    assert fresh.acquire()  # stale lock taken over, stale socket removed
+    activations: list[bool] = []
+    fresh.activated.connect(lambda: activations.append(True))
+    assert SingleInstance(key=key, lock_dir=tmp_path).notify_running()
+    until(qloop, lambda: activations, what="activation")
+    fresh.release()
+
+
+def test_the_app_runs_once_per_user_and_quits_on_sigterm(tmp_path: Path) -> None:
+    env = _env(tmp_path, QT_QPA_PLATFORM="offscreen")
+    log_file = tmp_path / "log" / "usepod-desktop.log"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "usepod_desktop"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while "tray app running" not in (log_file.read_text() if log_file.exists() else ""):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the app did not start"
+            time.sleep(0.05)
+        text = log_file.read_text()
+        assert "Needs pairing: Not paired yet: run `usepod-desktop setup`" in text
+        second = subprocess.run(
+            [sys.executable, "-m", "usepod_desktop"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 0, second.stderr
+        assert "already running" in second.stdout
+        deadline = time.monotonic() + 10
+        while "brought forward" not in log_file.read_text():
+            assert time.monotonic() < deadline, "the first copy was not brought forward"
+            time.sleep(0.05)
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _out, err = first.communicate(timeout=20)
+    assert first.returncode == 0, err
+
+
+def test_no_agent_toml_means_needs_pairing(qloop) -> None:
+    controller = AppController(open_url=lambda _u: True)
+    controller.show_ui(tray_available=True)
+    run(qloop, controller.start(StartOptions()))
+    assert controller.agent is None
+    assert controller.state == AgentState.NEEDS_PAIRING
+    assert controller.reason == NOT_PAIRED
+    tray = controller.tray
+    assert tray is not None and tray.icon_key[0] == AgentState.NEEDS_PAIRING
+    tray.menu.aboutToShow.emit()
+    assert NOT_PAIRED in tray.action("action_status").text()
+    assert not tray.action("action_settings").isEnabled()
+    assert not tray.action("action_pause").isEnabled()
+    assert tray.action("action_quit").isEnabled()
+    run(qloop, controller.shutdown())
+
+
+def test_an_invalid_agent_toml_is_an_error_state_with_its_message(qloop) -> None:
+    from usepod_desktop.core import paths
+
+    paths.default_config_path().parent.mkdir(parents=True)
+    paths.default_config_path().write_text('[coordinator]\nurl = "http://nope"\n')
+    controller = AppController(open_url=lambda _u: True)
+    run(qloop, controller.start(StartOptions()))
+    assert controller.state == AgentState.ERROR
+    assert "coordinator.url" in controller.reason
+
+
+def test_sandbox_mode_serves_demo_jobs_and_says_so(qloop) -> None:
+    from usepod_desktop.core import paths
+
+    controller = AppController(open_url=lambda _u: True)
+    controller.show_ui(tray_available=True)
+    run(qloop, controller.start(StartOptions(sandbox=True, demo_interval_s=0.2, grace_s=1)), 30)
+    try:
+        agent = controller.agent
+        assert agent is not None and agent.allow_insecure
+        until(qloop, lambda: controller.state == AgentState.SERVING, what="sandbox serving")
+        assert controller.status_text().startswith("Sandbox · Serving")
+        assert "(sandbox)" in controller.tray.toolTip()
+        # the sandbox writes its own agent.toml, never the user's
+        assert agent.config_path != paths.default_config_path()
+        assert not paths.default_config_path().exists()
+        if controller.demo_labels:  # no local server answered: the demo backend is used
+            settings = controller.open_settings("backends")
+            assert "(demo)" in settings.backends_tab.table.item(0, 0).text()
+            assert "sandbox" in settings.windowTitle()
+        until(qloop, lambda: controller.today.jobs >= 1, timeout=15, what="a demo job")
+        spin(qloop, 0.6)
+        assert controller.today_summary()[0] >= 1  # counted as sandbox jobs in the ledger
+        assert (
+            "demo" in controller.figures_text() and "no real earnings" in controller.figures_text()
+        )
+    finally:
+        run(qloop, controller.shutdown(), 20)
+
+
+def test_qt_fatal_line_names_libxcb_cursor_only_when_it_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from usepod_desktop.gui import app
+
+    messages = app.QtMessages()
+    messages.buffer = [
+        "From 6.5.0, xcb-cursor0 or libxcb-cursor0 is needed to load the Qt xcb platform plugin.",
+        'Could not load the Qt platform plugin "xcb" in "" even though it was found.',
+    ]
+    fatal = "This application failed to start because no Qt platform plugin could be initialized."
+    monkeypatch.setattr(app, "library_available", lambda _name: False)
+    assert messages.fatal_line(fatal) == MISSING_XCB_CURSOR
+    monkeypatch.setattr(app, "library_available", lambda _name: True)
+    line = messages.fatal_line(fatal)
+    assert "Could not load the Qt platform plugin" in line and "usepod-desktop run" in line
