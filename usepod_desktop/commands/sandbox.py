@@ -59,6 +59,12 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="max_tokens of each job (default 256)",
     )
     p.add_argument(
+        "--pairing",
+        action="store_true",
+        help="also serve the pairing endpoints, for `usepod-desktop setup --coordinator URL`; "
+        "approve a code by typing `approve CODE` (`codes` lists them)",
+    )
+    p.add_argument(
         "--format",
         choices=("openai", "anthropic"),
         default="openai",
@@ -279,6 +285,12 @@ async def _main(args: argparse.Namespace) -> int:
     from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 
     coordinator = SandboxCoordinator(port=args.port)
+    desk = None
+    if getattr(args, "pairing", False):
+        from usepod_desktop.sandbox import pairing
+
+        desk = pairing.enable_pairing(coordinator)
+        desk.add_listener(pairing.event_printer(_say))
     try:
         url = await coordinator.start()
     except OSError as exc:
@@ -291,6 +303,9 @@ async def _main(args: argparse.Namespace) -> int:
     demo_task: asyncio.Task[None] | None = None
     try:
         _banner(url)
+        if desk is not None:
+            _say()
+            _say(pairing.terminal_help(coordinator.http_url))
         coordinator.add_listener(_on_event)
         if args.rate is not None:
             _say(f"Sending a demo job every {args.rate:g} s.")
@@ -298,7 +313,10 @@ async def _main(args: argparse.Namespace) -> int:
         _start_stdin_reader(asyncio.get_running_loop(), lines)
         while (line := await lines.get()) is not None:
             prompt = line.strip()
-            if prompt:
+            if desk is not None and (reply := desk.command(prompt)) is not None:
+                if reply:
+                    _say(reply)
+            elif prompt:
                 await sandbox.ask(prompt)
     finally:
         pending = list(sandbox.tasks)
