@@ -405,7 +405,7 @@ class OpenAICompatBackend(Backend):
             timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=None, pool=None),
             limits=httpx.Limits(
                 max_connections=None,
-                max_keepalive_connections=64,
+                max_keepalive_connections=256,  # = the largest max_concurrent: no reconnect churn
                 keepalive_expiry=KEEPALIVE_EXPIRY,
             ),
             follow_redirects=False,
