@@ -24,14 +24,6 @@ if TYPE_CHECKING:
 DEFAULT_COORDINATOR = "https://api.usepod.ai"
 LOCAL_KINDS = ("vllm", "llamacpp", "lmstudio", "ollama")
 
-#: What to do when a kind is not running (shown when nothing was detected).
-START_HINTS: dict[str, str] = {
-    "vllm": "vLLM:       pip install vllm && vllm serve <model>   (port 8000)",
-    "llamacpp": "llama.cpp:  llama-server -m <model>.gguf            (port 8080)",
-    "lmstudio": "LM Studio:  Developer tab > Start Server            (port 1234)",
-    "ollama": "Ollama:     install from https://ollama.com, then ollama pull <model> (port 11434)",
-}
-
 # A 5x5 font for the pair code ('#' = a filled cell).
 _GLYPHS: dict[str, tuple[str, ...]] = {
     "A": (" ### ", "#   #", "#####", "#   #", "#   #"),
@@ -239,10 +231,14 @@ class Screen:
 
     def backends(self, event: Any) -> None:
         if not event.backends:
+            from usepod_desktop.core.discovery import PROBE_PORTS
+            from usepod_desktop.core.pairing import BACKEND_HINTS
+
             self.say("No local backend detected on the standard ports. You can pair anyway and")
             self.say("add backends later in the settings, or start one of:")
-            for hint in START_HINTS.values():
-                self.say(f"  - {hint}")
+            for kind, (name, hint) in BACKEND_HINTS.items():
+                port = PROBE_PORTS.get(kind)
+                self.say(f"  - {name + ':':<11} {hint}  (port {port})")
             self.say()
             return
         self.say("Detected backends:")

@@ -75,6 +75,7 @@ from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.secrets import SERVICE, SecretStore
 
 __all__ = [
+    "BACKEND_HINTS",
     "DEFAULT_COORDINATOR",
     "HOST_TOKEN_KEY",
     "ActivatedModel",
@@ -127,6 +128,15 @@ TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_ERROR_BODY = 300
 #: The coordinator's `Date` header (1 s resolution) is used only when our clock is further off.
 _MAX_CLOCK_SKEW = timedelta(seconds=5)
+
+
+#: Per local kind: its name and how to start it, for "nothing found" hints (CLI and GUI).
+BACKEND_HINTS: dict[str, tuple[str, str]] = {
+    "vllm": ("vLLM", "pip install vllm, then: vllm serve <model>"),
+    "llamacpp": ("llama.cpp", "llama-server -m <model>.gguf"),
+    "lmstudio": ("LM Studio", "in LM Studio, open the Developer tab and start the server"),
+    "ollama": ("Ollama", "install it from https://ollama.com, then: ollama pull <model>"),
+}
 
 
 # ------------------------------------------------------------------------------ errors
