@@ -422,26 +422,44 @@ def test_headless_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert result["first"] == "JobDone"
     assert result["stopped"] == "JobError" and "shutting down" in result["stop_message"]
     assert result["exit_code"] == 0
+    assert "usepod_jobs_total" in result["metrics"] and 'outcome="done"' in result["metrics"]
+    # the headless agent recorded both jobs in the earnings ledger (USEPOD_DATA_DIR)
+    from usepod_desktop.core.ledger import Ledger
+
+    ledger = Ledger(create=False)
+    rows = {r.job_id: r for r in ledger.recent(10)}
+    ledger.close()
+    assert set(rows) == {result["first_id"], result["stopped_id"]}
+    assert rows[result["first_id"]].outcome == "done"
+    assert rows[result["stopped_id"]].outcome == "error"
 
 
 _DRIVER = r"""
-import asyncio, json, signal, subprocess, sys
+import asyncio, json, signal, socket, subprocess, sys
 from pathlib import Path
+import httpx
 from usepod_desktop.core.config import *
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FakeBackend, FailMode
 
 async def main(tmp):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     async with SandboxCoordinator() as coord, FakeBackend("vllm", ["m"]) as fake:
         cfg = Config(coordinator=CoordinatorConfig(coord.url), pricing=PricingConfig(1, 1),
                      backends=(BackendConfig(kind="vllm", url=fake.url),),
-                     identity_key_path=str(tmp / "id.key"))
+                     identity_key_path=str(tmp / "id.key"),
+                     observability=ObservabilityConfig(prometheus_addr=f"127.0.0.1:{port}"))
         save_config(cfg, tmp / "agent.toml")
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "usepod_desktop", "run", "--allow-insecure",
             "--config", str(tmp / "agent.toml"), "--grace", "0.2")
         await coord.wait_for_capabilities(30)
-        first = await (await coord.dispatch("m", {"messages": [], "max_tokens": 3})).wait(10)
+        first_handle = await coord.dispatch("m", {"messages": [], "max_tokens": 3})
+        first = await first_handle.wait(10)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
         fake.fail_mode = FailMode.HANG_MID_STREAM
         hanging = await coord.dispatch("m", {"messages": []})
         for _ in range(500):
@@ -452,7 +470,9 @@ async def main(tmp):
         stopped = await hanging.wait(10)
         code = await asyncio.wait_for(proc.wait(), 20)
         print(json.dumps({"first": type(first).__name__, "stopped": type(stopped).__name__,
-                          "stop_message": getattr(stopped, "message", ""), "exit_code": code}))
+                          "stop_message": getattr(stopped, "message", ""), "exit_code": code,
+                          "metrics": metrics, "first_id": first_handle.job_id,
+                          "stopped_id": hanging.job_id}))
 
 asyncio.run(main(Path(sys.argv[1])))
 """

@@ -57,11 +57,16 @@ async def serve(args: argparse.Namespace, config: object) -> int:
     from usepod_desktop.core.agent import Agent
     from usepod_desktop.core.config import find_config
     from usepod_desktop.core.events import StateChanged
+    from usepod_desktop.core.ledger import Ledger
 
+    ledger = Ledger()  # a broken database is reported and never stops serving
+    if ledger.problem:
+        log.warning("earnings ledger: %s", ledger.problem)
     agent = Agent(
         config,
         config_path=find_config(args.config),  # type: ignore[arg-type]
         allow_insecure=bool(args.allow_insecure),
+        ledger=ledger,
     )
     agent.events.subscribe(
         lambda e: (
@@ -82,5 +87,6 @@ async def serve(args: argparse.Namespace, config: object) -> int:
     await stop.wait()
     log.info("stopping: %d job(s) running, grace %.0f s", agent.jobs_running, args.grace)
     await agent.stop(grace=args.grace)
+    await asyncio.to_thread(ledger.close)
     log.info("stopped")
     return 0

@@ -35,7 +35,9 @@ from usepod_desktop.core.events import (
 )
 from usepod_desktop.core.executor import Executor, JobOutcome
 from usepod_desktop.core.identity import Identity
+from usepod_desktop.core.ledger import Ledger
 from usepod_desktop.core.link import Link, LinkState, LinkStatus
+from usepod_desktop.core.metrics import MetricsServer
 from usepod_desktop.core.secrets import SecretStore
 from usepod_desktop.core.stats import JobStats
 
@@ -97,7 +99,12 @@ class Agent:
         rediscovery_interval: float = REDISCOVERY_INTERVAL_S,
         heartbeat_interval: float | None = None,
         backoff: Backoff | None = None,
+        ledger: Ledger | None = None,
+        ledger_source: str | None = None,
     ) -> None:
+        """`ledger`: record every finished job there (the caller owns and closes it);
+        `ledger_source="sandbox"` marks coordinator jobs as sandbox jobs. Prometheus metrics are
+        served while the agent runs when `observability.prometheus_addr` is set."""
         self.config = config
         self.config_path = config_path
         self.allow_insecure = allow_insecure
@@ -127,6 +134,10 @@ class Agent:
         self._sent_key: tuple[Any, ...] | None = None
         self._backend_up: dict[str, bool] = {}
         self._running = False
+        self.ledger = ledger
+        self.ledger_source = ledger_source
+        self._ledger_detach: Callable[[], None] | None = None
+        self.metrics: MetricsServer | None = None
 
     @classmethod
     def from_file(
@@ -151,6 +162,11 @@ class Agent:
         self._running = True
         self.started_at = time.monotonic()
         self.identity = await asyncio.to_thread(identity_mod.load_or_create, self.config.key_path)
+        if self.ledger is not None:
+            self._ledger_detach = self.ledger.attach(self, source=self.ledger_source)
+        self.metrics = MetricsServer.from_agent(self)
+        if self.metrics is not None:
+            await self.metrics.start()
         self._start_link()
         self._tasks.append(asyncio.create_task(self._rediscovery_loop(), name="rediscovery"))
 
@@ -198,6 +214,12 @@ class Agent:
         await self.executor.shutdown(grace)
         await self._stop_link()
         await self.pool.aclose()
+        if self.metrics is not None:
+            await self.metrics.stop()
+            self.metrics = None
+        if self._ledger_detach is not None:
+            self._ledger_detach()
+            self._ledger_detach = None
         self._set_state(AgentState.OFFLINE, "stopped")
 
     # ---- serving controls --------------------------------------------------------------

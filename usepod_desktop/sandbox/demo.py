@@ -182,7 +182,16 @@ async def _headless(args: argparse.Namespace) -> int:
         base = None
     session = SandboxSession()
     config = await session.start(base)
-    agent = Agent(config, config_path=session.config_path, allow_insecure=True)
+    from usepod_desktop.core.ledger import Ledger
+
+    ledger = Ledger()
+    agent = Agent(
+        config,
+        config_path=session.config_path,
+        allow_insecure=True,
+        ledger=ledger,
+        ledger_source="sandbox",
+    )
 
     def show(event: object) -> None:
         if isinstance(event, StateChanged):
@@ -213,4 +222,5 @@ async def _headless(args: argparse.Namespace) -> int:
     await stop.wait()
     await agent.stop(grace=getattr(args, "grace", 5.0))
     await session.stop()
+    await asyncio.to_thread(ledger.close)
     return 0
