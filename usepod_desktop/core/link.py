@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import ssl
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -234,8 +235,8 @@ class Link:
         }
         if host in ("127.0.0.1", "localhost", "::1"):
             kwargs["proxy"] = None
-        if self.url.startswith("wss://") and self.ssl_context is not None:
-            kwargs["ssl"] = self.ssl_context
+        if self.url.startswith("wss://"):
+            kwargs["ssl"] = self.ssl_context or default_ssl_context()
         async with connect(self.url, **kwargs) as ws:
             self._set(LinkState.AUTHENTICATING, self.url)
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
@@ -327,6 +328,20 @@ class Link:
                 self.on_status(self.status)
             except Exception:
                 log.exception("link status listener failed")
+
+
+def default_ssl_context() -> ssl.SSLContext:
+    """Certificate-verifying TLS for wss://: the OS trust store, plus certifi's CA bundle in a
+    frozen build (a PyInstaller bundle cannot rely on the system's OpenSSL paths)."""
+    context = ssl.create_default_context()
+    if getattr(sys, "frozen", False):
+        try:
+            import certifi
+
+            context.load_verify_locations(certifi.where())
+        except (ImportError, OSError):
+            log.warning("certifi CA bundle missing from this build; using the system store")
+    return context
 
 
 def _describe(exc: BaseException) -> str:
