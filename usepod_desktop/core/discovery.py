@@ -48,6 +48,8 @@ from usepod_desktop.core.backends.base import (
     one_line,
 )
 from usepod_desktop.core.backends.openai_compat import PROBE_TIMEOUT, local_base_url
+from usepod_desktop.core.backends.openrouter import OpenRouterBackend
+from usepod_desktop.core.backends.venice import VeniceBackend
 from usepod_desktop.core.config import BackendConfig, Config, ModelPrice
 from usepod_desktop.core.pricing import (
     PROVIDER_SHARE,
@@ -77,7 +79,7 @@ PROBE_PORTS: dict[str, int] = {"vllm": 8000, "llamacpp": 8080, "lmstudio": 1234,
 #: The reference probes `localhost`, and pairing writes the URLs it finds into agent.toml.
 PROBE_HOST = "localhost"
 
-_BASE_URL_ENVS = {"openrouter": "USEPOD_OPENROUTER_BASE_URL", "venice": "USEPOD_VENICE_BASE_URL"}
+_BASE_URL_ENVS = {cls.kind: cls.base_url_env for cls in (OpenRouterBackend, VeniceBackend)}
 
 
 # ------------------------------------------------------------------------------ results

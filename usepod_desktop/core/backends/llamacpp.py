@@ -18,28 +18,19 @@ import httpx
 
 from usepod_desktop.core.backends.base import BackendError, Health, ModelInfo
 from usepod_desktop.core.backends.openai_compat import (
-    OpenAICompatBackend,
+    LocalBackend,
     context_window_of,
     error_message_of,
     json_count,
-    local_base_url,
 )
-from usepod_desktop.core.config import BackendConfig
 
 
-class LlamaCppBackend(OpenAICompatBackend):
+class LlamaCppBackend(LocalBackend):
     kind = "llamacpp"
     display_name = "llama.cpp"
     native = True
     supports_anthropic = True
-
-    def __init__(
-        self, config: BackendConfig, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        assert config.url
-        super().__init__(
-            config, base_url=local_base_url(config.url), health_path="/health", transport=transport
-        )
+    health_path = "/health"
 
     def _judge_health(self, response: httpx.Response, latency_ms: float) -> Health:
         if response.status_code == 503:

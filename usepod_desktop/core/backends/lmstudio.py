@@ -19,25 +19,17 @@ import httpx
 
 from usepod_desktop.core.backends.base import BackendError, Health, ModelInfo, one_line
 from usepod_desktop.core.backends.openai_compat import (
-    OpenAICompatBackend,
+    LocalBackend,
     error_text,
     json_count,
-    local_base_url,
 )
-from usepod_desktop.core.config import BackendConfig
 
 
-class LmStudioBackend(OpenAICompatBackend):
+class LmStudioBackend(LocalBackend):
     kind = "lmstudio"
     display_name = "LM Studio"
     native = True
     supports_anthropic = True
-
-    def __init__(
-        self, config: BackendConfig, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        assert config.url
-        super().__init__(config, base_url=local_base_url(config.url), transport=transport)
 
     def _judge_health(self, response: httpx.Response, latency_ms: float) -> Health:
         if response.is_success:

@@ -20,12 +20,10 @@ import httpx
 
 from usepod_desktop.core.backends.base import ModelInfo
 from usepod_desktop.core.backends.openai_compat import (
-    OpenAICompatBackend,
+    LocalBackend,
     decode_json,
     json_count,
-    local_base_url,
 )
-from usepod_desktop.core.config import BackendConfig
 
 #: At most this many `/api/show` calls at once.
 SHOW_CONCURRENCY = 8
@@ -58,22 +56,13 @@ def context_from_show(body: Any) -> int | None:
     return context
 
 
-class OllamaBackend(OpenAICompatBackend):
+class OllamaBackend(LocalBackend):
     kind = "ollama"
     display_name = "Ollama"
     native = True
     supports_anthropic = True
 
-    def __init__(
-        self, config: BackendConfig, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        assert config.url
-        super().__init__(
-            config,
-            base_url=local_base_url(config.url),
-            health_path="/api/tags",
-            transport=transport,
-        )
+    health_path = "/api/tags"
 
     async def _show_context(self, model_id: str, gate: asyncio.Semaphore) -> int | None:
         async with gate:

@@ -21,12 +21,14 @@ auth_rejected_by_backend; anything else -> internal (status plus a short one-lin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import json
+import os
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -353,6 +355,43 @@ async def _read_error_body(response: httpx.Response) -> bytes:
         return b""
 
 
+#: Upstream closes running in tasks of their own (see _close_response): strong references.
+_CLOSING: set[asyncio.Task[None]] = set()
+
+
+async def _close_response(response: httpx.Response) -> None:
+    """Close a streamed response in a task of its own, so the close completes even when the job
+    is cancelled while an error unwinds: the coordinator connection drops, the chunk send fails
+    and the executor aborts the job at the same moment. httpx's own close, interrupted by that
+    second exception, leaves the connection open and the backend generating into it. The
+    caller's cancellation still propagates."""
+    if response.is_closed:
+        return
+    task = asyncio.ensure_future(response.aclose())
+    _CLOSING.add(task)
+    task.add_done_callback(_close_done)
+    with contextlib.suppress(Exception):  # a failed close must not hide the job's own error
+        await asyncio.shield(task)
+
+
+def _close_done(task: asyncio.Task[None]) -> None:
+    _CLOSING.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: nothing more to do about a close that failed
+
+
+@contextlib.asynccontextmanager
+async def _closed_on_exit(
+    stream: contextlib.AbstractAsyncContextManager[httpx.Response],
+) -> AsyncIterator[httpx.Response]:
+    """`client.stream(...)`, with the response closed by :func:`_close_response` on exit."""
+    async with stream as response:
+        try:
+            yield response
+        finally:
+            await _close_response(response)
+
+
 def _is_json(content_type: str) -> bool:
     ctype = content_type.split(";", 1)[0].strip().lower()
     return ctype == "application/json" or ctype.endswith("+json")
@@ -584,7 +623,8 @@ class OpenAICompatBackend(Backend):
         answered = False  # response headers received
         relayed = 0
         try:
-            async with self._client.stream("POST", url, content=payload, headers=headers) as resp:
+            upstream = self._client.stream("POST", url, content=payload, headers=headers)
+            async with _closed_on_exit(upstream) as resp:
                 answered = True
                 if not resp.is_success:
                     body = await _read_error_body(resp)
@@ -668,3 +708,48 @@ def local_base_url(url: str) -> str:
     if base.endswith("/v1"):
         base = base[: -len("/v1")]
     return base
+
+
+class LocalBackend(OpenAICompatBackend):
+    """A server the operator runs (vLLM, llama.cpp, LM Studio, Ollama): no key, no proxy.
+    Subclasses set `health_path` (None: the model list is the health check)."""
+
+    health_path: str | None = None
+
+    def __init__(
+        self, config: BackendConfig, *, transport: httpx.AsyncBaseTransport | None = None
+    ) -> None:
+        if not config.url:
+            raise ValueError(f"{config.kind}: a url is required")
+        super().__init__(
+            config,
+            base_url=local_base_url(config.url),
+            health_path=self.health_path,
+            transport=transport,
+        )
+
+
+class RemoteBackend(OpenAICompatBackend):
+    """A hosted API reached with the operator's own key (OpenRouter, Venice). The base URL can be
+    overridden through `base_url_env`, for tests only."""
+
+    default_base_url: str
+    base_url_env: str
+    extra_headers: dict[str, str] | None = None
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        api_key: str,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(
+            config,
+            base_url=os.environ.get(self.base_url_env) or self.default_base_url,
+            api_prefix="",
+            api_key=api_key,
+            extra_headers=self.extra_headers,
+            trust_env=True,
+            transport=transport,
+        )

@@ -17,15 +17,11 @@ The base URL can be overridden FOR TESTS ONLY with the environment variable
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import httpx
-
 from usepod_desktop.core.backends.base import ModelInfo, UpstreamPrice
-from usepod_desktop.core.backends.openai_compat import OpenAICompatBackend, context_window_of
-from usepod_desktop.core.config import BackendConfig
+from usepod_desktop.core.backends.openai_compat import RemoteBackend, context_window_of
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 BASE_URL_ENV = "USEPOD_OPENROUTER_BASE_URL"
@@ -58,28 +54,14 @@ def upstream_price_of(entry: dict[str, Any]) -> UpstreamPrice | None:
     return UpstreamPrice(prompt * PER_TOKEN_TO_MICRO_PER_1M, completion * PER_TOKEN_TO_MICRO_PER_1M)
 
 
-class OpenRouterBackend(OpenAICompatBackend):
+class OpenRouterBackend(RemoteBackend):
     kind = "openrouter"
     display_name = "OpenRouter"
     native = False
     supports_anthropic = True
-
-    def __init__(
-        self,
-        config: BackendConfig,
-        api_key: str,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            config,
-            base_url=os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
-            api_prefix="",
-            api_key=api_key,
-            extra_headers=ATTRIBUTION_HEADERS,
-            trust_env=True,
-            transport=transport,
-        )
+    default_base_url = DEFAULT_BASE_URL
+    base_url_env = BASE_URL_ENV
+    extra_headers = ATTRIBUTION_HEADERS
 
     def _model_info(self, model_id: str, entry: dict[str, Any]) -> ModelInfo:
         return ModelInfo(model_id, context_window_of(entry), upstream_price_of(entry))

@@ -16,20 +16,16 @@ key of a `[[backends]]` entry is ignored for this kind, like the reference agent
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from typing import Any
 
-import httpx
-
 from usepod_desktop.core.backends.base import ModelInfo, UpstreamPrice
 from usepod_desktop.core.backends.openai_compat import (
-    OpenAICompatBackend,
+    RemoteBackend,
     context_window_of,
     json_count,
 )
 from usepod_desktop.core.backends.openrouter import usd_per_token
-from usepod_desktop.core.config import BackendConfig
 
 DEFAULT_BASE_URL = "https://api.venice.ai/api/v1"
 BASE_URL_ENV = "USEPOD_VENICE_BASE_URL"
@@ -52,27 +48,13 @@ def upstream_price_of(entry: dict[str, Any]) -> UpstreamPrice | None:
     return UpstreamPrice(prices[0], prices[1])
 
 
-class VeniceBackend(OpenAICompatBackend):
+class VeniceBackend(RemoteBackend):
     kind = "venice"
     display_name = "Venice"
     native = False
     supports_anthropic = False
-
-    def __init__(
-        self,
-        config: BackendConfig,
-        api_key: str,
-        *,
-        transport: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
-        super().__init__(
-            config,
-            base_url=os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL,
-            api_prefix="",
-            api_key=api_key,
-            trust_env=True,
-            transport=transport,
-        )
+    default_base_url = DEFAULT_BASE_URL
+    base_url_env = BASE_URL_ENV
 
     def _model_info(self, model_id: str, entry: dict[str, Any]) -> ModelInfo:
         context = context_window_of(entry)

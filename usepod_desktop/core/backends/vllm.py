@@ -8,23 +8,15 @@ from __future__ import annotations
 import httpx
 
 from usepod_desktop.core.backends.base import Health
-from usepod_desktop.core.backends.openai_compat import OpenAICompatBackend, local_base_url
-from usepod_desktop.core.config import BackendConfig
+from usepod_desktop.core.backends.openai_compat import LocalBackend
 
 
-class VllmBackend(OpenAICompatBackend):
+class VllmBackend(LocalBackend):
     kind = "vllm"
     display_name = "vLLM"
     native = True
     supports_anthropic = True
-
-    def __init__(
-        self, config: BackendConfig, *, transport: httpx.AsyncBaseTransport | None = None
-    ) -> None:
-        assert config.url
-        super().__init__(
-            config, base_url=local_base_url(config.url), health_path="/health", transport=transport
-        )
+    health_path = "/health"
 
     def _judge_health(self, response: httpx.Response, latency_ms: float) -> Health:
         if response.status_code == 503:
