@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 HEADER = "-----BEGIN USEPOD AGENT KEY-----"
 FOOTER = "-----END USEPOD AGENT KEY-----"
+NEWLINE = "\n"
 
 
 @dataclass(slots=True)
@@ -66,9 +67,36 @@ class Identity:
         if provider_id == self.provider_id:
             return False
         self.provider_id = provider_id
-        atomic_write_text(self.path, self.serialize(), mode=0o600)
+        atomic_write_text(self.path, self._with_provider_id(provider_id), mode=0o600)
         log.info("provider id %s saved to %s", provider_id, self.path)
         return True
+
+    def _with_provider_id(self, provider_id: str) -> str:
+        """The file as it is on disk with only its provider_id line set (added before the
+        footer when absent): every other byte is kept, including keys this version does not
+        know and the reference agent's nanosecond timestamp, which serialize() would rewrite.
+        Falls back to serialize() when the file is unreadable or no longer holds this key."""
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines(keepends=True)
+        except (OSError, UnicodeDecodeError):
+            return self.serialize()
+        bare = [line.strip() for line in lines]
+        if HEADER not in bare or FOOTER not in bare:
+            return self.serialize()
+        start, end = bare.index(HEADER), bare.index(FOOTER)
+        if end <= start or f"public: {self.public_key_b64}" not in bare[start:end]:
+            return self.serialize()
+        body: list[str] = []
+        placed = False
+        for line, text in zip(lines[start + 1 : end], bare[start + 1 : end], strict=True):
+            if text.partition(":")[0].strip() != "provider_id":
+                body.append(line)
+            elif not placed:  # replaced where it stands (a duplicate is dropped)
+                body.append(f"provider_id: {provider_id}{_eol(line)}")
+                placed = True
+        if not placed:
+            body.append(f"provider_id: {provider_id}{_eol(lines[end - 1]) or NEWLINE}")
+        return "".join([*lines[: start + 1], *body, *lines[end:]])
 
     def serialize(self) -> str:
         seed = self._private.private_bytes_raw()
@@ -86,6 +114,11 @@ class Identity:
 
     def __repr__(self) -> str:  # never show the secret
         return f"Identity(path={self.path!s}, public={self.public_key_b64}, id={self.provider_id})"
+
+
+def _eol(line: str) -> str:
+    """The line ending of `line` ("\\n", "\\r\\n" or "" for a last line without one)."""
+    return line[len(line.rstrip("\r\n")) :]
 
 
 def from_seed(seed: bytes, path: Path, *, created: datetime | None = None) -> Identity:
