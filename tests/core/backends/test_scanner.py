@@ -60,6 +60,18 @@ def test_anthropic_usage_byte_by_byte() -> None:
     assert (scanner.input_tokens, scanner.output_tokens) == (25, 42)
 
 
+def test_anthropic_cached_prompt_tokens_count_as_input() -> None:
+    # llama.cpp on a repeated prompt: 1 new input token, 31 read from the prompt cache
+    cached = ANTHROPIC_STREAM.replace(
+        b'"usage":{"input_tokens":25,"output_tokens":1}',
+        b'"usage":{"input_tokens":1,"cache_read_input_tokens":31,'
+        b'"cache_creation_input_tokens":2,"output_tokens":1}',
+    )
+    assert cached != ANTHROPIC_STREAM
+    scanner = scan([cached])
+    assert (scanner.input_tokens, scanner.output_tokens) == (34, 42)
+
+
 def test_line_split_across_chunks_exactly_inside_the_usage_marker() -> None:
     line = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}\n\n'
     cut = line.index(b"usage") + 2

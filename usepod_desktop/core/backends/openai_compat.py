@@ -101,6 +101,7 @@ def json_count(value: Any) -> int | None:
 
 _INPUT_KEYS = ("input_tokens", "prompt_tokens", "input")
 _OUTPUT_KEYS = ("output_tokens", "completion_tokens", "output")
+_ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 def _first_count(usage: dict[str, Any], keys: tuple[str, ...]) -> int | None:
@@ -220,6 +221,11 @@ class SseUsageScanner:
         if isinstance(usage, dict):
             value = _first_count(usage, _INPUT_KEYS)
             if value is not None:
+                # Anthropic reports prompt tokens served from the prompt cache apart from
+                # input_tokens (llama.cpp: input_tokens 1 + cache_read_input_tokens 31 on a
+                # repeated prompt); all of them were read. OpenAI's prompt_tokens includes them.
+                for cached in _ANTHROPIC_CACHE_KEYS:
+                    value += json_count(usage.get(cached)) or 0
                 self.input_tokens = value
             value = _first_count(usage, _OUTPUT_KEYS)
             if value is not None:
