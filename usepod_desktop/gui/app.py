@@ -208,6 +208,8 @@ def main(args: argparse.Namespace) -> int:
     async def run() -> None:
         controller.show_ui()
         await controller.start(options)
+        if controller.agent is None and controller.needs_pairing:
+            controller.open_pairing()  # first launch: no agent.toml yet
         await asyncio.to_thread(_refresh_autostart)
         log.info("tray app running (%s)", controller.status_text())
         await controller.wait_quit()

@@ -331,6 +331,19 @@ class AppController(QObject):
         show_window(self._test_job)
         return self._test_job
 
+    @property
+    def needs_pairing(self) -> bool:
+        return self.state == AgentState.NEEDS_PAIRING and not self.sandbox and not self.stopping
+
+    def open_pairing(self) -> QWidget | None:
+        """The pairing wizard ("Pair this computer...", first launch)."""
+        try:
+            from usepod_desktop.gui.pairing import open_pairing_wizard
+        except ImportError:
+            show_message(None, "Pairing", NOT_PAIRED)
+            return None
+        return open_pairing_wizard(self)
+
     def open_log_view(self) -> LogViewer:
         from usepod_desktop.gui.logview import LogViewer
 
@@ -436,7 +449,7 @@ class AppController(QObject):
         finally:
             self.bridge.detach()
             if self.tray is not None:
-                self.tray.hide()
+                self.tray.dispose()
             self._quit.set()
 
     async def wait_quit(self) -> None:

@@ -37,6 +37,8 @@ from usepod_desktop.core.errors import UserFacingError
 
 log = logging.getLogger("usepod_desktop.gui")
 
+_open_boxes: set[QMessageBox] = set()
+
 ExcHook = Callable[[type[BaseException], BaseException, TracebackType | None], Any]
 
 
@@ -51,6 +53,9 @@ def show_message(
     box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     box.setWindowModality(Qt.WindowModality.NonModal)
     box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    # a parentless box lives as long as Python holds it: keep it until it is closed
+    _open_boxes.add(box)
+    box.finished.connect(lambda _result: _open_boxes.discard(box))
     box.show()
     return box
 

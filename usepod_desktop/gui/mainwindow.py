@@ -69,6 +69,10 @@ class StatusWindow(QMainWindow):
         self.log_button.clicked.connect(lambda: controller.open_log_view())
         self.folder_button = QPushButton("Open log folder", central)
         self.folder_button.clicked.connect(lambda: controller.open_log_folder())
+        self.pair_button = QPushButton("Pair this computer…", central)
+        self.pair_button.setObjectName("pairButton")
+        self.pair_button.clicked.connect(lambda: controller.open_pairing())
+        layout.addWidget(self.pair_button)
         self.quit_button = QPushButton("Quit Use Pod", central)
         self.quit_button.clicked.connect(controller.request_quit)
         for i, button in enumerate(
@@ -115,6 +119,7 @@ class StatusWindow(QMainWindow):
         for button in (self.pause_button, self.settings_button, self.test_button):
             button.setEnabled(has_agent)
         self.quit_button.setEnabled(not c.stopping)
+        self.pair_button.setVisible(c.needs_pairing)
         supported, why = c.autostart_supported()
         self.autostart.setEnabled(supported)
         self.autostart.setToolTip(why)

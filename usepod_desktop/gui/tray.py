@@ -38,6 +38,9 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
     add("action_status", controller.status_text(), enabled=False)
     add("action_figures", controller.figures_text(), enabled=False)
     menu.addSeparator()
+    if controller.needs_pairing:
+        add("action_pair", "Pair this computer…", lambda: controller.open_pairing())
+        menu.addSeparator()
     if controller.paused:
         add("action_resume", "Resume serving", controller.resume, enabled=has_agent)
     else:
@@ -116,6 +119,12 @@ class TrayIcon(QSystemTrayIcon):
 
     def rebuild_menu(self) -> None:
         populate_menu(self.menu, self.controller)
+
+    def dispose(self) -> None:
+        """Detach the menu before the icon goes away: Qt must never see the menu deleted
+        while the icon still points at it (Python may free the two in either order)."""
+        self.hide()
+        self.setContextMenu(None)  # type: ignore[arg-type]
 
     def action(self, name: str) -> QAction | None:
         return find_action(self.menu, name)
