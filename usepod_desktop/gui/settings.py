@@ -710,14 +710,17 @@ class PricingTab(QWidget):
         self.default_out.setObjectName("defaultOutput")
         self.default_in_error = error_label(defaults)
         self.default_out_error = error_label(defaults)
+        for edit in (self.default_in, self.default_out):
+            edit.setMaximumWidth(140)
         grid.addWidget(QLabel("Input  $", defaults), 0, 0)
         grid.addWidget(self.default_in, 0, 1)
         grid.addWidget(QLabel("Output  $", defaults), 0, 2)
         grid.addWidget(self.default_out, 0, 3)
-        grid.addWidget(self.default_in_error, 1, 1)
-        grid.addWidget(self.default_out_error, 1, 3)
+        grid.setColumnStretch(4, 1)
+        grid.addWidget(self.default_in_error, 1, 0, 1, 5)
+        grid.addWidget(self.default_out_error, 2, 0, 1, 5)
         self.keep_label = QLabel(defaults)
-        grid.addWidget(self.keep_label, 2, 0, 1, 4)
+        grid.addWidget(self.keep_label, 3, 0, 1, 5)
         layout.addWidget(defaults)
 
         self.table = QTableWidget(0, len(self.COLUMNS), self)
@@ -730,6 +733,9 @@ class PricingTab(QWidget):
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         for col in range(1, len(self.COLUMNS)):
             header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        for col in (2, 3):  # room for "0.50 (default)" typed or as a placeholder
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Fixed)
+            header.resizeSection(col, 130)
         layout.addWidget(self.table, 1)
         add_row = QHBoxLayout()
         self.new_model = QLineEdit(self)
@@ -754,7 +760,7 @@ class PricingTab(QWidget):
             )
         )
         for edit in (self.default_in, self.default_out):
-            edit.textEdited.connect(self._defaults_edited)
+            edit.textChanged.connect(self._defaults_edited)
 
     # ---- loading
 
@@ -883,7 +889,7 @@ class PricingTab(QWidget):
             return (
                 byok_price(row.upstream.input_per_1m, markup),
                 byok_price(row.upstream.output_per_1m, markup),
-                "from upstream",
+                "upstream",
             )
         d_in, d_out = self._draft_defaults()
         return d_in, d_out, "default"
@@ -1163,12 +1169,14 @@ class LimitsTab(QWidget):
         self.max_concurrent.setObjectName("maxConcurrent")
         lo, hi = MAX_CONCURRENT_RANGE
         self.max_concurrent.setRange(lo, hi)
+        self.max_concurrent.setMaximumWidth(120)
         self.max_concurrent_error = error_label(self)
         form.addRow("Jobs at the same time", self.max_concurrent)
         form.addRow("", self.max_concurrent_error)
         self.tpm = QLineEdit(self)
         self.tpm.setObjectName("tokensPerMinute")
         self.tpm.setPlaceholderText("no limit")
+        self.tpm.setMaximumWidth(200)
         self.tpm_error = error_label(self)
         form.addRow("Tokens per minute", self.tpm)
         form.addRow("", self.tpm_error)
@@ -1313,6 +1321,9 @@ class SettingsWindow(QWidget):
         self.tabs.addTab(self.pricing_tab, "Pricing")
         keys_scroll = QScrollArea(self)
         keys_scroll.setWidgetResizable(True)
+        keys_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        keys_scroll.viewport().setAutoFillBackground(False)
+        self.keys_tab.setAutoFillBackground(False)
         keys_scroll.setWidget(self.keys_tab)
         self.tabs.addTab(keys_scroll, "API keys")
         self.tabs.addTab(self.limits_tab, "Limits")
