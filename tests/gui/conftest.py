@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 import pytest
 import qasync
-from PySide6.QtCore import QUrl
+from PySide6.QtCore import QEvent, QUrl
 from PySide6.QtWidgets import QApplication
 
 from usepod_desktop.core import paths
@@ -112,9 +113,13 @@ def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
             # crashes Qt later); menus go with their owners
             if type(widget).__name__ != "QMenu":
                 widget.deleteLater()
+        qapp.sendPostedEvents(None, QEvent.Type.DeferredDelete)
         qapp.processEvents()
         loop.close()
         asyncio.set_event_loop(None)
+        # free this test's Qt objects here, not at a random allocation inside the next
+        # test's event loop
+        gc.collect()
 
 
 @dataclass
@@ -219,6 +224,7 @@ def rig_factory(qloop: qasync.QEventLoop) -> Iterator[Callable[..., Rig]]:
                 run(qloop, fake.stop())
         with contextlib.suppress(Exception):
             run(qloop, rig.coordinator.stop())
+    rigs.clear()
 
 
 @pytest.fixture

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+import qasync
+from PySide6.QtWidgets import QApplication
 
 from tests.gui.conftest import run, spin, until
 from usepod_desktop.core.events import AgentState
@@ -93,7 +95,9 @@ def test_qt_failing_to_open_the_display_is_one_line_not_an_abort(tmp_path: Path)
     assert "usepod-desktop run" in lines[0] and "Qt could not start" in lines[0]
 
 
-def test_single_instance_brings_the_first_copy_forward(qloop, tmp_path: Path) -> None:
+def test_single_instance_brings_the_first_copy_forward(
+    qloop: qasync.QEventLoop, tmp_path: Path
+) -> None:
     first = SingleInstance(key=f"usepod-test-{os.getpid()}", lock_dir=tmp_path)
     second = SingleInstance(key=first.key, lock_dir=tmp_path)
     activations: list[bool] = []
@@ -107,7 +111,7 @@ def test_single_instance_brings_the_first_copy_forward(qloop, tmp_path: Path) ->
     second.release()
 
 
-def test_a_crashed_copy_never_blocks_start_up(qloop, tmp_path: Path) -> None:
+def test_a_crashed_copy_never_blocks_start_up(qloop: qasync.QEventLoop, tmp_path: Path) -> None:
     key = f"usepod-test-crash-{os.getpid()}"
     crash = (
         "import os, signal\n"
@@ -174,7 +178,7 @@ def test_the_app_runs_once_per_user_and_quits_on_sigterm(tmp_path: Path) -> None
     assert first.returncode == 0, err
 
 
-def test_no_agent_toml_means_needs_pairing(qloop) -> None:
+def test_no_agent_toml_means_needs_pairing(qloop: qasync.QEventLoop) -> None:
     controller = AppController(open_url=lambda _u: True)
     controller.show_ui(tray_available=True)
     run(qloop, controller.start(StartOptions()))
@@ -188,10 +192,18 @@ def test_no_agent_toml_means_needs_pairing(qloop) -> None:
     assert not tray.action("action_settings").isEnabled()
     assert not tray.action("action_pause").isEnabled()
     assert tray.action("action_quit").isEnabled()
+    tray.action("action_pair").trigger()  # the pairing wizard, never modal
+    wizards = [
+        w
+        for w in QApplication.topLevelWidgets()
+        if type(w).__name__ == "PairingWizard" and w.isVisible()
+    ]
+    assert len(wizards) == 1 and not wizards[0].isModal()
+    wizards[0].reject()
     run(qloop, controller.shutdown())
 
 
-def test_an_invalid_agent_toml_is_an_error_state_with_its_message(qloop) -> None:
+def test_an_invalid_agent_toml_is_an_error_state_with_its_message(qloop: qasync.QEventLoop) -> None:
     from usepod_desktop.core import paths
 
     paths.default_config_path().parent.mkdir(parents=True)
@@ -202,7 +214,7 @@ def test_an_invalid_agent_toml_is_an_error_state_with_its_message(qloop) -> None
     assert "coordinator.url" in controller.reason
 
 
-def test_sandbox_mode_serves_demo_jobs_and_says_so(qloop) -> None:
+def test_sandbox_mode_serves_demo_jobs_and_says_so(qloop: qasync.QEventLoop) -> None:
     from usepod_desktop.core import paths
 
     controller = AppController(open_url=lambda _u: True)

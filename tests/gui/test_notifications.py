@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import qasync
 
 from tests.gui.conftest import Rig, spin
 from usepod_desktop.core.events import AgentState, BackendStatusChanged, StateChanged
@@ -22,7 +23,9 @@ def _notifier(grace_ms: int = 50) -> tuple[Notifier, list[tuple[str, str, str]]]
     return notifier, sent
 
 
-def test_a_brief_reconnect_says_nothing_a_long_outage_is_announced_once(qloop) -> None:
+def test_a_brief_reconnect_says_nothing_a_long_outage_is_announced_once(
+    qloop: qasync.QEventLoop,
+) -> None:
     notifier, sent = _notifier(grace_ms=100)
     notifier.on_state(StateChanged(AgentState.SERVING, "2 models"))
     notifier.on_state(StateChanged(AgentState.OFFLINE, "connection closed"))
@@ -42,7 +45,7 @@ def test_a_brief_reconnect_says_nothing_a_long_outage_is_announced_once(qloop) -
     assert [s[0] for s in sent] == ["Lost connection", "Connected again"]
 
 
-def test_never_connected_is_not_a_lost_connection(qloop) -> None:
+def test_never_connected_is_not_a_lost_connection(qloop: qasync.QEventLoop) -> None:
     notifier, sent = _notifier()
     notifier.on_state(StateChanged(AgentState.CONNECTING, "connecting"))
     notifier.on_state(StateChanged(AgentState.OFFLINE, "refused"))
@@ -50,7 +53,7 @@ def test_never_connected_is_not_a_lost_connection(qloop) -> None:
     assert sent == []
 
 
-def test_switches_and_pairing_hook(qloop) -> None:
+def test_switches_and_pairing_hook(qloop: qasync.QEventLoop) -> None:
     notifier, sent = _notifier()
     Prefs().set_notify_enabled("notify/backend", False)
     notifier.on_backend(BackendStatusChanged("vllm @ http://x", False, "refused"))

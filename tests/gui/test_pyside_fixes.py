@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 
 import pytest
-from PySide6.QtWidgets import QLabel
+from PySide6.QtWidgets import QApplication, QLabel
 
 from usepod_desktop.gui.pyside_fixes import LOW, RefcountGuard, _Probe, measure_leaks
 
 pytestmark = pytest.mark.gui
 
 
-def test_measure_leaks_matches_what_a_loop_of_calls_does(qapp) -> None:
+def test_measure_leaks_matches_what_a_loop_of_calls_does(qapp: QApplication) -> None:
     probe = _Probe()
     before = sys.getrefcount(None), sys.getrefcount(True)
     for _ in range(50):
@@ -25,7 +25,7 @@ def test_measure_leaks_matches_what_a_loop_of_calls_does(qapp) -> None:
     assert (leaks.get("True", 0) > 0) == (lost_true >= 50)
 
 
-def test_a_million_calls_leave_none_and_true_alive(qapp) -> None:
+def test_a_million_calls_leave_none_and_true_alive(qapp: QApplication) -> None:
     guard = RefcountGuard()
     guard.install()
     label = QLabel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QAction, QIcon, QImage
 
 from tests.gui.conftest import Rig
 from usepod_desktop.core import paths
@@ -16,7 +16,7 @@ from usepod_desktop.gui.tray import TrayIcon
 pytestmark = pytest.mark.gui
 
 
-def _menu_action(tray: TrayIcon, name: str):  # type: ignore[no-untyped-def]
+def _menu_action(tray: TrayIcon, name: str) -> QAction:
     tray.menu.aboutToShow.emit()  # what Qt does before showing it: rebuilt from the state now
     action = tray.action(name)
     names = [a.objectName() for a in tray.menu.actions()]
@@ -24,7 +24,7 @@ def _menu_action(tray: TrayIcon, name: str):  # type: ignore[no-untyped-def]
     return action
 
 
-def _image(icon) -> QImage:  # type: ignore[no-untyped-def]
+def _image(icon: QIcon) -> QImage:
     return icon.pixmap(22, 22).toImage()
 
 

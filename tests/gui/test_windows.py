@@ -1,0 +1,229 @@
+"""The smaller windows: test job, log view, error reporting, the no-tray status window; and
+the icon and money helpers they use."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+import qasync
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
+
+from tests.gui.conftest import Rig, run, until
+from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.events import AgentState
+from usepod_desktop.gui import icons
+from usepod_desktop.gui.errors import ExceptionReporter
+from usepod_desktop.gui.logview import LogViewer
+from usepod_desktop.gui.mainwindow import StatusWindow
+from usepod_desktop.gui.money import (
+    PriceError,
+    format_usd,
+    format_usd_per_1m,
+    job_earnings_usd,
+    parse_usd_per_1m,
+)
+
+pytestmark = pytest.mark.gui
+
+
+def test_test_job_streams_the_answer_with_tokens_and_time(rig: Rig) -> None:
+    dialog = rig.controller.open_test_job()
+    assert dialog is not None and dialog.model.count() == 2
+    dialog.model.setCurrentIndex(dialog.model.findData("beta"))
+    chunks: list[str] = []
+    dialog.output.textChanged.connect(lambda: chunks.append(dialog.output.toPlainText()))
+    task = dialog.send()
+    assert task is not None and not dialog.send_button.isEnabled()
+    run(rig.loop, task)
+    expected = rig.fake.expected_text(rig.fake.output_tokens)
+    assert dialog.answer == expected == dialog.output.toPlainText()
+    assert len(chunks) > 1  # it arrived in pieces, not at the end
+    stats = dialog.stats.text()
+    assert f"{rig.fake.output_tokens} output tokens" in stats and "Done:" in stats
+    assert dialog.send_button.isEnabled()
+    assert rig.controller.today_summary()[0] == 0  # test jobs are not earnings
+
+    dialog.format.setCurrentIndex(dialog.format.findData("anthropic"))
+    run(rig.loop, dialog.send())
+    assert dialog.answer == expected
+
+
+def test_test_job_failure_is_shown(rig: Rig) -> None:
+    dialog = rig.controller.open_test_job()
+    run(rig.loop, rig.fake.set_fail_mode("error_status"))
+    run(rig.loop, dialog.send())
+    assert dialog.stats.text().startswith("Failed:")
+
+
+def test_log_view_tails_filters_and_follows_rotation(
+    qloop: qasync.QEventLoop, tmp_path: Path
+) -> None:
+    path = tmp_path / "usepod-desktop.log"
+    opened: list[bool] = []
+    view = LogViewer(path, open_folder=lambda: opened.append(True))
+    view.show()
+    assert "No log file yet" in view.visible_text()
+    path.write_text(
+        "2026-05-02 10:11:12,123 DEBUG   core.link: ping\n"
+        "2026-05-02 10:11:12,124 INFO    core.agent: started\n"
+        "2026-05-02 10:11:12,125 ERROR   core.executor: boom\n"
+        "Traceback (most recent call last):\n"
+        "  ValueError: x\n"
+    )
+    view.poll()
+    text = view.visible_text()
+    assert "started" in text and "boom" in text and "ValueError" in text and "ping" not in text
+    view.set_min_level(logging.ERROR)
+    assert "started" not in view.visible_text() and "ValueError" in view.visible_text()
+    view.set_min_level(logging.DEBUG)
+    assert "ping" in view.visible_text()
+    with path.open("a") as fh:
+        fh.write("2026-05-02 10:11:13,000 WARNING core.discovery: slow\n")
+    view.poll()
+    assert view.visible_text().endswith("slow")
+    path.rename(tmp_path / "usepod-desktop.log.1")  # rotation
+    path.write_text("2026-05-02 10:11:14,000 INFO    core.agent: fresh file\n")
+    view.poll()
+    assert view.visible_text().endswith("fresh file")
+    view.findChild(QPushButton, "openLogFolder").click()
+    assert opened == [True]
+    view.close()
+
+
+def test_excepthook_logs_and_shows_one_non_modal_window(
+    qloop: qasync.QEventLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    reporter = ExceptionReporter()
+    for n in range(3):
+        try:
+            raise RuntimeError(f"unexpected {n}")
+        except RuntimeError as exc:
+            reporter.excepthook(type(exc), exc, exc.__traceback__)
+    dialog = reporter.dialog
+    assert dialog is not None and dialog.isVisible() and not dialog.isModal()
+    text = dialog.text.toPlainText()
+    assert all(f"unexpected {n}" in text for n in range(3)) and dialog.count == 3
+    assert "3 unexpected errors" in dialog.windowTitle()
+    assert caplog.text.count("unexpected error") == 3
+    dialog.close()
+    until(qloop, lambda: reporter.dialog is None, what="dialog released")
+
+    err = UserFacingError("the keyring is locked", title="Keyring unavailable")
+    reporter.excepthook(type(err), err, None)
+    assert reporter.dialog is None  # a user-facing error is a message, not a traceback
+    shown = [
+        w for w in QApplication.topLevelWidgets() if isinstance(w, QMessageBox) and w.isVisible()
+    ]
+    assert any(b.text() == "the keyring is locked" and not b.isModal() for b in shown)
+
+
+def test_asyncio_errors_reach_the_reporter(qloop: qasync.QEventLoop) -> None:
+    reporter = ExceptionReporter()
+    reporter.install(qloop)
+    try:
+
+        async def fail() -> None:
+            raise ValueError("in a task nobody awaited")
+
+        from usepod_desktop.gui import tasks
+
+        tasks.spawn(fail())
+        until(qloop, lambda: reporter.reported, what="reported")
+        assert isinstance(reporter.reported[0], ValueError)
+        assert "in a task nobody awaited" in reporter.dialog.text.toPlainText()
+    finally:
+        reporter.uninstall()
+        if reporter.dialog is not None:
+            reporter.dialog.close()
+
+
+def test_without_a_tray_a_status_window_shows_state_and_actions(
+    rig_factory: Callable[..., Rig],
+) -> None:
+    rig = rig_factory(tray=False)
+    window = rig.controller.window
+    assert isinstance(window, StatusWindow) and window.isVisible()
+    assert rig.controller.tray is None
+    assert window.state_label.text() == "Serving"
+    window.pause_button.click()
+    rig.until(lambda: window.state_label.text() == "Paused", what="paused")
+    assert window.pause_button.text() == "Resume serving"
+    rig.controller.notify("Lost connection", "test message", "warning")
+    assert "Lost connection" in window.notice.text()
+    window.close()  # without a tray, closing the window quits the app
+    rig.run(rig.controller.wait_quit(), 20)
+    assert rig.agent.state == AgentState.OFFLINE
+
+
+def test_icons_exist_for_every_state_in_both_variants_and_differ(qapp: QApplication) -> None:
+    images = set()
+    for state in AgentState:
+        for variant in ("on-light", "on-dark"):
+            path = icons.find_icon_file(icons.state_icon_name(state, variant))
+            assert path is not None and path.suffix == ".svg"
+            icon = icons.state_icon(state, variant)  # type: ignore[arg-type]
+            image = icon.pixmap(22, 22).toImage()
+            assert not image.isNull()
+            images.add(bytes(image.constBits()))
+    assert len(images) == 2 * len(AgentState)
+    dark = QPalette()
+    dark.setColor(QPalette.ColorRole.Window, QColor("#202020"))
+    light = QPalette()
+    light.setColor(QPalette.ColorRole.Window, QColor("#f0f0f0"))
+    assert icons.variant_for(dark) == "on-dark" and icons.variant_for(light) == "on-light"
+
+
+@pytest.mark.parametrize(
+    "text, micro",
+    [
+        ("0.50", 500_000),
+        ("$1.25", 1_250_000),
+        (" 0,75 ", 750_000),
+        ("0.000001", 1),
+        ("12", 12_000_000),
+    ],
+)
+def test_prices_in_dollars_become_micro_usd(text: str, micro: int) -> None:
+    assert parse_usd_per_1m(text) == micro
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "  ",
+        "abc",
+        "0",
+        "0.00",
+        "-1",
+        "nan",
+        "NaN",
+        "inf",
+        "-inf",
+        "1e400",
+        "0.0000001",
+        "1,000.50",
+        "1/2",
+    ],
+)
+def test_bad_prices_are_refused_with_a_message(text: str) -> None:
+    with pytest.raises(PriceError) as caught:
+        parse_usd_per_1m(text)
+    assert str(caught.value)
+
+
+def test_money_formatting() -> None:
+    assert format_usd_per_1m(500_000) == "0.50"
+    assert format_usd_per_1m(123_456) == "0.123456"
+    assert format_usd_per_1m(Decimal("393750"), dollar=True) == "$0.39375"
+    assert format_usd(Decimal("12.345")) == "$12.35"
+    assert format_usd(Decimal("0.0123")) == "$0.0123"
+    assert format_usd(Decimal("0.0000061")) == "$0.000006"
+    assert format_usd(0) == "$0.00"
+    # 1M input + 1M output tokens at $0.50 / $0.75: users pay $1.25, the provider keeps 80%
+    assert job_earnings_usd(1_000_000, 1_000_000, 500_000, 750_000) == Decimal("1.0")
