@@ -35,7 +35,6 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QSplitter,
     QTableWidget,
@@ -1319,13 +1318,7 @@ class SettingsWindow(QWidget):
         self.tabs.addTab(self.coordinator_tab, "Coordinator")
         self.tabs.addTab(self.backends_tab, "Backends")
         self.tabs.addTab(self.pricing_tab, "Pricing")
-        keys_scroll = QScrollArea(self)
-        keys_scroll.setWidgetResizable(True)
-        keys_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        keys_scroll.viewport().setAutoFillBackground(False)
-        self.keys_tab.setAutoFillBackground(False)
-        keys_scroll.setWidget(self.keys_tab)
-        self.tabs.addTab(keys_scroll, "API keys")
+        self.tabs.addTab(self.keys_tab, "API keys")
         self.tabs.addTab(self.limits_tab, "Limits")
         self.tabs.addTab(self.app_tab, "App")
         layout.addWidget(self.tabs, 1)
