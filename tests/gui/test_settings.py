@@ -328,3 +328,20 @@ def test_test_button_reports_health_latency_and_models(rig: Rig) -> None:
     rig.run(rig.fake.set_fail_mode("refuse"))
     tab.test()
     rig.until(lambda: tab.table.item(0, 1).text().startswith("test failed"), what="failure")
+
+
+def test_a_file_that_cannot_be_written_is_a_message_not_a_stuck_window(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = _settings(rig)
+
+    async def disk_full(config: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(rig.agent, "save_config", disk_full)
+    window.limits_tab.max_concurrent.setValue(5)
+    assert window.apply()
+    rig.until(lambda: not window.saving, what="save to fail")
+    assert "Settings not saved: cannot write" in window.message.text()
+    assert "No space left on device" in window.message.text()
+    assert window.apply_button.isEnabled()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -210,6 +211,11 @@ class AppController(QObject):
         except UserFacingError as exc:
             self.set_agent(None)
             self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
+            return
+        except Exception as exc:  # a bug: show it, keep the tray alive
+            self.set_agent(None)
+            self.set_problem(AgentState.ERROR, f"the agent could not start: {exc}")
+            sys.excepthook(type(exc), exc, exc.__traceback__)
             return
         if self.sandbox_session is not None:
             self.sandbox_session.start_demo_jobs(interval_s=options.demo_interval_s)

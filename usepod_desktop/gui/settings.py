@@ -570,7 +570,18 @@ class BackendsTab(QWidget):
             set_tone(self.result, f"{entry.label}: {error}", "error")
             self.rebuild()
 
-        tasks.spawn(agent.test_backend(entry), name="test-backend", on_done=done, on_error=failed)
+        async def run_test() -> Any:
+            try:
+                return await agent.test_backend(entry)
+            except UserFacingError:
+                raise
+            except Exception:
+                self._busy.discard("test")
+                self.status[entry.identity] = BackendStatus("test failed", "error")
+                self.rebuild()
+                raise
+
+        tasks.spawn(run_test(), name="test-backend", on_done=done, on_error=failed)
 
     def detect(self) -> None:
         agent = self.window_.agent
@@ -612,7 +623,13 @@ class BackendsTab(QWidget):
             self.detect_button.setEnabled(True)
             set_tone(self.result, str(error), "error")
 
-        tasks.spawn(agent.probe_local(), name="detect", on_done=done, on_error=failed)
+        async def run_probe() -> list[Any]:
+            try:
+                return await agent.probe_local()
+            finally:
+                self.detect_button.setEnabled(True)
+
+        tasks.spawn(run_probe(), name="detect", on_done=done, on_error=failed)
 
     def _detect_done(self, dialog: DetectDialog, result: int) -> None:
         self.dialog = None
@@ -1131,7 +1148,16 @@ class KeysTab(QWidget):
             row.save.setEnabled(True)
             set_tone(self.message, str(error), "error")
 
-        tasks.spawn(agent.set_api_key(name, value), name="set-key", on_done=done, on_error=failed)
+        async def store() -> None:
+            try:
+                await agent.set_api_key(name, value)
+            except UserFacingError:
+                raise
+            except Exception:
+                row.save.setEnabled(True)
+                raise
+
+        tasks.spawn(store(), name="set-key", on_done=done, on_error=failed)
 
     def delete(self, name: str) -> None:
         agent = self.window_.agent
@@ -1461,8 +1487,16 @@ class SettingsWindow(QWidget):
             agent.allow_insecure = insecure
             try:
                 await agent.save_config(config)
+            except OSError as exc:
+                agent.allow_insecure = previous_insecure
+                raise UserFacingError(
+                    f"cannot write {agent.config_path}: {exc.strerror or exc}",
+                    title="Settings not saved",
+                ) from exc
             except BaseException:
                 agent.allow_insecure = previous_insecure
+                self.saving = False  # an unexpected error: the excepthook shows it
+                self.apply_button.setEnabled(True)
                 raise
             if not self.controller.sandbox:
                 self.controller.prefs.allow_insecure = insecure
