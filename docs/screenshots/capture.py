@@ -49,7 +49,6 @@ from usepod_desktop.core.config import (  # noqa: E402
 )
 from usepod_desktop.core.logsetup import setup_logging  # noqa: E402
 from usepod_desktop.gui.controller import AppController, StartOptions  # noqa: E402
-from usepod_desktop.gui.pyside_fixes import RefcountGuard  # noqa: E402
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator  # noqa: E402
 from usepod_desktop.sandbox.fakes import FakeBackend, FakeModel  # noqa: E402
 
@@ -217,8 +216,6 @@ if __name__ == "__main__":
     setup_logging("warning", log_file=False)
     app = QApplication(sys.argv[:1])
     app.setQuitOnLastWindowClosed(False)
-    guard = RefcountGuard(app)
-    guard.install()
     loop = qasync.QEventLoop(app)
     asyncio.set_event_loop(loop)
     with loop:

@@ -38,6 +38,12 @@ def test_file_and_stderr_are_redacted(tmp_path: Path, capsys) -> None:  # type: 
     logging.getLogger().handlers.clear()
 
 
+def test_qasync_debug_chatter_is_kept_out(tmp_path: Path) -> None:
+    logsetup.setup_logging("debug", directory=tmp_path)
+    assert logging.getLogger("qasync").getEffectiveLevel() == logging.INFO
+    logging.getLogger().handlers.clear()
+
+
 def test_ordinary_text_is_untouched() -> None:
     line = "backend vllm @ http://127.0.0.1:8000 healthy in 3 ms, 2 models"
     assert logsetup.redact(line) == line

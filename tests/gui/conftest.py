@@ -82,17 +82,6 @@ class SteppedQEventLoop(qasync.QEventLoop):
             asyncio.events._set_running_loop(None)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def bool_ref_guard(qapp: QApplication) -> Iterator[None]:
-    """As the app does: PySide6 6.12 `emit()` leaks references to True on Python 3.11."""
-    from usepod_desktop.gui.pyside_fixes import RefcountGuard
-
-    guard = RefcountGuard()
-    guard.install()
-    yield
-    guard.check()
-
-
 @pytest.fixture
 def qloop(qapp: QApplication) -> Iterator[qasync.QEventLoop]:
     qapp.setQuitOnLastWindowClosed(False)  # as the app does: closing a window never quits

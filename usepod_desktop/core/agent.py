@@ -37,6 +37,7 @@ from usepod_desktop.core.executor import Executor, JobOutcome
 from usepod_desktop.core.identity import Identity
 from usepod_desktop.core.ledger import Ledger
 from usepod_desktop.core.link import Link, LinkState, LinkStatus
+from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.metrics import MetricsServer
 from usepod_desktop.core.secrets import SecretStore
 from usepod_desktop.core.stats import JobStats
@@ -479,6 +480,7 @@ class Agent:
 
     async def set_api_key(self, name: str, value: str) -> None:
         """Store a BYOK key in the OS keyring (raises SecretStoreError), then re-discover."""
+        register_secret(value)  # before it crosses a thread boundary that might log it
         await asyncio.to_thread(self.secrets.set, name, value)
         if self._running:  # the pool notices the new key and rebuilds that backend
             await self.rediscover()

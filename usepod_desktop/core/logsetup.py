@@ -109,4 +109,7 @@ def setup_logging(
     # Quiet chatty libraries unless debugging.
     for name in ("websockets", "httpx", "httpcore", "aiohttp.access", "asyncio"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    # qasync logs every executor call with its arguments at DEBUG: an API key handed to the
+    # keyring in a thread would land in the log. Never below INFO.
+    logging.getLogger("qasync").setLevel(max(numeric, logging.INFO))
     return path

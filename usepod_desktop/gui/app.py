@@ -163,10 +163,6 @@ def main(args: argparse.Namespace) -> int:
     app = QApplication.instance() or QApplication(sys.argv[:1])
     messages.started()
     assert isinstance(app, QApplication)
-    from usepod_desktop.gui.pyside_fixes import RefcountGuard
-
-    guard = RefcountGuard(app)
-    guard.install()
     app.setQuitOnLastWindowClosed(False)
     app.setApplicationDisplayName("Use Pod")
     app.setWindowIcon(app_icon())
