@@ -33,6 +33,7 @@ from usepod_desktop.gui.prefs import Prefs
 
 if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
+    from usepod_desktop.gui.dashboard import DashboardWindow
     from usepod_desktop.gui.logview import LogViewer
     from usepod_desktop.gui.mainwindow import StatusWindow
     from usepod_desktop.gui.settings import SettingsWindow
@@ -133,12 +134,12 @@ class AppController(QObject):
         self.notifier = Notifier(self.prefs, self.notify, parent=self, **kwargs)
         self.notifier.connect_bridge(self.bridge)
         #: Set by the earnings dashboard when it exists: opens it (the menu shows it then).
-        self.dashboard_opener: Callable[[], None] | None = None
         self.tray: TrayIcon | None = None
         self.window: StatusWindow | None = None
         self._settings: SettingsWindow | None = None
         self._test_job: TestJobDialog | None = None
         self._log_view: LogViewer | None = None
+        self._dashboard: DashboardWindow | None = None
         self._autostart_on: bool | None = None
         self.stopping = False
         self._quit = asyncio.Event()
@@ -350,6 +351,16 @@ class AppController(QObject):
             return None
         return open_pairing_wizard(self)
 
+    def open_dashboard(self) -> DashboardWindow:
+        """The earnings dashboard: one window, raised and read again when opened again."""
+        from usepod_desktop.gui.dashboard import DashboardWindow
+
+        if self._dashboard is None:
+            self._dashboard = DashboardWindow(self)
+        self._dashboard.refresh()
+        show_window(self._dashboard)
+        return self._dashboard
+
     def open_log_view(self) -> LogViewer:
         from usepod_desktop.gui.logview import LogViewer
 
@@ -438,7 +449,7 @@ class AppController(QObject):
         self.notifier.suspend()
         self._ledger_timer.stop()
         try:
-            for window in (self._settings, self._test_job, self._log_view):
+            for window in (self._settings, self._test_job, self._log_view, self._dashboard):
                 if window is not None:
                     window.close()
             if self._test_job is not None:

@@ -67,8 +67,7 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
         enabled=has_agent,
         tip=not_ready,
     )
-    if controller.dashboard_opener is not None:
-        add("action_dashboard", "Earnings dashboard…", controller.dashboard_opener)
+    add("action_dashboard", "Earnings dashboard…", controller.open_dashboard)
     add("action_log_view", "View log…", lambda: controller.open_log_view())
     add("action_log_folder", "Open log folder", lambda: controller.open_log_folder())
     menu.addSeparator()
