@@ -275,6 +275,18 @@ async def test_token_budget_refuses_new_jobs_once_spent() -> None:
     assert isinstance(wire.frames[-1], protocol.JobDone)
 
 
+def test_token_budget_keeps_only_one_minute_of_jobs() -> None:
+    now = [0.0]
+    unlimited = executor_mod.TokenBudget(None, clock=lambda: now[0])
+    limited = executor_mod.TokenBudget(10**9, clock=lambda: now[0])
+    for _ in range(1000):
+        now[0] += 1.0
+        unlimited.spend(5)
+        limited.spend(5)
+    assert len(unlimited._spent) == 0  # no limit: nothing to remember
+    assert len(limited._spent) == 60 and limited.used() == 60 * 5  # the last 60 s
+
+
 async def test_abort_all_sends_nothing() -> None:
     ex, _ = make_executor(ScriptedBackend(hang=True))
     wire = Wire()

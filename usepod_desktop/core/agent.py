@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usepod_desktop.core import identity as identity_mod
 from usepod_desktop.core import protocol
@@ -38,9 +38,11 @@ from usepod_desktop.core.identity import Identity
 from usepod_desktop.core.ledger import Ledger
 from usepod_desktop.core.link import Link, LinkState, LinkStatus
 from usepod_desktop.core.logsetup import register_secret
-from usepod_desktop.core.metrics import MetricsServer
 from usepod_desktop.core.secrets import SecretStore
 from usepod_desktop.core.stats import JobStats
+
+if TYPE_CHECKING:
+    from usepod_desktop.core.metrics import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +167,11 @@ class Agent:
         self.identity = await asyncio.to_thread(identity_mod.load_or_create, self.config.key_path)
         if self.ledger is not None:
             self._ledger_detach = self.ledger.attach(self, source=self.ledger_source)
-        self.metrics = MetricsServer.from_agent(self)
-        if self.metrics is not None:
+        if self.config.observability.prometheus_addr:
+            # imported only when configured: aiohttp + prometheus_client cost ~15 MB of RSS
+            from usepod_desktop.core.metrics import MetricsServer
+
+            self.metrics = MetricsServer(self.config.observability.prometheus_addr, self)
             await self.metrics.start()
         self._start_link()
         self._tasks.append(asyncio.create_task(self._rediscovery_loop(), name="rediscovery"))

@@ -93,9 +93,11 @@ class TokenBudget:
         return self.limit is not None and self.used() >= self.limit
 
     def spend(self, tokens: int) -> None:
-        if tokens > 0:
-            self._spent.append((self._clock(), tokens))
-            self._total += tokens
+        if self.limit is None or tokens <= 0:
+            return  # nothing to enforce: keep nothing (this ran once per job, forever)
+        self._spent.append((self._clock(), tokens))
+        self._total += tokens
+        self.used()  # prune, so memory stays bounded by one minute of jobs
 
 
 @dataclass(slots=True)
