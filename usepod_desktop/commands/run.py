@@ -37,6 +37,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="try it without an account: start a local sandbox coordinator in this "
         "process (with a demo backend if none is reachable) and send demo jobs",
     )
+    p.add_argument(
+        "--demo-interval",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="with --sandbox: seconds between demo jobs (default 5)",
+    )
 
 
 @handle_user_errors

@@ -214,9 +214,11 @@ async def _headless(args: argparse.Namespace) -> int:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
     await agent.start()
-    session.start_demo_jobs(interval_s=float(getattr(args, "demo_interval", 5.0) or 5.0))
+    interval = float(getattr(args, "demo_interval", 5.0) or 5.0)
+    session.start_demo_jobs(interval_s=interval)
     print(
-        f"[sandbox] coordinator {session.coordinator.url}; demo jobs every 5 s; Ctrl-C to stop",
+        f"[sandbox] coordinator {session.coordinator.url}; demo jobs every {interval:g} s; "
+        "Ctrl-C to stop",
         flush=True,
     )
     await stop.wait()
