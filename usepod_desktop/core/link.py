@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.protocol import State
 
 from usepod_desktop import PROTOCOL_VERSION
 from usepod_desktop.core import protocol
@@ -71,6 +72,45 @@ def _install_pooled_masks() -> None:
 
 
 _install_pooled_masks()
+
+
+class _BatchingConnection(ClientConnection):
+    """Writes the frames queued during one event-loop iteration with one socket write.
+
+    At 64+ concurrent streams many jobs relay a chunk in the same iteration; one `send()`
+    syscall per `job_chunk` frame was ~22% of the agent's CPU. Frames are flushed by a callback
+    scheduled for the next iteration, so nothing waits longer than the callbacks already ready.
+    Outside the OPEN state (closing handshakes) writes go straight through, as in websockets."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._batch: list[bytes] = []
+
+    def send_data(self) -> None:
+        if self.protocol.state is not State.OPEN:
+            self._flush_batch()
+            super().send_data()
+            return
+        batch = self._batch
+        schedule = not batch
+        for data in self.protocol.data_to_send():
+            if data:
+                batch.append(data)
+            else:  # end of stream: keep the order, then let websockets half-close
+                self._flush_batch()
+                super().send_data()
+                return
+        if schedule and batch:
+            self.loop.call_soon(self._flush_batch)
+
+    def _flush_batch(self) -> None:
+        batch = self._batch
+        if not batch:
+            return
+        self._batch = []
+        if self.transport.is_closing():
+            return
+        self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
 
 
 class LinkState(StrEnum):
@@ -224,6 +264,7 @@ class Link:
         self._set(LinkState.CONNECTING, self.url)
         host = urlsplit(self.url).hostname or ""
         kwargs: dict[str, Any] = {
+            "create_connection": _BatchingConnection,
             "max_size": protocol.MAX_FRAME_BYTES,
             "compression": None,  # per-message deflate costs CPU on every chunk frame
             "open_timeout": 10,
