@@ -104,6 +104,8 @@ def test_open_log_folder_and_start_at_login(rig: Rig) -> None:
     assert _menu_action(tray, "action_autostart").isChecked()
     _menu_action(tray, "action_autostart").trigger()
     rig.until(lambda: not autostart.enabled(), what="autostart removed")
+    # the menu's cached state follows (and the background task is done before teardown)
+    rig.until(lambda: not rig.controller.start_at_login(), what="cached state cleared")
 
 
 def test_quit_stops_the_agent_gracefully(rig: Rig) -> None:
