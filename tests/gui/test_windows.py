@@ -160,6 +160,20 @@ def test_without_a_tray_a_status_window_shows_state_and_actions(
     assert rig.agent.state == AgentState.OFFLINE
 
 
+def test_a_tray_that_appears_later_gets_the_icon(rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(tray=False)
+    controller = rig.controller
+    assert controller.tray is None and controller._tray_watch is not None
+    assert controller._tray_watch.isActive()  # still looking for a tray
+    assert controller.check_tray(available=False) is False and controller.tray is None
+    assert controller.check_tray(available=True) is True
+    assert controller.tray is not None and not controller._tray_watch.isActive()
+    window = controller.window
+    assert isinstance(window, StatusWindow)
+    window.close()  # with a tray now, closing the window no longer quits
+    assert not controller.stopping
+
+
 def test_icons_exist_for_every_state_in_both_variants_and_differ(qapp: QApplication) -> None:
     images = set()
     for state in AgentState:

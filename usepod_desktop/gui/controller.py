@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 NOT_PAIRED = "Not paired yet: run `usepod-desktop setup` or try `usepod-desktop --sandbox`"
 APP_TITLE = "Use Pod"
+TRAY_RECHECK_MS = 5000
 
 
 @dataclass(slots=True)
@@ -135,6 +136,7 @@ class AppController(QObject):
         self.notifier.connect_bridge(self.bridge)
         #: Set by the earnings dashboard when it exists: opens it (the menu shows it then).
         self.tray: TrayIcon | None = None
+        self._tray_watch: QTimer | None = None
         self.window: StatusWindow | None = None
         self._settings: SettingsWindow | None = None
         self._test_job: TestJobDialog | None = None
@@ -156,13 +158,36 @@ class AppController(QObject):
         if tray_available is None:
             tray_available = QSystemTrayIcon.isSystemTrayAvailable()
         if tray_available:
-            from usepod_desktop.gui.tray import TrayIcon
-
-            self.tray = TrayIcon(self)
-            self.tray.show()
+            self._show_tray()
         else:
             log.info("no system tray on this desktop: showing the status window instead")
             self.show_status_window()
+            # A tray host may start later (a panel restarting, an AppIndicator extension
+            # enabled): then the icon appears and the window stops being the only way in.
+            self._tray_watch = QTimer(self)
+            self._tray_watch.setInterval(TRAY_RECHECK_MS)
+            self._tray_watch.timeout.connect(self.check_tray)
+            self._tray_watch.start()
+
+    def _show_tray(self) -> None:
+        from usepod_desktop.gui.tray import TrayIcon
+
+        self.tray = TrayIcon(self)
+        self.tray.show()
+
+    def check_tray(self, available: bool | None = None) -> bool:
+        """Show the tray icon once a system tray exists. Returns True when it is shown."""
+        if self.tray is not None:
+            return True
+        if available is None:
+            available = QSystemTrayIcon.isSystemTrayAvailable()
+        if not available:
+            return False
+        if self._tray_watch is not None:
+            self._tray_watch.stop()
+        log.info("a system tray is available now: showing the tray icon")
+        self._show_tray()
+        return True
 
     def set_agent(self, agent: Agent | None) -> None:
         """Show this agent (None: none, e.g. not paired yet)."""
@@ -448,6 +473,8 @@ class AppController(QObject):
         self.stopping = True
         self.notifier.suspend()
         self._ledger_timer.stop()
+        if self._tray_watch is not None:
+            self._tray_watch.stop()
         try:
             for window in (self._settings, self._test_job, self._log_view, self._dashboard):
                 if window is not None:
