@@ -7,8 +7,9 @@ Qt runs offscreen (set before any Qt import).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import keyring
 import keyring.backend
@@ -81,3 +82,24 @@ def reference_toml() -> str:
     if shared.is_file():
         return shared.read_text(encoding="utf-8")
     return (FIXTURES / "agent.example.toml").read_text(encoding="utf-8")
+
+
+MakeFake = Callable[..., Awaitable[Any]]
+
+
+@pytest.fixture
+async def make_fake() -> AsyncIterator[MakeFake]:
+    """Start FakeBackend(kind, models, **knobs) servers on 127.0.0.1; all stopped afterwards."""
+    from usepod_desktop.sandbox.fakes import FakeBackend, FakeModel
+
+    started: list[FakeBackend] = []
+
+    async def _make(kind: str, models: Sequence[str | FakeModel] = ("m1",), **kw: Any) -> Any:
+        fake = FakeBackend(kind, models, **kw)
+        await fake.start()
+        started.append(fake)
+        return fake
+
+    yield _make
+    for fake in started:
+        await fake.stop()

@@ -6,9 +6,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -21,23 +20,6 @@ from usepod_desktop.sandbox.fakes import FailMode, FakeBackend, FakeModel
 
 KEY = "sk-or-v1-cli-test-key-000000"
 MakeFake = Callable[..., Awaitable[FakeBackend]]
-
-
-@pytest.fixture
-async def make_fake() -> AsyncIterator[MakeFake]:
-    started: list[FakeBackend] = []
-
-    async def _make(
-        kind: str, models: Sequence[str | FakeModel] = ("m1",), **kw: Any
-    ) -> FakeBackend:
-        fake = FakeBackend(kind, models, **kw)
-        await fake.start()
-        started.append(fake)
-        return fake
-
-    yield _make
-    for fake in started:
-        await fake.stop()
 
 
 async def run_cli(*args: str) -> tuple[int, str, str]:

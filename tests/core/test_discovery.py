@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -48,23 +48,6 @@ def make_config(
 
 def local(fake: FakeBackend, **kw: Any) -> BackendConfig:
     return BackendConfig(fake.kind, url=fake.url, **kw)
-
-
-@pytest.fixture
-async def make_fake() -> AsyncIterator[MakeFake]:
-    started: list[FakeBackend] = []
-
-    async def _make(
-        kind: str, models: Sequence[str | FakeModel] = ("m1",), **kw: Any
-    ) -> FakeBackend:
-        fake = FakeBackend(kind, models, **kw)
-        await fake.start()
-        started.append(fake)
-        return fake
-
-    yield _make
-    for fake in started:
-        await fake.stop()
 
 
 @pytest.fixture

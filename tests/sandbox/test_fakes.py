@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +27,6 @@ MakeFake = Callable[..., Awaitable[FakeBackend]]
 
 
 # ------------------------------------------------------------------ helpers
-
-
-@pytest.fixture
-async def make_fake() -> AsyncIterator[MakeFake]:
-    fakes: list[FakeBackend] = []
-
-    async def _make(
-        kind: str, models: Sequence[str | FakeModel] = ("m1",), **kw: Any
-    ) -> FakeBackend:
-        fake = FakeBackend(kind, models, **kw)
-        await fake.start()
-        fakes.append(fake)
-        return fake
-
-    yield _make
-    for fake in fakes:
-        await fake.stop()
 
 
 @pytest.fixture

@@ -55,22 +55,15 @@ def chat_request(**extra: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def make_fake() -> AsyncIterator[MakeFake]:
-    started: list[FakeBackend] = []
+async def make_fake(make_fake: MakeFake) -> MakeFake:
+    """The root fixture, with the test key required by default on remote kinds."""
 
-    async def _make(
-        kind: str, models: Sequence[str | FakeModel] = ("m1",), **kw: Any
-    ) -> FakeBackend:
+    async def _make(kind: str, models: Sequence[str | FakeModel] = ("m1",), **kw: Any) -> Any:
         if kind in REMOTE_KINDS:
             kw.setdefault("api_key", KEY)
-        fake = FakeBackend(kind, models, **kw)
-        await fake.start()
-        started.append(fake)
-        return fake
+        return await make_fake(kind, models, **kw)
 
-    yield _make
-    for fake in started:
-        await fake.stop()
+    return _make
 
 
 @pytest.fixture
