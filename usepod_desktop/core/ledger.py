@@ -609,6 +609,24 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _row_of(
+    outcome: JobOutcome | JobRow,
+    source: str | None,
+    upstream_price: _UpstreamPrice | None,
+    backend_kind: str | None,
+) -> JobRow | None:
+    """The ledger row of a finished job; None (logged) when it cannot be built."""
+    if isinstance(outcome, JobRow):
+        return outcome
+    try:
+        return JobRow.from_outcome(
+            outcome, source=source, upstream_price=upstream_price, backend_kind=backend_kind
+        )
+    except Exception:
+        log.exception("ledger: cannot build a row for a finished job")
+        return None
+
+
 class Ledger:
     """The job ledger in one SQLite file (WAL, `synchronous=FULL`: a committed row survives a
     crash of the process and of the machine).
@@ -757,16 +775,8 @@ class Ledger:
         """Write one finished job and commit, in the calling thread (blocks on disk: the agent
         uses :meth:`attach`, which writes from a thread). Never raises: on failure logs,
         sets :attr:`problem`, keeps the row for a retry and returns False."""
-        try:
-            row = (
-                outcome
-                if isinstance(outcome, JobRow)
-                else JobRow.from_outcome(
-                    outcome, source=source, upstream_price=upstream_price, backend_kind=backend_kind
-                )
-            )
-        except Exception:
-            log.exception("ledger: cannot build a row for a finished job")
+        row = _row_of(outcome, source, upstream_price, backend_kind)
+        if row is None:
             return False
         return self._write([row])
 
@@ -785,16 +795,8 @@ class Ledger:
     ) -> None:
         """Queue a job for the writer thread and return at once (safe on the event loop).
         It is committed within milliseconds; :meth:`flush` waits for that."""
-        try:
-            row = (
-                outcome
-                if isinstance(outcome, JobRow)
-                else JobRow.from_outcome(
-                    outcome, source=source, upstream_price=upstream_price, backend_kind=backend_kind
-                )
-            )
-        except Exception:
-            log.exception("ledger: cannot build a row for a finished job")
+        row = _row_of(outcome, source, upstream_price, backend_kind)
+        if row is None:
             return
         if self._closed:
             log.warning("ledger closed: job %s written synchronously", row.job_id)
