@@ -35,7 +35,7 @@ from tests.integration.conftest import FAST_BACKOFF, AgentFactory, make_config
 from usepod_desktop.core import executor as executor_mod
 from usepod_desktop.core import protocol
 from usepod_desktop.core.agent import Agent
-from usepod_desktop.core.backends.base import JobRequest, build_backend
+from usepod_desktop.core.backends import JobRequest, build_backend
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.events import AgentState, JobFinished
 from usepod_desktop.core.executor import JobOutcome

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from usepod_desktop.commands.common import fail, init_logging
+from usepod_desktop.core.kinds import LOCAL_KINDS
 
 if TYPE_CHECKING:
     from usepod_desktop.core.pairing import PairCode, PairingEvent, PairingFlow, PairingResult
 
 DEFAULT_COORDINATOR = "https://api.usepod.ai"
-LOCAL_KINDS = ("vllm", "llamacpp", "lmstudio", "ollama")
 
 # A 5x5 font for the pair code ('#' = a filled cell).
 _GLYPHS: dict[str, tuple[str, ...]] = {

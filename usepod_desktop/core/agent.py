@@ -457,7 +457,7 @@ class Agent:
 
     async def test_backend(self, backend: BackendConfig) -> BackendTest:
         """Health, latency and models of one backend entry (not necessarily saved yet)."""
-        from usepod_desktop.core.backends.base import BackendError, build_backend
+        from usepod_desktop.core.backends import BackendError, build_backend
 
         try:
             instance = await asyncio.to_thread(build_backend, backend, self.secrets)

@@ -22,10 +22,9 @@ from tomlkit.items import AoT
 
 from usepod_desktop.core import paths
 from usepod_desktop.core.errors import ConfigError
+from usepod_desktop.core.kinds import ALL_KINDS as KINDS
+from usepod_desktop.core.kinds import LOCAL_KINDS, REMOTE_KINDS
 
-LOCAL_KINDS: tuple[str, ...] = ("vllm", "llamacpp", "lmstudio", "ollama")
-REMOTE_KINDS: tuple[str, ...] = ("openrouter", "venice")
-KINDS: tuple[str, ...] = LOCAL_KINDS + REMOTE_KINDS
 BACKEND_KEYS = frozenset({"kind", "url", "api_key_env", "markup", "models"})
 MAX_CONCURRENT_RANGE = (1, 256)
 DEFAULT_MAX_CONCURRENT = 8

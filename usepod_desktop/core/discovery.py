@@ -44,13 +44,14 @@ from usepod_desktop.core.backends.base import (
     MissingKeyError,
     ModelInfo,
     UpstreamPrice,
-    build_backend,
     one_line,
 )
 from usepod_desktop.core.backends.openai_compat import PROBE_TIMEOUT, local_base_url
 from usepod_desktop.core.backends.openrouter import OpenRouterBackend
+from usepod_desktop.core.backends.registry import build_backend
 from usepod_desktop.core.backends.venice import VeniceBackend
 from usepod_desktop.core.config import BackendConfig, Config, ModelPrice
+from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
 from usepod_desktop.core.pricing import (
     PROVIDER_SHARE,
     byok_price,
@@ -74,8 +75,8 @@ log = logging.getLogger(__name__)
 
 ReportStatus = Literal["ok", "unreachable", "loading", "no_key", "error"]
 
-#: The four local kinds on their default ports (PROTOCOL.md section 6, step 2).
-PROBE_PORTS: dict[str, int] = {"vllm": 8000, "llamacpp": 8080, "lmstudio": 1234, "ollama": 11434}
+#: The local kinds on their default ports (docs/protocol.md, discovery).
+PROBE_PORTS: dict[str, int] = {k: KINDS[k].default_port or 0 for k in LOCAL_KINDS}
 #: The reference probes `localhost`, and pairing writes the URLs it finds into agent.toml.
 PROBE_HOST = "localhost"
 
@@ -491,7 +492,8 @@ async def _probe_one(
     timeout: float,  # noqa: ASYNC109 (a bound per probe, applied with asyncio.timeout)
 ) -> ProbeResult | None:
     url = f"http://{host}:{port}"
-    path = "/api/tags" if kind == "ollama" else "/v1/models"
+    spec = KINDS.get(kind)  # tests probe made-up kinds: they speak the OpenAI list
+    path = spec.models_path if spec else "/v1/models"
     try:
         async with asyncio.timeout(timeout):
             response = await client.get(url + path)

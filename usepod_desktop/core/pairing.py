@@ -71,6 +71,7 @@ from usepod_desktop.core.config import (
 from usepod_desktop.core.discovery import ProbeResult, probe_local
 from usepod_desktop.core.errors import ConfigError, SecretStoreError, UserFacingError
 from usepod_desktop.core.identity import Identity
+from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.secrets import SERVICE, SecretStore
 
@@ -132,10 +133,7 @@ _MAX_CLOCK_SKEW = timedelta(seconds=5)
 
 #: Per local kind: its name and how to start it, for "nothing found" hints (CLI and GUI).
 BACKEND_HINTS: dict[str, tuple[str, str]] = {
-    "vllm": ("vLLM", "pip install vllm, then: vllm serve <model>"),
-    "llamacpp": ("llama.cpp", "llama-server -m <model>.gguf"),
-    "lmstudio": ("LM Studio", "in LM Studio, open the Developer tab and start the server"),
-    "ollama": ("Ollama", "install it from https://ollama.com, then: ollama pull <model>"),
+    k: (KINDS[k].label, KINDS[k].install_hint or "") for k in LOCAL_KINDS
 }
 
 

@@ -32,26 +32,14 @@ from usepod_desktop.core.config import (
     validate_backend_url,
 )
 from usepod_desktop.core.errors import ConfigError
+from usepod_desktop.core.kinds import KINDS as KIND_SPECS
 from usepod_desktop.gui.widgets import INVALID_STYLE, error_label, mark_invalid, set_error
 
 KIND_LABELS: dict[str, str] = {
-    "vllm": "vLLM",
-    "llamacpp": "llama.cpp (llama-server)",
-    "lmstudio": "LM Studio",
-    "ollama": "Ollama",
-    "openrouter": "OpenRouter (your API key)",
-    "venice": "Venice (your API key)",
+    k: f"{s.label} (your API key)" if s.remote else s.label for k, s in KIND_SPECS.items()
 }
-DEFAULT_URLS: dict[str, str] = {
-    "vllm": "http://localhost:8000",
-    "llamacpp": "http://localhost:8080",
-    "lmstudio": "http://localhost:1234",
-    "ollama": "http://localhost:11434",
-}
-DEFAULT_KEY_ENVS: dict[str, str] = {
-    "openrouter": "OPENROUTER_API_KEY",
-    "venice": "VENICE_API_KEY",
-}
+DEFAULT_URLS: dict[str, str] = {k: KIND_SPECS[k].default_url for k in LOCAL_KINDS}
+DEFAULT_KEY_ENVS: dict[str, str] = {k: KIND_SPECS[k].key_env or "" for k in REMOTE_KINDS}
 
 #: Called with the candidate entry; returns a message when it duplicates another entry.
 DuplicateCheck = Callable[[BackendConfig], str | None]

@@ -30,6 +30,7 @@ from usepod_desktop.gui.errors import show_message, show_user_error
 from usepod_desktop.gui.money import format_usd, job_earnings_usd
 from usepod_desktop.gui.notify import Level, Notifier
 from usepod_desktop.gui.prefs import Prefs
+from usepod_desktop.gui.widgets import APP_TITLE
 
 if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NOT_PAIRED = "Not paired yet: run `usepod-desktop setup` or try `usepod-desktop --sandbox`"
-APP_TITLE = "Use Pod"
 TRAY_RECHECK_MS = 5000
 
 

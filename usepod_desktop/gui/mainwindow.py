@@ -4,6 +4,8 @@ on the tray icon may bring it up. Same status, same actions as the tray menu."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
@@ -18,9 +20,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from usepod_desktop.gui.controller import APP_TITLE, AppController
 from usepod_desktop.gui.icons import app_icon, state_icon
 from usepod_desktop.gui.tray import populate_menu
+from usepod_desktop.gui.widgets import APP_TITLE
+
+if TYPE_CHECKING:
+    from usepod_desktop.gui.controller import AppController
 
 
 class StatusWindow(QMainWindow):

@@ -4,13 +4,16 @@ opens (so it always shows the current state; the vorta pattern)."""
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from usepod_desktop.core.events import AgentState
-from usepod_desktop.gui.controller import AppController
 from usepod_desktop.gui.icons import state_icon, variant_for
+
+if TYPE_CHECKING:
+    from usepod_desktop.gui.controller import AppController
 
 
 def populate_menu(menu: QMenu, controller: AppController) -> None:

@@ -6,6 +6,9 @@ from typing import Literal
 
 from PySide6.QtWidgets import QLabel, QWidget
 
+#: The application's name in window titles and notifications.
+APP_TITLE = "Use Pod"
+
 ERROR_COLOUR = "#d12c26"
 OK_COLOUR = "#1a9447"
 WARN_COLOUR = "#b86e00"

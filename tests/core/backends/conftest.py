@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from usepod_desktop.core.backends.base import Backend, build_backend
+from usepod_desktop.core.backends import Backend, build_backend
 from usepod_desktop.core.config import REMOTE_KINDS, BackendConfig
 from usepod_desktop.core.secrets import SecretStore
 from usepod_desktop.sandbox import fakes as fakes_module

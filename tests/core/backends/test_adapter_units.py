@@ -11,12 +11,12 @@ import httpx
 import pytest
 
 from tests.core.backends.conftest import Sink
+from usepod_desktop.core.backends import build_backend
 from usepod_desktop.core.backends.base import (
     BackendError,
     JobRequest,
     MissingKeyError,
     ModelInfo,
-    build_backend,
 )
 from usepod_desktop.core.backends.llamacpp import LlamaCppBackend
 from usepod_desktop.core.backends.ollama import OllamaBackend, context_from_show

@@ -11,18 +11,9 @@ from usepod_desktop.core.backends.base import (
     ModelInfo,
     UpstreamPrice,
     Usage,
-    build_backend,
 )
-
-#: When several backends offer the same model, the lowest number wins (PROTOCOL.md section 4).
-KIND_PRIORITY: dict[str, int] = {
-    "vllm": 0,
-    "llamacpp": 1,
-    "lmstudio": 2,
-    "ollama": 3,
-    "venice": 4,
-    "openrouter": 5,
-}
+from usepod_desktop.core.backends.registry import build_backend
+from usepod_desktop.core.kinds import KIND_PRIORITY
 
 __all__ = [
     "KIND_PRIORITY",

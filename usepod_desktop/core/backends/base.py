@@ -24,7 +24,6 @@ from usepod_desktop.core.protocol import ErrorCode
 
 if TYPE_CHECKING:
     from usepod_desktop.core.config import BackendConfig
-    from usepod_desktop.core.secrets import SecretStore
 
 __all__ = [
     "Backend",
@@ -37,7 +36,6 @@ __all__ = [
     "ModelInfo",
     "UpstreamPrice",
     "Usage",
-    "build_backend",
     "one_line",
 ]
 
@@ -126,7 +124,7 @@ ChunkSink = Callable[[bytes], Awaitable[None]]
 
 
 class Backend(ABC):
-    """One configured backend. Create with :func:`build_backend`; close with :meth:`aclose`."""
+    """One configured backend. Create with `registry.build_backend`; close with :meth:`aclose`."""
 
     kind: str
     config: BackendConfig
@@ -173,40 +171,3 @@ class MissingKeyError(UserFacingError):
         )
         self.config = config
         self.where_looked = where_looked
-
-
-def build_backend(cfg: BackendConfig, secrets: SecretStore) -> Backend:
-    """The adapter for one `[[backends]]` entry. Remote kinds read their key from `secrets`
-    (a blocking keyring call: from async code run this in a thread). Raises MissingKeyError
-    for a remote kind without a key, ValueError for an unknown kind."""
-    from usepod_desktop.core.backends import (
-        llamacpp,
-        lmstudio,
-        ollama,
-        openrouter,
-        venice,
-        vllm,
-    )
-
-    local: dict[str, Callable[[BackendConfig], Backend]] = {
-        "vllm": vllm.VllmBackend,
-        "llamacpp": llamacpp.LlamaCppBackend,
-        "lmstudio": lmstudio.LmStudioBackend,
-        "ollama": ollama.OllamaBackend,
-    }
-    remote: dict[str, Callable[[BackendConfig, str], Backend]] = {
-        "openrouter": openrouter.OpenRouterBackend,
-        "venice": venice.VeniceBackend,
-    }
-    if cfg.kind in local:
-        if not cfg.url:
-            raise ValueError(f"{cfg.kind}: a url is required")
-        return local[cfg.kind](cfg)
-    if cfg.kind in remote:
-        if not cfg.api_key_env:
-            raise ValueError(f"{cfg.kind}: api_key_env is required")
-        lookup = secrets.get(cfg.api_key_env)
-        if not lookup.value:
-            raise MissingKeyError(cfg, lookup.where_looked)
-        return remote[cfg.kind](cfg, lookup.value)
-    raise ValueError(f"unknown backend kind {cfg.kind!r}")
