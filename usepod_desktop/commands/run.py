@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 
 from usepod_desktop.commands.common import handle_user_errors, load_config
@@ -46,6 +47,15 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
 
 
+def process_kind(environ: dict[str, str] | None = None) -> str:
+    """`service` when the user service started us (its unit / plist sets the variable), else
+    `run`: each writes its own log file."""
+    from usepod_desktop.core.logsetup import PROCESS_KIND_ENV
+
+    env = os.environ if environ is None else environ
+    return "service" if env.get(PROCESS_KIND_ENV) == "service" else "run"
+
+
 @handle_user_errors
 def run(args: argparse.Namespace) -> int:
     from usepod_desktop.core.logsetup import setup_logging
@@ -53,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "sandbox", False):
         from usepod_desktop.sandbox.demo import run_headless_sandbox
 
-        setup_logging(args.log_level or "info")
+        setup_logging(args.log_level or "info", kind="run")
         return run_headless_sandbox(args)
     config = load_config(args)
-    setup_logging(args.log_level or config.observability.log_level or "info")
+    setup_logging(args.log_level or config.observability.log_level or "info", kind=process_kind())
     return asyncio.run(serve(args, config))
 
 

@@ -38,6 +38,7 @@ from typing import Any
 from usepod_desktop import APP_NAME
 from usepod_desktop.core import autostart, paths
 from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.logsetup import PROCESS_KIND_ENV
 
 UNIT_NAME = f"{APP_NAME}.service"
 LAUNCHD_LABEL = f"{autostart.LAUNCH_AGENT_LABEL}.agent"
@@ -172,6 +173,7 @@ def render_systemd_unit(argv: Sequence[str]) -> str:
         "KillSignal=SIGTERM\n"
         "TimeoutStopSec=30\n"
         "Environment=PYTHONUNBUFFERED=1\n"
+        f"Environment={PROCESS_KIND_ENV}=service\n"
         "\n"
         "[Install]\n"
         "WantedBy=default.target\n"
@@ -191,7 +193,7 @@ def render_launchd_plist(argv: Sequence[str]) -> str:
         "ProcessType": "Standard",
         "StandardOutPath": str(logs / "agent.out.log"),
         "StandardErrorPath": str(logs / "agent.err.log"),
-        "EnvironmentVariables": {"PYTHONUNBUFFERED": "1"},
+        "EnvironmentVariables": {"PYTHONUNBUFFERED": "1", PROCESS_KIND_ENV: "service"},
     }
     return plistlib.dumps(plist, fmt=plistlib.FMT_XML, sort_keys=False).decode("utf-8")
 
