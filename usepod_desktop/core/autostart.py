@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from usepod_desktop import APP_NAME
 from usepod_desktop.core import paths
+from usepod_desktop.core.fs import atomic_write_bytes
 
 #: File name of the XDG autostart entry.
 DESKTOP_FILE_NAME = f"{APP_NAME}.desktop"
@@ -452,10 +453,7 @@ def enabled(platform: str | None = None, *, registry: RunKey | None = None) -> b
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, mode=0o644)
 
 
 def _write(argv: Sequence[str], kind: str, registry: RunKey | None) -> Entry:

@@ -38,6 +38,7 @@ from typing import Any
 from usepod_desktop import APP_NAME
 from usepod_desktop.core import autostart, paths
 from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.fs import atomic_write_text
 from usepod_desktop.core.logsetup import PROCESS_KIND_ENV
 
 UNIT_NAME = f"{APP_NAME}.service"
@@ -342,10 +343,7 @@ class ServiceStatus:
 
 
 def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, text, mode=0o644)
 
 
 def _run_all(commands: Commands, runner: Runner) -> list[tuple[str, int]]:
