@@ -108,7 +108,7 @@ def setup_logging(
     root.setLevel(numeric)
     redactor = RedactingFilter()
 
-    if stderr:
+    if stderr and sys.stderr is not None:  # None under pythonw / a windowed build
         console = logging.StreamHandler(sys.stderr)
         console.setFormatter(logging.Formatter(FORMAT))
         console.addFilter(redactor)

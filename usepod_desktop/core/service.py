@@ -156,7 +156,11 @@ def service_command(
     platform: str | None = None,
 ) -> list[str]:
     """The argv the service runs: the current program + `run` + extra args (e.g. `--config`)."""
-    program = list(base) if base is not None else autostart.launch_command(platform=platform)
+    program = (
+        list(base)
+        if base is not None
+        else autostart.launch_command(platform=platform, windowed=False)
+    )
     return [*program, "run", *extra_args]
 
 
@@ -495,7 +499,11 @@ def status(platform: str | None = None, *, base: Sequence[str] | None = None) ->
         path=service_path(kind),
         installed=command is not None,
         command=command,
-        current=list(base) if base is not None else autostart.launch_command(platform=kind),
+        current=(
+            list(base)
+            if base is not None
+            else autostart.launch_command(platform=kind, windowed=False)
+        ),
         check=status_commands(kind),
         logs=log_hint(kind),
     )

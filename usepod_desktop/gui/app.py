@@ -183,26 +183,17 @@ def windows_message_box(title: str, text: str) -> None:
 
 
 def translocation_problem(executable: str | None = None, platform: str | None = None) -> str | None:
-    """macOS: an app started from Downloads (Gatekeeper "App Translocation" runs it from a
-    random read-only path under /private/var/folders/.../AppTranslocation/) or straight from a
-    mounted disk image (/Volumes/...) runs from a path that is gone after a reboot, so start at
-    login would point at nothing. One line asking to move the app, or None."""
+    """macOS, frozen .app only: one line when the app runs from a path that is gone after a
+    reboot (see :func:`usepod_desktop.core.autostart.macos_translocation_problem`), else None."""
     if (platform or sys.platform) != "darwin":
         return None
-    exe = executable if executable is not None else sys.executable
-    if not getattr(sys, "frozen", False) and executable is None:
-        return None  # a Python install (pip / venv), not an .app bundle
-    if "/AppTranslocation/" in exe:
-        where = "a temporary copy macOS made of it (App Translocation, e.g. from Downloads)"
-    elif exe.startswith("/Volumes/"):
-        where = "the disk image it came on"
-    else:
-        return None
-    return (
-        f"Use Pod is running from {where}. Drag Use Pod into the Applications folder, eject "
-        "the disk image, and open it from Applications: otherwise start at login and updates "
-        "would point at a path that is gone after a restart."
-    )
+    if executable is None:
+        if not getattr(sys, "frozen", False):
+            return None  # a Python install (pip / venv), not an .app bundle
+        executable = sys.executable
+    from usepod_desktop.core.autostart import macos_translocation_problem
+
+    return macos_translocation_problem(executable)
 
 
 def stop_gracefully_on_quit(
@@ -365,3 +356,19 @@ def _refresh_autostart() -> None:
             log.info("start at login now points at this program")
     except Exception:
         log.exception("could not check the start-at-login entry")
+
+
+def gui_script() -> int:
+    """`usepod-desktop-gui` (`[project.gui-scripts]`): the tray app with the usual global flags,
+    started without a console on Windows. A subcommand is refused: `usepod-desktop-gui run`
+    would be a headless agent with no window nobody could see or stop."""
+    from usepod_desktop.cli import build_parser
+
+    args = build_parser().parse_args(sys.argv[1:])
+    if args.command is not None:
+        print(
+            f"usepod-desktop-gui starts the tray app only; use `usepod-desktop {args.command}`",
+            file=sys.stderr,
+        )
+        return 2
+    return main(args)
