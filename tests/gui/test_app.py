@@ -350,3 +350,69 @@ def test_qt_ending_its_loop_stops_gracefully_and_the_running_job_gets_its_termin
     assert rig.controller.stopping
     assert handle.terminal is not None, handle.lost  # a terminal frame, not a lost job
     assert handle.lost is None
+
+
+class RecordingActivity:
+    """The App Nap seam: what MacActivity would do on macOS, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def begin(self, reason: str) -> object:
+        token = object()
+        self.calls.append(("begin", token))
+        return token
+
+    def end(self, token: object) -> None:
+        self.calls.append(("end", token))
+
+
+def test_app_nap_is_held_while_the_agent_runs_and_ended_when_it_stops(rig_factory) -> None:  # type: ignore[no-untyped-def]
+    from usepod_desktop.core.power import ActivityGuard
+    from usepod_desktop.gui.app import keep_out_of_app_nap
+
+    rig = rig_factory()
+    activity = RecordingActivity()
+    guard = keep_out_of_app_nap(rig.controller, ActivityGuard("darwin", activity))
+    assert guard.held and [c[0] for c in activity.calls] == ["begin"]
+    rig.controller.pause()  # still connected: heartbeats go on
+    rig.until(lambda: rig.controller.paused, what="paused")
+    assert guard.held and len(activity.calls) == 1
+    rig.controller.request_quit()
+    rig.run(rig.controller.wait_quit(), 20)
+    assert not guard.held
+    assert [c[0] for c in activity.calls] == ["begin", "end"]
+    assert activity.calls[0][1] is activity.calls[1][1]  # the same assertion ended
+    # never on other systems
+    other = ActivityGuard("linux")
+    other.update(True)
+    assert not other.held
+
+
+def test_macos_reopen_shows_the_window_when_none_is_open(
+    qloop: qasync.QEventLoop, qapp: QApplication
+) -> None:
+    """Opening the app again on macOS activates the running copy instead of starting a second
+    one: with no window open it shows its main window, as a second launch does elsewhere."""
+    from PySide6.QtCore import Qt
+
+    from usepod_desktop.gui.app import show_on_reopen
+
+    controller = AppController(open_url=lambda _u: True)
+    shown: list[bool] = []
+    controller.show_main = lambda: shown.append(True)  # type: ignore[method-assign]
+    assert show_on_reopen(qapp, controller, platform="linux") is None
+    qapp.applicationStateChanged.emit(Qt.ApplicationState.ApplicationActive)
+    assert shown == []  # elsewhere the single-instance socket does this
+    disconnect = show_on_reopen(qapp, controller, platform="darwin")
+    assert disconnect is not None
+    try:
+        qapp.applicationStateChanged.emit(Qt.ApplicationState.ApplicationInactive)
+        assert shown == []
+        qapp.applicationStateChanged.emit(Qt.ApplicationState.ApplicationActive)
+        assert shown == [True]
+        controller.stopping = True  # quitting: never pop a window
+        qapp.applicationStateChanged.emit(Qt.ApplicationState.ApplicationActive)
+        assert shown == [True]
+    finally:
+        disconnect()

@@ -228,12 +228,33 @@ def stop_gracefully_on_quit(
     return lambda: app.aboutToQuit.disconnect(about_to_quit)
 
 
-def show_on_reopen(app: Any, controller: Any, platform: str | None = None) -> None:
+def keep_out_of_app_nap(controller: Any, guard: Any = None) -> Any:
+    """macOS: hold an activity assertion while the agent runs (connected or reconnecting), so
+    App Nap never delays the heartbeat or the job relay of a windowless tray app
+    (:mod:`usepod_desktop.core.power`; a no-op elsewhere). Returns the guard (release it at
+    exit)."""
+    from usepod_desktop.core.power import ActivityGuard
+
+    guard = guard or ActivityGuard()
+
+    def check() -> None:
+        guard.update(controller.agent is not None and not controller.stopping)
+
+    controller.statusChanged.connect(check)
+    controller.agentChanged.connect(check)
+    check()
+    return guard
+
+
+def show_on_reopen(
+    app: Any, controller: Any, platform: str | None = None
+) -> Callable[[], None] | None:
     """macOS: opening the app again (Finder, Launchpad, Spotlight) does not start a second
     copy, it activates this one; with no window open, show the main window then (what a second
-    launch does elsewhere through :class:`SingleInstance`)."""
+    launch does elsewhere through :class:`SingleInstance`). Returns a function that
+    disconnects it (None elsewhere)."""
     if (platform or sys.platform) != "darwin":
-        return
+        return None
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QApplication
 
@@ -244,6 +265,7 @@ def show_on_reopen(app: Any, controller: Any, platform: str | None = None) -> No
             controller.show_main()
 
     app.applicationStateChanged.connect(changed)
+    return lambda: app.applicationStateChanged.disconnect(changed)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -313,6 +335,7 @@ def main(args: argparse.Namespace) -> int:
     instance.activated.connect(controller.show_main)
     stop_gracefully_on_quit(app, controller)
     show_on_reopen(app, controller)
+    nap_guard = keep_out_of_app_nap(controller)
 
     # Python runs signal handlers only between bytecodes: a timer lets Ctrl-C / SIGTERM in.
     wake = QTimer()
@@ -342,6 +365,7 @@ def main(args: argparse.Namespace) -> int:
             loop.run_until_complete(run())
     finally:
         wake.stop()
+        nap_guard.release()
         reporter.uninstall()
         instance.release()
     return 0
