@@ -380,3 +380,19 @@ def test_the_app_refuses_to_start_translocated() -> None:
     assert "Applications" in (translocation_problem(moved, "darwin") or "")
     assert translocation_problem(moved, "linux") is None
     assert translocation_problem("/Applications/U.app/Contents/MacOS/x", "darwin") is None
+
+
+def test_the_gui_script_refuses_subcommands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usepod-desktop-gui run` would be an invisible headless agent without a console."""
+    from usepod_desktop.gui import app
+
+    started: list[object] = []
+    monkeypatch.setattr(app, "main", started.append)
+    monkeypatch.setattr(sys, "argv", ["usepod-desktop-gui", "run"])
+    assert app.gui_script() == 2
+    assert "use `usepod-desktop run`" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["usepod-desktop-gui", "--sandbox"])
+    app.gui_script()
+    assert len(started) == 1 and started[0].sandbox is True  # type: ignore[attr-defined]

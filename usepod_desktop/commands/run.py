@@ -30,7 +30,9 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         parents=parents,
         help="run the agent headless (no GUI)",
         description="Connect to the coordinator and serve jobs from the configured backends "
-        "until SIGINT/SIGTERM, then stop gracefully.",
+        "until SIGINT/SIGTERM (on Windows also Ctrl-Break or closing the console window), then "
+        "stop gracefully: running jobs get the grace period and their terminal frames. Logs go "
+        "to usepod-desktop-run.log (usepod-desktop-service.log when run by the service).",
     )
     p.add_argument(
         "--grace",
