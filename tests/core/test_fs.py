@@ -109,7 +109,7 @@ def test_config_and_identity_saves_go_through_the_helper(
     busy = Busy(times=2)
     monkeypatch.setattr(fs.os, "replace", busy)
     monkeypatch.setattr(fs.time, "sleep", lambda _s: None)
-    monkeypatch.setattr(fs.sys, "platform", "win32")  # read at call time by fs only
+    monkeypatch.setattr(fs.sys, "platform", "win32")  # the Windows branches of fs, identity
     acl: list[Path] = []
     monkeypatch.setattr(fs, "restrict_to_owner", lambda path, **k: acl.append(Path(path)))
     monkeypatch.setattr(identity, "restrict_to_owner", lambda path, **k: acl.append(Path(path)))

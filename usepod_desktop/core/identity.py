@@ -162,10 +162,16 @@ def create(path: Path) -> Identity:
         fh.write(identity.serialize())
         fh.flush()
         os.fsync(fh.fileno())
-    if sys.platform == "win32":  # 0600 above is only "not read-only" there
-        restrict_to_owner(path)
+    protect_new_key(path)
     log.info("generated a new agent identity at %s", path)
     return identity
+
+
+def protect_new_key(path: Path) -> None:
+    """After creating a key file with mode 0600: on Windows, where that mode only means "not
+    read-only", give it an ACL for the current user alone (a warning is logged if it fails)."""
+    if sys.platform == "win32":
+        restrict_to_owner(path)
 
 
 def load(path: Path) -> Identity:
