@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import FIXTURES
 from usepod_desktop.core import autostart, service
 
 
@@ -79,7 +80,7 @@ def test_autostart_rejects_unknown_action() -> None:
 
 def test_service_install_prints_file_commands_and_logs(isolated_home: Path, tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
-    config.write_text("")
+    config.write_text((FIXTURES / "agent.example.toml").read_text())
     unit = isolated_home / ".config" / "systemd" / "user" / "usepod-desktop.service"
     out = cli("service", "install", "--config", str(config))
     assert out.returncode == 0, out.stderr
@@ -94,7 +95,7 @@ def test_service_install_prints_file_commands_and_logs(isolated_home: Path, tmp_
         "enable and start it: systemctl --user daemon-reload && "
         "systemctl --user enable --now usepod-desktop"
     ) in lines
-    assert "read its logs: journalctl --user -u usepod-desktop -f" in lines
+    assert "read its logs: journalctl --user -u usepod-desktop -n 100 -f" in lines
     assert not any(line.startswith("ran:") for line in lines)
 
     out = cli("service", "status")
@@ -114,9 +115,13 @@ def test_service_install_prints_file_commands_and_logs(isolated_home: Path, tmp_
     assert cli("service", "status").stdout.startswith(f"service: not installed ({unit})")
 
 
-def test_service_install_start_reports_a_failing_systemctl(isolated_home: Path) -> None:
+def test_service_install_start_reports_a_failing_systemctl(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text((FIXTURES / "agent.example.toml").read_text())
     # PATH has no systemctl: --start tries to run it and says so instead of crashing.
-    out = cli("service", "install", "--start")
+    out = cli("service", "install", "--start", "--config", str(config))
     assert out.returncode != 0
     assert "Traceback" not in out.stderr
     assert "ran: systemctl --user daemon-reload (exit 127)" in out.stdout

@@ -290,3 +290,109 @@ def test_render_covers_every_platform() -> None:
     assert autostart.render([PROGRAM], "linux").startswith("[Desktop Entry]\n")
     assert plistlib.loads(autostart.render([PROGRAM], "darwin").encode())["RunAtLoad"] is True
     assert autostart.render([WIN_PROGRAM], "win32") == f'"{WIN_PROGRAM}"'
+
+
+# ---------------------------------------------------------------------------- Windows: windowed
+
+
+def _files(*names: str):  # type: ignore[no-untyped-def]
+    present = set(names)
+    return lambda path: path in present
+
+
+def test_windows_frozen_console_twin_registers_the_windowed_exe() -> None:
+    folder = r"C:\Program Files\Use Pod Desktop"
+    cli = rf"{folder}\usepod-desktop-cli.exe"
+    gui = rf"{folder}\usepod-desktop.exe"
+    argv = autostart.launch_command(
+        platform="win32", executable=cli, frozen=True, isfile=_files(cli, gui)
+    )
+    assert argv == [gui]
+    # the service (not on Windows, but the rule) keeps the console program
+    assert autostart.launch_command(
+        platform="win32", executable=cli, frozen=True, windowed=False, isfile=_files(cli, gui)
+    ) == [cli]
+
+
+def test_windows_pip_install_registers_the_gui_script_or_pythonw() -> None:
+    venv = r"C:\Users\me\venv\Scripts"
+    python = rf"{venv}\python.exe"
+    console = rf"{venv}\usepod-desktop.exe"
+    gui = rf"{venv}\usepod-desktop-gui.exe"
+    pythonw = rf"{venv}\pythonw.exe"
+    assert autostart.launch_command(
+        platform="win32", executable=python, frozen=False, isfile=_files(console, gui, pythonw)
+    ) == [gui]
+    # an older install without the gui script: pythonw, never python.exe or the console script
+    assert autostart.launch_command(
+        platform="win32", executable=python, frozen=False, isfile=_files(console, pythonw)
+    ) == [pythonw, "-m", "usepod_desktop"]
+    # a system Python keeps its scripts in Scripts\
+    system = r"C:\Python311\python.exe"
+    scripts_gui = r"C:\Python311\Scripts\usepod-desktop-gui.exe"
+    assert autostart.launch_command(
+        platform="win32", executable=system, frozen=False, isfile=_files(scripts_gui)
+    ) == [scripts_gui]
+    # the Run value quotes it
+    registry = FakeRunKey()
+    autostart.enable("win32", registry=registry, command=[pythonw, "-m", "usepod_desktop"])
+    assert registry.values["UsePodDesktop"] == f'"{pythonw}" -m usepod_desktop'
+
+
+def test_gui_scripts_entry_point_is_declared() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    meta = tomllib.loads((root / "pyproject.toml").read_text())
+    target = meta["project"]["gui-scripts"]["usepod-desktop-gui"]
+    module, _, func = target.partition(":")
+    import importlib
+
+    assert callable(getattr(importlib.import_module(module), func))
+
+
+@pytest.mark.parametrize(
+    "program",
+    [
+        "/private/var/folders/xy/abc123/T/AppTranslocation/6F1A-22/d/Use Pod Desktop.app"
+        "/Contents/MacOS/usepod-desktop",
+        "/Volumes/Use Pod Desktop/Use Pod Desktop.app/Contents/MacOS/usepod-desktop",
+    ],
+)
+def test_macos_translocated_or_dmg_app_is_refused(isolated_home: Path, program: str) -> None:
+    problem = autostart.macos_translocation_problem(program)
+    assert problem is not None and "Applications folder" in problem
+    with pytest.raises(autostart.AutostartError, match="Applications folder"):
+        autostart.enable("darwin", command=[program])
+    assert not autostart.launch_agent_path().exists()
+    # an entry made from /Applications is never repointed at the temporary copy
+    good = "/Applications/Use Pod Desktop.app/Contents/MacOS/usepod-desktop"
+    autostart.enable("darwin", command=[good])
+    assert autostart.refresh("darwin", command=[program]) is False
+    assert autostart.current_command("darwin") == [good]
+    assert autostart.macos_translocation_problem(good) is None
+
+
+def test_the_app_refuses_to_start_translocated() -> None:
+    from usepod_desktop.gui.app import translocation_problem
+
+    moved = "/private/var/folders/q/T/AppTranslocation/X/d/U.app/Contents/MacOS/usepod-desktop"
+    assert "Applications" in (translocation_problem(moved, "darwin") or "")
+    assert translocation_problem(moved, "linux") is None
+    assert translocation_problem("/Applications/U.app/Contents/MacOS/x", "darwin") is None
+
+
+def test_the_gui_script_refuses_subcommands(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`usepod-desktop-gui run` would be an invisible headless agent without a console."""
+    from usepod_desktop.gui import app
+
+    started: list[object] = []
+    monkeypatch.setattr(app, "main", started.append)
+    monkeypatch.setattr(sys, "argv", ["usepod-desktop-gui", "run"])
+    assert app.gui_script() == 2
+    assert "use `usepod-desktop run`" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["usepod-desktop-gui", "--sandbox"])
+    app.gui_script()
+    assert len(started) == 1 and started[0].sandbox is True  # type: ignore[attr-defined]

@@ -214,7 +214,7 @@ def test_failed_save_leaves_old_file_byte_identical(
     def boom(fd: int) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(cfg.os, "fsync", boom)
+    monkeypatch.setattr("os.fsync", boom)
     with pytest.raises(OSError):
         save_config(c, path)
     assert path.read_bytes() == before

@@ -31,8 +31,8 @@ from typing import Any
 import pytest
 
 from usepod_desktop.core import config as cfg
+from usepod_desktop.core import fs, protocol
 from usepod_desktop.core import identity as identity_mod
-from usepod_desktop.core import protocol
 from usepod_desktop.core.agent import Agent
 from usepod_desktop.core.backoff import Backoff
 from usepod_desktop.core.config import (
@@ -97,8 +97,8 @@ class _FileProxy:
         self._fh.close()
 
 
-#: The steps of config.atomic_write_text, in order. Up to "replace" the old file must survive;
-#: after it the new file is in place and complete.
+#: The steps of fs.atomic_write_text (config saves use it), in order. Up to "replace" the old
+#: file must survive; after it the new file is in place and complete.
 STAGES = (
     "mkstemp",
     "fdopen",
@@ -152,12 +152,12 @@ def inject(monkeypatch: pytest.MonkeyPatch, fault: Fault) -> None:
             fault.raise_now()
         return real_open(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(cfg.tempfile, "mkstemp", mkstemp)
-    monkeypatch.setattr(cfg.os, "fdopen", fdopen)
-    monkeypatch.setattr(cfg.os, "fsync", fsync)
-    monkeypatch.setattr(cfg.os, "chmod", chmod)
-    monkeypatch.setattr(cfg.os, "replace", replace)
-    monkeypatch.setattr(cfg.os, "open", open_)
+    monkeypatch.setattr(fs.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(fs.os, "fdopen", fdopen)
+    monkeypatch.setattr(fs.os, "fsync", fsync)
+    monkeypatch.setattr(fs.os, "chmod", chmod)
+    monkeypatch.setattr(fs.os, "replace", replace)
+    monkeypatch.setattr(fs.os, "open", open_)
 
 
 def changed(config: Config) -> Config:
@@ -232,7 +232,7 @@ _KILLED_SAVE = textwrap.dedent(
         real_replace(src, dst)
         if point == "after_replace":
             die()
-    cfg.os.fsync, cfg.os.replace = fsync, replace
+    os.fsync, os.replace = fsync, replace
     cfg.save_config(new, path)
     """
 )

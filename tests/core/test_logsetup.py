@@ -47,3 +47,24 @@ def test_qasync_debug_chatter_is_kept_out(tmp_path: Path) -> None:
 def test_ordinary_text_is_untouched() -> None:
     line = "backend vllm @ http://127.0.0.1:8000 healthy in 3 ms, 2 models"
     assert logsetup.redact(line) == line
+
+
+def test_each_process_kind_rotates_its_own_file(tmp_path: Path) -> None:
+    """The tray app, `run` and the service never share a rotating file (on Windows the
+    rotation of a shared file fails and one process loses every later record)."""
+    from usepod_desktop.commands.run import process_kind
+    from usepod_desktop.core import service
+
+    files = {
+        kind: logsetup.setup_logging("info", directory=tmp_path, kind=kind)
+        for kind in ("app", "run", "service")
+    }
+    logging.getLogger().handlers.clear()
+    assert len(set(files.values())) == 3
+    assert files["app"] == tmp_path / logsetup.LOG_FILE_NAME  # what the "View log" window reads
+    assert process_kind({}) == "run"
+    assert process_kind({logsetup.PROCESS_KIND_ENV: "service"}) == "service"
+    # the service's unit and plist tell `run` it is the service
+    unit = service.render_systemd_unit(["/x/usepod-desktop", "run"])
+    assert f"Environment={logsetup.PROCESS_KIND_ENV}=service" in unit.splitlines()
+    assert f"<key>{logsetup.PROCESS_KIND_ENV}</key>" in service.render_launchd_plist(["/x"])

@@ -3,6 +3,7 @@ home, the commands printed (never run unless asked, and then only through the ru
 
 from __future__ import annotations
 
+import os
 import plistlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,7 +57,7 @@ def test_systemd_unit_written_in_the_home(isolated_home: Path) -> None:
     assert result.start.text == (
         "systemctl --user daemon-reload && systemctl --user enable --now usepod-desktop"
     )
-    assert result.logs == "journalctl --user -u usepod-desktop -f"
+    assert result.logs == "journalctl --user -u usepod-desktop -n 100 -f"
     assert result.ran == []
     assert any("enable-linger" in n for n in result.notes)
 
@@ -156,8 +157,25 @@ def test_launchd_plist(isolated_home: Path) -> None:
     logs = Path(plist["StandardErrorPath"]).parent
     assert Path(plist["StandardOutPath"]).parent == logs
     assert logs.is_dir()
-    assert result.start.steps == [["launchctl", "load", "-w", str(path)]]
-    assert str(logs) in result.logs
+    # Standard, not Background: launchd throttles Background jobs' CPU and I/O
+    assert plist["ProcessType"] == "Standard"
+    target = f"gui/{os.getuid()}/ai.usepod.usepod-desktop.agent"
+    assert result.start.steps == [
+        ["launchctl", "bootout", target],
+        ["launchctl", "bootstrap", f"gui/{os.getuid()}", str(path)],
+    ]
+    assert result.start.may_fail == {0}  # not loaded yet: bootout fails harmlessly
+    assert not any("load" in step[1:2] for step in result.start.steps)
+    assert service.logs_command("darwin") == [
+        "tail",
+        "-n",
+        "100",
+        str(logs / "agent.err.log"),
+        str(logs / "agent.out.log"),
+    ]
+    # says plainly that a LaunchAgent is not a headless boot-time service
+    assert service.MACOS_SCOPE in result.notes
+    assert "log in" in service.MACOS_SCOPE and "does not run at boot" in service.MACOS_SCOPE
     assert result.log_files == [logs / "agent.out.log", logs / "agent.err.log"]
     assert service.installed_command("darwin") == [program, "run"]
 
@@ -175,9 +193,15 @@ def test_launchd_default_log_dir_is_library_logs(
 def test_launchd_uninstall(isolated_home: Path) -> None:
     service.install("darwin", base=[PROGRAM])
     rec = Recorder()
-    removed = service.uninstall("darwin", stop=True, runner=rec)
-    assert rec.calls == [["launchctl", "unload", "-w", str(service.plist_path())]]
+    removed = service.uninstall("darwin", stop=True, runner=rec, probe=Recorder(0))
+    target = f"gui/{os.getuid()}/ai.usepod.usepod-desktop.agent"
+    assert rec.calls == [["launchctl", "bootout", target]]
     assert removed.removed and not service.plist_path().exists()
+    # not loaded in launchd: nothing to boot out (bootout would fail), the file still goes
+    service.install("darwin", base=[PROGRAM])
+    rec = Recorder()
+    removed = service.uninstall("darwin", stop=True, runner=rec, probe=Recorder(113))
+    assert rec.calls == [] and removed.ran == [] and removed.removed
 
 
 def test_windows_has_no_service() -> None:

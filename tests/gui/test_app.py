@@ -3,6 +3,7 @@ sandbox mode."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from tests.gui.conftest import run, spin, until
 from usepod_desktop.core.events import AgentState
 from usepod_desktop.gui.app import MISSING_XCB_CURSOR, NO_DISPLAY, display_problem
 from usepod_desktop.gui.controller import NOT_PAIRED, AppController, StartOptions
-from usepod_desktop.gui.single_instance import SingleInstance
+from usepod_desktop.gui.single_instance import SHOWN, SingleInstance
 
 pytestmark = pytest.mark.gui
 
@@ -93,6 +94,62 @@ def test_qt_failing_to_open_the_display_is_one_line_not_an_abort(tmp_path: Path)
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert "usepod-desktop run" in lines[0] and "Qt could not start" in lines[0]
+    # the windowed Windows / macOS builds have no console: the log file has it all
+    logged = (tmp_path / "log" / "usepod-desktop.log").read_text()
+    assert f"CRITICAL usepod_desktop.gui: {lines[0]}" in logged
+    assert "could not connect to display :93" in logged
+
+
+def test_a_fatal_start_up_error_shows_a_message_box_on_windows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import logging
+
+    from usepod_desktop.gui.app import report_fatal
+
+    shown: list[tuple[str, str]] = []
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    root.handlers.clear()
+    try:
+        report_fatal(
+            "the line",
+            ["qt said this"],
+            platform="win32",
+            message_box=lambda t, m: shown.append((t, m)),
+        )
+        report_fatal("second", platform="linux", message_box=lambda t, m: shown.append((t, m)))
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.handlers[:] = saved
+    assert shown == [("Use Pod could not start", "the line")]
+    assert capsys.readouterr().err == "the line\nsecond\n"
+    logged = (Path(os.environ["USEPOD_LOG_DIR"]) / "usepod-desktop.log").read_text()
+    assert "qt: qt said this" in logged and "CRITICAL usepod_desktop.gui: the line" in logged
+
+
+async def _notify_from_another_process(key: str, lock_dir: Path) -> str | None:
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from PySide6.QtCore import QCoreApplication\n"
+        "from usepod_desktop.gui.single_instance import SingleInstance\n"
+        "app = QCoreApplication([])\n"
+        f"s = SingleInstance(key={key!r}, lock_dir=Path({str(lock_dir)!r}))\n"
+        "print(s.notify_running(5000))\n"
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        code,
+        env=_env(lock_dir, QT_QPA_PLATFORM="offscreen"),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    text = out.decode().strip()
+    return None if text == "None" else text
 
 
 def test_single_instance_brings_the_first_copy_forward(
@@ -104,9 +161,12 @@ def test_single_instance_brings_the_first_copy_forward(
     first.activated.connect(lambda: activations.append(True))
     assert first.acquire()
     assert not second.acquire()
-    assert second.notify_running()
-    until(qloop, lambda: activations, what="activation")
+    # the second copy is another process, blocked on the answer while this one serves it
+    answer = run(qloop, _notify_from_another_process(first.key, tmp_path))
+    assert answer == SHOWN  # confirmed by the first copy after its window was shown
+    assert activations == [True]
     first.release()
+    assert SingleInstance(key=first.key, lock_dir=tmp_path).notify_running(300) is None
     assert second.acquire()
     second.release()
 
@@ -136,8 +196,8 @@ def test_a_crashed_copy_never_blocks_start_up(qloop: qasync.QEventLoop, tmp_path
     assert fresh.acquire()  # stale lock taken over, stale socket removed
     activations: list[bool] = []
     fresh.activated.connect(lambda: activations.append(True))
-    assert SingleInstance(key=key, lock_dir=tmp_path).notify_running()
-    until(qloop, lambda: activations, what="activation")
+    assert run(qloop, _notify_from_another_process(key, tmp_path)) == SHOWN
+    assert activations == [True]
     fresh.release()
 
 
@@ -159,15 +219,17 @@ def test_the_app_runs_once_per_user_and_quits_on_sigterm(tmp_path: Path) -> None
             time.sleep(0.05)
         text = log_file.read_text()
         assert "Needs pairing: Not paired yet: run `usepod-desktop setup`" in text
+        # the second launch hands over before it sets up logging: it never opens a log file
         second = subprocess.run(
             [sys.executable, "-m", "usepod_desktop"],
-            env=env,
+            env={**env, "USEPOD_LOG_DIR": str(tmp_path / "second-log")},
             capture_output=True,
             text=True,
             timeout=30,
         )
         assert second.returncode == 0, second.stderr
-        assert "already running" in second.stdout
+        assert second.stdout.strip() == f"Use Pod is already running; {SHOWN}"
+        assert not (tmp_path / "second-log").exists()
         deadline = time.monotonic() + 10
         while "brought forward" not in log_file.read_text():
             assert time.monotonic() < deadline, "the first copy was not brought forward"
@@ -259,3 +321,98 @@ def test_qt_fatal_line_names_libxcb_cursor_only_when_it_is_missing(
     monkeypatch.setattr(app, "library_available", lambda _name: True)
     line = messages.fatal_line(fatal)
     assert "Could not load the Qt platform plugin" in line and "usepod-desktop run" in line
+
+
+def test_qt_ending_its_loop_stops_gracefully_and_the_running_job_gets_its_terminal_frame(
+    rig_factory, qapp: QApplication, qtbot
+) -> None:  # type: ignore[no-untyped-def]
+    """Log out / shut down / the macOS Quit menu end Qt's event loop without our Quit: the
+    aboutToQuit handler runs the graceful stop, so the coordinator gets the job's terminal
+    frame instead of waiting for its own timeout."""
+    from PySide6.QtCore import QTimer
+
+    from usepod_desktop.gui.app import stop_gracefully_on_quit
+
+    rig = rig_factory(tokens_per_second=4, output_tokens=400)  # a job of ~100 s
+    rig.controller.options.grace_s = 0.5
+    prompt = {"messages": [{"role": "user", "content": "a long answer"}]}
+    handle = rig.run(rig.coordinator.dispatch("alpha", prompt))
+    rig.until(lambda: handle.chunks, what="the job to stream")
+    assert handle.terminal is None
+    disconnect = stop_gracefully_on_quit(qapp, rig.controller)
+    try:
+        with qtbot.waitSignal(qapp.aboutToQuit, timeout=15000):
+            QTimer.singleShot(0, qapp.quit)  # what the session manager / Cmd-Q do
+            # the loop ends at the quit; this returns only because the handler ran the stop
+            rig.loop.run_until_complete(rig.controller.wait_quit())
+    finally:
+        disconnect()
+    assert rig.controller.stopping
+    assert handle.terminal is not None, handle.lost  # a terminal frame, not a lost job
+    assert handle.lost is None
+
+
+class RecordingActivity:
+    """The App Nap seam: what MacActivity would do on macOS, recorded."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object]] = []
+
+    def begin(self, reason: str) -> object:
+        token = object()
+        self.calls.append(("begin", token))
+        return token
+
+    def end(self, token: object) -> None:
+        self.calls.append(("end", token))
+
+
+def test_app_nap_is_held_while_the_agent_runs_and_ended_when_it_stops(rig_factory) -> None:  # type: ignore[no-untyped-def]
+    from usepod_desktop.core.power import ActivityGuard
+    from usepod_desktop.gui.app import keep_out_of_app_nap
+
+    rig = rig_factory()
+    activity = RecordingActivity()
+    guard = keep_out_of_app_nap(rig.controller, ActivityGuard("darwin", activity))
+    assert guard.held and [c[0] for c in activity.calls] == ["begin"]
+    rig.controller.pause()  # still connected: heartbeats go on
+    rig.until(lambda: rig.controller.paused, what="paused")
+    assert guard.held and len(activity.calls) == 1
+    rig.controller.request_quit()
+    rig.run(rig.controller.wait_quit(), 20)
+    assert not guard.held
+    assert [c[0] for c in activity.calls] == ["begin", "end"]
+    assert activity.calls[0][1] is activity.calls[1][1]  # the same assertion ended
+    # never on other systems
+    other = ActivityGuard("linux")
+    other.update(True)
+    assert not other.held
+
+
+def test_macos_reopen_shows_the_window_when_none_is_open(
+    qloop: qasync.QEventLoop, qapp: QApplication
+) -> None:
+    """Opening the app again on macOS activates the running copy instead of starting a second
+    one: with no window open it shows its main window, as a second launch does elsewhere."""
+    from PySide6.QtCore import Qt
+
+    from usepod_desktop.gui.app import show_on_reopen
+
+    controller = AppController(open_url=lambda _u: True)
+    shown: list[bool] = []
+    controller.show_main = lambda: shown.append(True)  # type: ignore[method-assign]
+    assert show_on_reopen(qapp, controller, platform="linux") is None
+    qapp.applicationStateChanged.emit(Qt.ApplicationState.ApplicationActive)
+    assert shown == []  # elsewhere the single-instance socket does this
+    disconnect = show_on_reopen(qapp, controller, platform="darwin")
+    assert disconnect is not None
+    try:
+        qapp.applicationStateChanged.emit(Qt.ApplicationState.ApplicationInactive)
+        assert shown == []
+        qapp.applicationStateChanged.emit(Qt.ApplicationState.ApplicationActive)
+        assert shown == [True]
+        controller.stopping = True  # quitting: never pop a window
+        qapp.applicationStateChanged.emit(Qt.ApplicationState.ApplicationActive)
+        assert shown == [True]
+    finally:
+        disconnect()

@@ -23,13 +23,15 @@ import os
 import plistlib
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Protocol
 
 from usepod_desktop import APP_NAME
 from usepod_desktop.core import paths
+from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.fs import atomic_write_bytes
 
 #: File name of the XDG autostart entry.
 DESKTOP_FILE_NAME = f"{APP_NAME}.desktop"
@@ -61,11 +63,19 @@ def platform_kind(platform: str | None = None) -> str:
 # What to launch
 
 
+#: The console twin of the frozen Windows app (packaging/usepod-desktop.spec).
+WINDOWS_CONSOLE_EXE = f"{APP_NAME}-cli.exe"
+#: The windowed launcher pip makes on Windows from `[project.gui-scripts]`.
+WINDOWS_GUI_SCRIPT = f"{APP_NAME}-gui.exe"
+
+
 def launch_command(
     *,
     platform: str | None = None,
     executable: str | None = None,
     frozen: bool | None = None,
+    windowed: bool = True,
+    isfile: Callable[[str], bool] = os.path.isfile,
 ) -> list[str]:
     """The argv that starts this program as it is installed now.
 
@@ -74,22 +84,67 @@ def launch_command(
     - otherwise the `usepod-desktop` console script next to the interpreter when it exists (a
       virtualenv or pip install), else `<python> -m usepod_desktop`.
 
-    `executable` and `frozen` default to `sys.executable` and `sys.frozen`; tests pass them.
+    Windows with `windowed` (start at login starts the tray app): never a console program,
+    whose window would open at every login and take the app down when closed. The frozen
+    `usepod-desktop-cli.exe` is replaced by its windowed twin `usepod-desktop.exe`; a pip
+    install uses the `usepod-desktop-gui.exe` launcher (`[project.gui-scripts]`), else
+    `pythonw.exe -m usepod_desktop`. `windowed=False` is for the headless service.
+
+    `executable`, `frozen` and `isfile` default to `sys.executable`, `sys.frozen` and the real
+    file system; tests pass them.
     """
     kind = platform_kind(platform)
     exe = executable if executable is not None else sys.executable
     is_frozen = bool(getattr(sys, "frozen", False)) if frozen is None else frozen
+    pure = PureWindowsPath if kind == "win32" else PurePosixPath
+    folder = pure(exe).parent
+    gui = windowed and kind == "win32"
     if is_frozen:
         appimage = os.environ.get("APPIMAGE")
         if kind == "linux" and appimage:
             return [appimage]
+        if gui and pure(exe).name.lower() == WINDOWS_CONSOLE_EXE:
+            twin = folder / f"{APP_NAME}.exe"
+            if isfile(str(twin)):
+                return [str(twin)]
         return [exe]
-    pure = PureWindowsPath if kind == "win32" else PurePosixPath
+    if gui:
+        # a venv has its scripts next to python.exe; a system Python in Scripts\
+        for candidate in (folder / WINDOWS_GUI_SCRIPT, folder / "Scripts" / WINDOWS_GUI_SCRIPT):
+            if isfile(str(candidate)):
+                return [str(candidate)]
+        pythonw = folder / "pythonw.exe"
+        if isfile(str(pythonw)):
+            return [str(pythonw), "-m", "usepod_desktop"]
     script_name = f"{APP_NAME}.exe" if kind == "win32" else APP_NAME
-    script = pure(exe).parent / script_name
-    if os.path.isfile(str(script)):
+    script = folder / script_name
+    if isfile(str(script)):
         return [str(script)]
     return [exe, "-m", "usepod_desktop"]
+
+
+def macos_translocation_problem(program: str) -> str | None:
+    """macOS: one line when `program` runs from a place that is gone after a reboot, else None.
+
+    Gatekeeper's App Translocation runs an app opened from Downloads (still quarantined) from a
+    random read-only copy under `/private/var/folders/.../AppTranslocation/`; an app opened
+    straight from its disk image runs from `/Volumes/...`. A login item pointing there would
+    start nothing after the next restart."""
+    if "/AppTranslocation/" in program:
+        where = "a temporary copy macOS made of it (App Translocation, e.g. from Downloads)"
+    elif program.startswith("/Volumes/"):
+        where = "the disk image (or external volume) it came on"
+    else:
+        return None
+    return (
+        f"Use Pod is running from {where}. Drag Use Pod into the Applications folder, eject "
+        "the disk image, and open it from Applications: otherwise start at login would point "
+        "at a path that is gone after a restart."
+    )
+
+
+class AutostartError(UserFacingError):
+    title = "Start at login"
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,10 +507,7 @@ def enabled(platform: str | None = None, *, registry: RunKey | None = None) -> b
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, data, mode=0o644)
 
 
 def _write(argv: Sequence[str], kind: str, registry: RunKey | None) -> Entry:
@@ -477,9 +529,14 @@ def enable(
     command: Sequence[str] | None = None,
 ) -> Entry:
     """Turn start at login on (the user asked): write the entry for the current program and
-    clear any "disabled elsewhere" mark. Returns exactly what was written."""
+    clear any "disabled elsewhere" mark. Returns exactly what was written. Raises
+    :class:`AutostartError` on macOS when the app runs from a translocated or disk-image path
+    (:func:`macos_translocation_problem`)."""
     kind = platform_kind(platform)
     argv = list(command) if command is not None else launch_command(platform=kind)
+    problem = macos_translocation_problem(argv[0]) if kind == "darwin" else None
+    if problem is not None:
+        raise AutostartError(problem)
     entry = _write(argv, kind, registry)
     if kind == "win32":
         _run_key(registry).clear_approval(RUN_VALUE_NAME)
@@ -530,5 +587,7 @@ def refresh(
     argv = list(command) if command is not None else launch_command(platform=kind)
     if current_command(kind, registry=registry) == argv:
         return False
+    if kind == "darwin" and macos_translocation_problem(argv[0]) is not None:
+        return False  # never repoint a good entry at a temporary copy
     _write(argv, kind, registry)
     return True

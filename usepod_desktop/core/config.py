@@ -8,8 +8,6 @@ with one line that names the field.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ from tomlkit.items import AoT
 
 from usepod_desktop.core import paths
 from usepod_desktop.core.errors import ConfigError
+from usepod_desktop.core.fs import atomic_write_text
 from usepod_desktop.core.kinds import ALL_KINDS as KINDS
 from usepod_desktop.core.kinds import LOCAL_KINDS, REMOTE_KINDS
 
@@ -436,44 +435,6 @@ def save_config(config: Config, path: str | Path, *, allow_insecure: bool = True
     if reparsed != config:
         raise ConfigError("internal error: rendered agent.toml does not match the settings")
     atomic_write_text(target, text)
-
-
-def atomic_write_text(target: Path, text: str, *, mode: int | None = None) -> None:
-    """Replace `target` with `text` so that readers see the old or the new file, never a mix."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if mode is None:
-        try:
-            mode = target.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o644
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(target.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _new_document() -> tomlkit.TOMLDocument:

@@ -10,7 +10,10 @@ Format (PROTOCOL.md section 2)::
     provider_id: <only once the coordinator assigned one>
     -----END USEPOD AGENT KEY-----
 
-The file is created with mode 0600 and only ever rewritten to record a new provider_id.
+The file is readable by its owner only: mode 0600 on Linux / macOS; on Windows, where mode
+bits only toggle the read-only flag, an ACL granting the current user alone (`icacls`, see
+`core/fs.py`; if that fails a warning is logged and only the profile folder's permissions
+protect it). It is only ever rewritten to record a new provider_id.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import os
 import re
 import stat
+import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +34,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from usepod_desktop.core.config import atomic_write_text
 from usepod_desktop.core.errors import IdentityError
+from usepod_desktop.core.fs import restrict_to_owner
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +72,7 @@ class Identity:
         if provider_id == self.provider_id:
             return False
         self.provider_id = provider_id
-        atomic_write_text(self.path, self._with_provider_id(provider_id), mode=0o600)
+        atomic_write_text(self.path, self._with_provider_id(provider_id), owner_only=True)
         log.info("provider id %s saved to %s", provider_id, self.path)
         return True
 
@@ -134,7 +139,7 @@ def from_seed(seed: bytes, path: Path, *, created: datetime | None = None) -> Id
 
 
 def load_or_create(path: Path) -> Identity:
-    """Load the identity file, generating (mode 0600) and saving a new key on first use."""
+    """Load the identity file, generating (owner-only) and saving a new key on first use."""
     if path.exists():
         return load(path)
     return create(path)
@@ -157,8 +162,16 @@ def create(path: Path) -> Identity:
         fh.write(identity.serialize())
         fh.flush()
         os.fsync(fh.fileno())
+    protect_new_key(path)
     log.info("generated a new agent identity at %s", path)
     return identity
+
+
+def protect_new_key(path: Path) -> None:
+    """After creating a key file with mode 0600: on Windows, where that mode only means "not
+    read-only", give it an ACL for the current user alone (a warning is logged if it fails)."""
+    if sys.platform == "win32":
+        restrict_to_owner(path)
 
 
 def load(path: Path) -> Identity:

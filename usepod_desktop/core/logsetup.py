@@ -1,5 +1,10 @@
 """Logging: stderr plus a rotating file, both behind a filter that redacts secrets.
 
+One log file per kind of process (:data:`LOG_FILE_NAMES`): the tray app, `run` in a terminal and
+`run` as the user service each rotate their own file. A rotating handler shared by two
+processes breaks on Windows (the rename fails while the other one holds the file open, and that
+process then loses every later record) and interleaves badly elsewhere.
+
 The filter removes every value registered with :func:`register_secret` (API keys the agent
 loaded, host tokens) and anything shaped like an API key, a bearer token or an identity secret.
 """
@@ -15,7 +20,15 @@ from pathlib import Path
 
 from usepod_desktop.core import paths
 
-LOG_FILE_NAME = "usepod-desktop.log"
+LOG_FILE_NAME = "usepod-desktop.log"  #: the tray app's log (the "View log" window reads it)
+#: Process kind -> its log file. `service` is `run` started by the user service, which sets
+#: :data:`PROCESS_KIND_ENV` in its unit / plist.
+LOG_FILE_NAMES = {
+    "app": LOG_FILE_NAME,
+    "run": "usepod-desktop-run.log",
+    "service": "usepod-desktop-service.log",
+}
+PROCESS_KIND_ENV = "USEPOD_PROCESS_KIND"
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 REDACTED = "[REDACTED]"
 
@@ -68,10 +81,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+def log_file_name(kind: str = "app") -> str:
+    """The log file of a process kind (`app`, `run`, `service`); unknown kinds get `run`'s."""
+    return LOG_FILE_NAMES.get(kind, LOG_FILE_NAMES["run"])
+
+
 def setup_logging(
-    level: str | int = "info", *, log_file: bool = True, directory: Path | None = None
+    level: str | int = "info",
+    *,
+    log_file: bool = True,
+    directory: Path | None = None,
+    kind: str = "app",
+    stderr: bool = True,
 ) -> Path | None:
-    """Configure the root logger once. Returns the log file path (None without a file)."""
+    """Configure the root logger once. Returns the log file path (None without a file).
+    `kind` picks the file (:func:`log_file_name`): each process kind rotates its own.
+    `stderr=False` writes the file only (for a report already printed on stderr)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_usepod", False):
@@ -83,18 +108,19 @@ def setup_logging(
     root.setLevel(numeric)
     redactor = RedactingFilter()
 
-    stderr = logging.StreamHandler(sys.stderr)
-    stderr.setFormatter(logging.Formatter(FORMAT))
-    stderr.addFilter(redactor)
-    stderr._usepod = True  # type: ignore[attr-defined]
-    root.addHandler(stderr)
+    if stderr and sys.stderr is not None:  # None under pythonw / a windowed build
+        console = logging.StreamHandler(sys.stderr)
+        console.setFormatter(logging.Formatter(FORMAT))
+        console.addFilter(redactor)
+        console._usepod = True  # type: ignore[attr-defined]
+        root.addHandler(console)
 
     path: Path | None = None
     if log_file:
         directory = directory or paths.log_dir()
         try:
             directory.mkdir(parents=True, exist_ok=True)
-            path = directory / LOG_FILE_NAME
+            path = directory / log_file_name(kind)
             rotating = logging.handlers.RotatingFileHandler(
                 path, maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"
             )

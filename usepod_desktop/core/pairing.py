@@ -888,6 +888,7 @@ class PairingFlow:
             fh.write(identity.serialize())
             fh.flush()
             os.fsync(fh.fileno())
+        identity_mod.protect_new_key(identity.path)
         self.identity_is_new = False
         log.info("saved the new agent identity at %s", identity.path)
 

@@ -9,7 +9,7 @@ from the real home directory:
 - `USEPOD_CONFIG_DIR`: the directory holding agent.toml
 - `USEPOD_DATA_DIR`: ledger database, lock files
 - `USEPOD_LOG_DIR`: rotating log files
-- `HOME` / `XDG_*`: honoured as usual
+- `HOME` / `XDG_*`: honoured as usual (on Windows `USERPROFILE` comes first, see :func:`home`)
 """
 
 from __future__ import annotations
@@ -24,10 +24,20 @@ APP_DIR_NAME = "usepod-desktop"
 CONFIG_FILE_NAME = "agent.toml"
 
 
-def home() -> Path:
-    """The user's home directory (`HOME` wins on every OS, for tests)."""
-    env = os.environ.get("HOME") or os.environ.get("USERPROFILE")
-    return Path(env) if env else Path.home()
+def home(platform: str | None = None) -> Path:
+    """The user's home directory.
+
+    Windows: `USERPROFILE` first, `HOME` only when it is unset. The reference agent asks
+    Windows for the profile folder (which is what `USERPROFILE` holds) and Python's own
+    `expanduser` stopped preferring `HOME` in 3.8: a `HOME` set by MSYS / Cygwin or a
+    corporate network home must not move the identity key where the reference does not look.
+    Elsewhere `HOME`, as every POSIX program (the tests set both)."""
+    names = ("USERPROFILE", "HOME") if (platform or sys.platform) == "win32" else ("HOME",)
+    for name in names:
+        value = os.environ.get(name)
+        if value:
+            return Path(value)
+    return Path.home()
 
 
 def expand_user(path: str | Path) -> Path:

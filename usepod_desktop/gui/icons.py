@@ -1,22 +1,43 @@
-"""Tray icons: one static icon per agent state, in a variant for light and for dark panels.
+r"""Tray icons: one static icon per agent state, in a variant for light and for dark panels.
 
 The SVG files live in `resources/icons/` (`tray-<state>-on-light.svg`, `...-on-dark.svg`).
-The variant follows the palette's window colour. When a file cannot be found (a broken
-install) a plain coloured disc is painted instead, so the tray is never blank.
+The variant follows the panel the icon sits on (:func:`tray_variant`), not the app's palette:
+
+- Windows: the taskbar's own theme, `SystemUsesLightTheme` under
+  `HKCU\Software\Microsoft\Windows\CurrentVersion\Themes\Personalize` (Windows 10's default
+  is a dark taskbar with light apps; without the value, before 1903, the taskbar is dark);
+- macOS: a template image (`mask`): black with the state's symbol cut out, marked with
+  `QIcon.setIsMask` so the menu bar tints it for its light or dark appearance itself;
+- Linux: the colour scheme Qt reports (`QStyleHints.colorScheme`), else the palette's window
+  colour.
+
+When a file cannot be found (a broken install) a plain coloured disc is painted instead, so the
+tray is never blank.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QColor, QGuiApplication, QIcon, QPainter, QPalette, QPixmap
+from PySide6.QtGui import (
+    QColor,
+    QGuiApplication,
+    QIcon,
+    QImage,
+    QPainter,
+    QPalette,
+    QPixmap,
+)
 
 from usepod_desktop.core.events import AgentState
 
-Variant = Literal["on-light", "on-dark"]
+Variant = Literal["on-light", "on-dark", "mask"]
+
+PERSONALIZE_KEY = r"Software\Microsoft\Windows\CurrentVersion\Themes\Personalize"
 
 #: Fallback colours (also the legend's colours): state -> (on-light, on-dark).
 STATE_COLOURS: dict[AgentState, tuple[str, str]] = {
@@ -56,6 +77,39 @@ def variant_for(palette: QPalette | None = None) -> Variant:
     return "on-dark" if palette.color(QPalette.ColorRole.Window).lightness() < 128 else "on-light"
 
 
+def windows_taskbar_is_light() -> bool | None:
+    """`SystemUsesLightTheme` (taskbar, Start, tray) from the registry; None when absent."""
+    try:
+        import winreg  # type: ignore[import-not-found,unused-ignore]
+
+        with winreg.OpenKey(winreg.HKEY_CURRENT_USER, PERSONALIZE_KEY) as key:  # type: ignore[attr-defined,unused-ignore]
+            value, _kind = winreg.QueryValueEx(key, "SystemUsesLightTheme")  # type: ignore[attr-defined,unused-ignore]
+    except (ImportError, OSError):
+        return None
+    return bool(value)
+
+
+def tray_variant(
+    platform: str | None = None,
+    *,
+    taskbar_is_light: Callable[[], bool | None] = windows_taskbar_is_light,
+    palette: QPalette | None = None,
+) -> Variant:
+    """The icon variant for the panel the tray icon sits on (see the module docstring)."""
+    kind = platform or sys.platform
+    if kind == "darwin":
+        return "mask"
+    if kind == "win32":
+        return "on-light" if taskbar_is_light() else "on-dark"
+    if palette is None:
+        scheme = QGuiApplication.styleHints().colorScheme()
+        if scheme == Qt.ColorScheme.Dark:
+            return "on-dark"
+        if scheme == Qt.ColorScheme.Light:
+            return "on-light"
+    return variant_for(palette)
+
+
 def state_icon_name(state: AgentState, variant: Variant) -> str:
     return f"tray-{state.value}-{variant}.svg"
 
@@ -64,12 +118,33 @@ def state_icon(state: AgentState, variant: Variant | None = None) -> QIcon:
     variant = variant or variant_for()
     key = (state.value, variant)
     icon = _cache.get(key)
+    if icon is None and variant == "mask":
+        icon = template_icon(state_icon(state, "on-light"))
+        _cache[key] = icon
     if icon is None:
         path = find_icon_file(state_icon_name(state, variant))
         icon = QIcon(str(path)) if path is not None else QIcon()
         if icon.isNull() or (not icon.availableSizes() and icon.pixmap(22, 22).isNull()):
             icon = _painted(STATE_COLOURS[state][0 if variant == "on-light" else 1])
         _cache[key] = icon
+    return icon
+
+
+def template_icon(source: QIcon, sizes: tuple[int, ...] = (22, 44)) -> QIcon:
+    """A macOS template image from a light-panel icon: every pixel black, its alpha the
+    source's alpha fading out for bright (white) pixels, so the disc stays and the white symbol
+    becomes a hole; marked as a mask so the menu bar tints it."""
+    icon = QIcon()
+    for size in sizes:
+        image = source.pixmap(size, size).toImage().convertToFormat(QImage.Format.Format_ARGB32)
+        for y in range(image.height()):
+            for x in range(image.width()):
+                colour = image.pixelColor(x, y)
+                brightest = min(colour.red(), colour.green(), colour.blue())
+                keep = 1.0 - max(0.0, (brightest - 128) / 127)
+                image.setPixelColor(x, y, QColor(0, 0, 0, round(colour.alpha() * keep)))
+        icon.addPixmap(QPixmap.fromImage(image))
+    icon.setIsMask(True)
     return icon
 
 

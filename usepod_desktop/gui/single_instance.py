@@ -2,8 +2,12 @@
 
 - The first copy holds a :class:`QLockFile` in the data dir and listens on a
   :class:`QLocalServer` named per user (and per data dir, so test homes never meet).
-- A second copy cannot take the lock: it connects, sends ``show``, and exits 0; the first
-  copy emits :attr:`SingleInstance.activated` and shows its window.
+- A second copy cannot take the lock: it connects, sends ``show``, waits for the answer and
+  exits 0; the first copy emits :attr:`SingleInstance.activated` (it shows and activates its
+  window) and answers ``shown``. The second copy prints what it was told, never more. On
+  Windows the second copy (which the user just started, so it may take the foreground) first
+  lets any process take it (`AllowSetForegroundWindow`): without that, Windows only flashes
+  the first copy's taskbar button instead of raising its window.
 - A crash leaves a lock file whose process is gone (QLockFile sees that it is stale and takes
   it over) and maybe a socket file: the new owner removes it before listening, so leftovers
   never block start-up.
@@ -14,6 +18,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import logging
+import sys
 from pathlib import Path
 
 from PySide6.QtCore import QLockFile, QObject, Signal
@@ -25,6 +30,22 @@ from usepod_desktop.core import paths
 log = logging.getLogger(__name__)
 
 MESSAGE = b"show\n"
+ANSWER = b"shown\n"
+#: What the second copy prints after "Use Pod is already running; ".
+SHOWN = "it has shown its window."
+NO_ANSWER = "it was asked to show its window but did not confirm (an older version?)."
+
+
+def allow_foreground(platform: str | None = None) -> bool:
+    """Windows: let the running copy take the foreground (ASFW_ANY). No-op elsewhere."""
+    if (platform or sys.platform) != "win32":
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.windll.user32.AllowSetForegroundWindow(-1))  # type: ignore[attr-defined,unused-ignore]
+    except Exception:
+        return False
 
 
 def default_key(data_dir: Path | None = None) -> str:
@@ -87,18 +108,25 @@ class SingleInstance(QObject):
         self.server = server
         return True
 
-    def notify_running(self, timeout_ms: int = 2000) -> bool:
-        """Ask the running copy to come forward. False when nobody answers."""
+    def notify_running(self, timeout_ms: int = 2000) -> str | None:
+        """Ask the running copy to come forward. Returns what happened in words (:data:`SHOWN`
+        or :data:`NO_ANSWER`), None when nobody is listening."""
+        allow_foreground()
         socket = QLocalSocket()
         socket.connectToServer(self.key)
         if not socket.waitForConnected(timeout_ms):
-            return False
+            return None
         socket.write(MESSAGE)
-        ok = socket.waitForBytesWritten(timeout_ms)
+        if not socket.waitForBytesWritten(timeout_ms):
+            socket.abort()
+            return None
+        answer = bytearray()
+        while ANSWER not in answer and len(answer) < 64 and socket.waitForReadyRead(timeout_ms):
+            answer += bytes(socket.readAll().data())
         socket.disconnectFromServer()
         if socket.state() != QLocalSocket.LocalSocketState.UnconnectedState:
             socket.waitForDisconnected(timeout_ms)
-        return ok
+        return SHOWN if ANSWER in answer else NO_ANSWER
 
     def _connection(self) -> None:
         server = self.server
@@ -114,7 +142,11 @@ class SingleInstance(QObject):
                 buf += bytes(s.readAll().data())
                 if MESSAGE.strip() in buf:
                     buf.clear()
-                    self.activated.emit()
+                    self.activated.emit()  # the window is shown by the connected slot
+                    s.write(ANSWER)
+                    s.flush()
+                elif len(buf) > 64:  # not one of ours
+                    s.abort()
 
             socket.readyRead.connect(read)
             socket.disconnected.connect(socket.deleteLater)

@@ -3,14 +3,22 @@ opens (so it always shows the current state; the vorta pattern)."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import TYPE_CHECKING
 
-from PySide6.QtGui import QAction
+from PySide6.QtCore import QEvent, QObject, QTimer
+from PySide6.QtGui import QAction, QGuiApplication
 from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from usepod_desktop.core.events import AgentState
-from usepod_desktop.gui.icons import state_icon, variant_for
+from usepod_desktop.gui.icons import state_icon, tray_variant
+
+_THEME_EVENTS = (
+    QEvent.Type.ApplicationPaletteChange,
+    QEvent.Type.PaletteChange,
+    QEvent.Type.ThemeChange,
+)
 
 if TYPE_CHECKING:
     from usepod_desktop.gui.controller import AppController
@@ -108,12 +116,36 @@ class TrayIcon(QSystemTrayIcon):
         self.icon_key: tuple[AgentState, str] | None = None
         controller.statusChanged.connect(self.refresh)
         self.activated.connect(self._activated)
+        self._watch_theme()
         self.refresh()
         self.rebuild_menu()  # a first menu, for platforms that show it without aboutToShow
 
+    def _watch_theme(self) -> None:
+        """Re-pick the icon variant when the theme changes, not only at the next state change:
+        Qt's colour-scheme signal, palette / theme change events to the application, and on
+        Windows a light 10 s poll of the taskbar's registry value (a taskbar-only switch in
+        Settings changes neither the app's palette nor its colour scheme)."""
+        app = QGuiApplication.instance()
+        if app is not None:
+            app.installEventFilter(self)
+        hints = QGuiApplication.styleHints()
+        if hasattr(hints, "colorSchemeChanged"):
+            hints.colorSchemeChanged.connect(self.refresh)
+        self._theme_poll: QTimer | None = None
+        if sys.platform == "win32":
+            self._theme_poll = QTimer(self)
+            self._theme_poll.setInterval(10_000)
+            self._theme_poll.timeout.connect(self.refresh)
+            self._theme_poll.start()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in _THEME_EVENTS:
+            QTimer.singleShot(0, self, self.refresh)  # after Qt has applied the new palette
+        return False
+
     def refresh(self) -> None:
         state = self.controller.state
-        variant = variant_for()
+        variant = tray_variant()
         if self.icon_key != (state, variant):
             self.icon_key = (state, variant)
             self.setIcon(state_icon(state, variant))
@@ -126,6 +158,15 @@ class TrayIcon(QSystemTrayIcon):
         """Detach the menu before the icon goes away: Qt must never see the menu deleted
         while the icon still points at it (Python may free the two in either order)."""
         self.hide()
+        app = QGuiApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self)
+        hints = QGuiApplication.styleHints()
+        if hasattr(hints, "colorSchemeChanged"):
+            with contextlib.suppress(RuntimeError, TypeError):
+                hints.colorSchemeChanged.disconnect(self.refresh)
+        if self._theme_poll is not None:
+            self._theme_poll.stop()
         self.setContextMenu(None)  # type: ignore[arg-type]
 
     def action(self, name: str) -> QAction | None:

@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -209,10 +208,10 @@ async def _headless(args: argparse.Namespace) -> int:
 
     agent.events.subscribe(show)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    from usepod_desktop.commands.run import install_stop_handlers
+
+    # also Windows: Ctrl-C / Ctrl-Break / closing the console stop gracefully
+    stop_handlers = install_stop_handlers(asyncio.get_running_loop(), stop)
     await agent.start()
     interval = float(getattr(args, "demo_interval", 5.0) or 5.0)
     session.start_demo_jobs(interval_s=interval)
@@ -222,7 +221,8 @@ async def _headless(args: argparse.Namespace) -> int:
         flush=True,
     )
     await stop.wait()
-    await agent.stop(grace=getattr(args, "grace", 5.0))
+    await agent.stop(grace=stop_handlers.grace(getattr(args, "grace", 5.0)))
     await session.stop()
     await asyncio.to_thread(ledger.close)
+    stop_handlers.stopped()
     return 0
