@@ -762,7 +762,9 @@ class _Run:
             self.add(s, "market", Status.WARN, "skipped: no advertised model to compare")
             return
         try:
-            market = await load_market(url=self.o.market_url, timeout=self.o.timeout)
+            market = await load_market(
+                url=self.o.market_url, timeout=self.o.timeout, now=self.o.now
+            )
         except MarketUnavailable as exc:
             self.add(
                 s,
