@@ -236,7 +236,7 @@ class _Run:
         action: Action | None = None,
     ) -> None:
         self.report.checks.append(
-            Check(section, name, status, sanitize(reason), sanitize(fix), action)
+            Check(section, sanitize(name, 160), status, sanitize(reason), sanitize(fix), action)
         )
 
     async def run(self) -> Report:
