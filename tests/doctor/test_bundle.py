@@ -13,8 +13,8 @@ import pytest
 from tests.doctor.test_checks import Rig, feeds, rig  # noqa: F401 - fixtures
 from usepod_desktop.cli import main
 from usepod_desktop.core import paths
-from usepod_desktop.core.config import BackendConfig, CoordinatorConfig
 from usepod_desktop.core.backends.openrouter import BASE_URL_ENV as OPENROUTER_BASE_URL_ENV
+from usepod_desktop.core.config import BackendConfig, CoordinatorConfig
 from usepod_desktop.core.doctor.bundle import redact_toml
 from usepod_desktop.core.logsetup import LOG_FILE_NAME
 from usepod_desktop.core.pairing import HOST_TOKEN_KEY
