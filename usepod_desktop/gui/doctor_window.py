@@ -77,6 +77,7 @@ class DoctorWindow(QWidget):
         self.tree.setRootIsDecorated(True)
         self.tree.setWordWrap(True)
         header = self.tree.header()
+        header.setStretchLastSection(False)
         header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
