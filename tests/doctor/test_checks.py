@@ -278,16 +278,32 @@ async def test_tls_certificate_error_is_named(rig: Rig, tmp_path: Path) -> None:
 async def test_proxy_in_use_is_reported_without_credentials(
     rig: Rig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rig.write(rig.base_config(coordinator=CoordinatorConfig("wss://coordinator.invalid/c")))
-    monkeypatch.setenv("HTTPS_PROXY", "http://alice:s3cretpw@127.0.0.1:3128")
+    import socket
+
+    # "DNS" for the coordinator's name answers 127.0.0.1 (no lookup leaves the machine)
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        return real("127.0.0.1" if host == "coordinator.example" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    closed = int(closed_port_url().rsplit(":", 1)[1].strip("/"))
+    rig.write(
+        rig.base_config(coordinator=CoordinatorConfig(f"wss://coordinator.example:{closed}/c"))
+    )
+    proxy_port = int(closed_port_url().rsplit(":", 1)[1].strip("/"))
+    monkeypatch.setenv("HTTPS_PROXY", f"http://alice:s3cretpw@127.0.0.1:{proxy_port}")
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
-    report = await rig.doctor(timeout=2.0)
-    proxy = by_name(report)["proxy"]
-    assert "through the proxy http://127.0.0.1:3128" in proxy.reason
+    report = await rig.doctor(timeout=3.0)
+    checks = by_name(report)
+    assert f"through the proxy http://127.0.0.1:{proxy_port}" in checks["proxy"].reason
     assert "s3cretpw" not in report.render() and "alice" not in report.render()
-    # behind a proxy a failing direct DNS lookup is only a warning
-    assert by_name(report)["DNS"].status == Status.WARN
+    assert checks["DNS"].reason == "coordinator.example -> 127.0.0.1"
+    # behind a proxy a refused direct connection is only a warning; the handshake goes
+    # through the proxy, which refuses here
+    assert checks["TCP"].status == Status.WARN
+    assert checks["handshake"].status == Status.FAIL
 
 
 async def test_configuration_and_identity_states(rig: Rig) -> None:
@@ -380,7 +396,7 @@ async def test_live_agent_is_used_instead_of_a_second_handshake(rig: Rig) -> Non
         report = await run_doctor(DoctorOptions(agent=agent, timeout=5.0))
         checks = by_name(report)
         assert checks["handshake"].status == Status.OK
-        assert checks["handshake"].reason.startswith("connected now; 1 session(s)")
+        assert checks["handshake"].reason.startswith("connected now, 1 session(s)")
         assert len(rig.coord.sessions) == connections  # no second authentication
         assert checks["live"].reason.startswith("0 running; last 60 s")
         await agent.pause()
@@ -452,3 +468,40 @@ def test_sanitize_removes_control_characters_credentials_and_cuts() -> None:
     assert sanitize("a\x00b\r\nc  d") == "a b c d"
     assert sanitize("see wss://bob:hunter22@h.example/x") == "see wss://h.example/x"
     assert len(sanitize("x" * 1000)) == 300
+
+
+def test_connection_history_counts_reconnects_in_the_last_hour() -> None:
+    from usepod_desktop.core.doctor.history import ConnectionHistory, format_duration
+    from usepod_desktop.core.events import AgentState, EventBus, StateChanged
+
+    now = [1000.0]
+
+    class FakeAgent:
+        state = AgentState.CONNECTING
+        events = EventBus()
+
+    agent = FakeAgent()
+    history = ConnectionHistory.attach(agent, clock=lambda: now[0])
+    assert history.connected_for() is None
+    agent.events.emit(StateChanged(AgentState.SERVING, "1 model(s) advertised"))
+    now[0] += 30
+    agent.events.emit(StateChanged(AgentState.PAUSED, "paused"))  # still connected
+    assert history.connected_for() == 30 and history.reconnects_last_hour() == 0
+    for _ in range(3):  # three drops, three reconnects
+        agent.events.emit(StateChanged(AgentState.OFFLINE, "connection lost"))
+        now[0] += 5
+        agent.events.emit(StateChanged(AgentState.SERVING, "back"))
+    assert history.reconnects_last_hour() == 3 and history.connected_for() == 0
+    now[0] += 3700
+    assert history.reconnects_last_hour() == 0
+    assert format_duration(history.connected_for() or 0) == "1 h 1 min"
+    history.detach()
+    agent.events.emit(StateChanged(AgentState.OFFLINE, "gone"))
+    assert history.connected_since is not None  # detached: no longer updated
+
+
+async def test_skip_handshake_does_not_authenticate(rig: Rig) -> None:
+    before = len(rig.coord.sessions)
+    checks = by_name(await rig.doctor(handshake=False))
+    assert checks["handshake"].reason == "skipped (--skip-handshake)"
+    assert len(rig.coord.sessions) == before

@@ -62,7 +62,8 @@ def test_diagnose_from_the_tray_shows_every_check_with_fix_buttons(
     assert window is not None and window.isVisible()
     rig.until(lambda: window.report is not None and not window.running, 20, "the checks")
     rows = _rows(window)
-    assert rows["handshake"][0] == "OK" and rows["handshake"][1].startswith("connected now")
+    assert rows["handshake"][0] == "OK" and rows["handshake"][1].startswith("connected now, for ")
+    assert "0 reconnect(s) in the last hour" in rows["handshake"][1]
     assert len(rig.coordinator.sessions) == connections  # the live link, no second auth
     assert rows["alpha"][0] == "FAIL" and "above the cap" in rows["alpha"][1]
     assert rows["beta"][0] == "OK" and "at 50% of the cap" in rows["beta"][1]

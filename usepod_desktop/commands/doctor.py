@@ -37,6 +37,12 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "agent.toml and the last log lines with secrets removed, ledger counts)",
     )
     p.add_argument("--no-update-check", action="store_true", help="do not ask the release feed")
+    p.add_argument(
+        "--skip-handshake",
+        action="store_true",
+        help="do not authenticate to the coordinator (the test connection uses this computer's "
+        "identity for a moment; skip it while a headless agent with the same identity serves)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
         config_path=args.config,
         allow_insecure=bool(args.allow_insecure),
         check_updates=not args.no_update_check,
+        handshake=not args.skip_handshake,
     )
     report = asyncio.run(run_doctor(options))
     if args.json:

@@ -22,6 +22,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QSystemTrayIcon, QWidget
 
 from usepod_desktop.core import paths
+from usepod_desktop.core.doctor.history import ConnectionHistory
 from usepod_desktop.core.errors import ConfigError, UserFacingError
 from usepod_desktop.core.events import AgentState, JobFinished
 from usepod_desktop.gui import tasks
@@ -144,6 +145,8 @@ class AppController(QObject):
         self._log_view: LogViewer | None = None
         self._dashboard: DashboardWindow | None = None
         self._doctor: DoctorWindow | None = None
+        #: Connected since / reconnects, for the Diagnose window.
+        self.connection_history: ConnectionHistory | None = None
         from usepod_desktop.gui.update_check import UpdateWatcher
 
         #: The periodic update check ("Update available" in the tray menu).
@@ -199,11 +202,15 @@ class AppController(QObject):
     def set_agent(self, agent: Agent | None) -> None:
         """Show this agent (None: none, e.g. not paired yet)."""
         self.agent = agent
+        if self.connection_history is not None:
+            self.connection_history.detach()
+        self.connection_history = None
         if agent is None:
             self.bridge.detach()
         else:
             self.bridge.attach(agent.events)
             self._attach_ledger(agent)
+            self.connection_history = ConnectionHistory.attach(agent)
         self.agentChanged.emit()
         self.statusChanged.emit()
 

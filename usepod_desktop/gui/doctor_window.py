@@ -113,6 +113,7 @@ class DoctorWindow(QWidget):
             config_path=c.options.config,
             allow_insecure=c.options.allow_insecure or c.prefs.allow_insecure,
             agent=agent,
+            history=c.connection_history if agent is not None else None,
             check_updates=c.prefs.update_check_enabled,
         )
 

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
     from usepod_desktop.core.config import Config
     from usepod_desktop.core.discovery import DiscoveryResult
+    from usepod_desktop.core.doctor.history import ConnectionHistory
     from usepod_desktop.core.doctor.market import MarketPrices
 
 __all__ = [
@@ -156,6 +157,11 @@ class DoctorOptions:
     allow_insecure: bool = False
     #: A running agent (the GUI's): its live state replaces a second authentication.
     agent: Agent | None = None
+    #: The agent's connection history (connected for how long, reconnects in the last hour).
+    history: ConnectionHistory | None = None
+    #: Authenticate once to the coordinator when there is no live agent (`--skip-handshake`:
+    #: no; a second session with the same identity may replace a running agent's session).
+    handshake: bool = True
     timeout: float = NETWORK_TIMEOUT_S
     market_url: str | None = None
     #: Ask the release feed (the cached answer is used when it is less than a day old).
@@ -502,6 +508,9 @@ class _Run:
         if self.identity is None:
             self.add(s, "handshake", Status.WARN, "skipped: no identity to authenticate with")
             return
+        if not self.o.handshake:
+            self.add(s, "handshake", Status.OK, "skipped (--skip-handshake)")
+            return
         assert self.config is not None
         try:
             provider_id = await handshake(
@@ -547,19 +556,31 @@ class _Run:
         )
 
     def _live_link(self, s: str, link: Any) -> None:
+        from usepod_desktop.core.doctor.history import format_duration
         from usepod_desktop.core.link import LinkState
 
         status = link.status
         reconnects = max(0, int(link.sessions) - 1)
+        history = self.o.history
         if link.connected:
             self.connected = True
-            self.add(
-                s,
-                "handshake",
-                Status.OK,
-                f"connected now; {link.sessions} session(s) since start "
-                f"({reconnects} reconnect(s))",
-            )
+            detail = f"{link.sessions} session(s) since start ({reconnects} reconnect(s))"
+            since = history.connected_for() if history is not None else None
+            if history is not None and since is not None:
+                detail = (
+                    f"for {format_duration(since)}; {history.reconnects_last_hour()} "
+                    f"reconnect(s) in the last hour"
+                )
+            self.add(s, "handshake", Status.OK, f"connected now, {detail}")
+            if history is not None and history.reconnects_last_hour() >= 3:
+                self.add(
+                    s,
+                    "stability",
+                    Status.WARN,
+                    f"{history.reconnects_last_hour()} reconnects in the last hour: jobs "
+                    "running at a drop are lost",
+                    "check the network (Wi-Fi, sleep settings, a proxy closing idle connections)",
+                )
         elif status.state == LinkState.AUTH_FAILED or link.last_auth_failure:
             self.connected = False
             self.add(
