@@ -505,3 +505,23 @@ async def test_skip_handshake_does_not_authenticate(rig: Rig) -> None:
     checks = by_name(await rig.doctor(handshake=False))
     assert checks["handshake"].reason == "skipped (--skip-handshake)"
     assert len(rig.coord.sessions) == before
+
+
+async def test_unpaired_with_an_enrollment_code_does_not_spend_it(rig: Rig) -> None:
+    rig.key_path.unlink()
+    fresh = identity_mod.create(rig.key_path)  # unknown to the coordinator
+    rig.coord.require_enrollment_code = "CODE-1234"
+    rig.write(
+        rig.base_config(coordinator=CoordinatorConfig(rig.coord.url, enrollment_code="CODE-1234"))
+    )
+    before = len(rig.coord.sessions)
+    checks = by_name(await rig.doctor())
+    assert checks["paired"].status == Status.WARN
+    assert checks["handshake"].status == Status.WARN
+    assert checks["handshake"].reason.startswith("skipped: not paired yet")
+    assert len(rig.coord.sessions) == before
+    assert fresh.public_key_b64 not in rig.coord.provider_ids
+    # without a code, the attempt shows the coordinator's reason
+    rig.write(rig.base_config())
+    checks = by_name(await rig.doctor())
+    assert checks["handshake"].reason == "auth_failed: enrollment code required"

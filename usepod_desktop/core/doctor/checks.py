@@ -512,11 +512,23 @@ class _Run:
             self.add(s, "handshake", Status.OK, "skipped (--skip-handshake)")
             return
         assert self.config is not None
+        if not getattr(self.identity, "provider_id", None) and (
+            self.config.coordinator.enrollment_code
+        ):
+            # the test connection must not spend the enrollment code: the agent pairs with it
+            self.add(
+                s,
+                "handshake",
+                Status.WARN,
+                "skipped: not paired yet; the agent pairs with the enrollment code on its first "
+                "connection",
+                "start the agent (usepod-desktop run or the app)",
+            )
+            return
         try:
             provider_id = await handshake(
                 self.config.coordinator.url,
                 self.identity,
-                enrollment_code=self.config.coordinator.enrollment_code,
                 allow_insecure=self.o.allow_insecure,
                 timeout=self.o.timeout,
             )
@@ -990,12 +1002,12 @@ async def handshake(
     url: str,
     identity: Any,
     *,
-    enrollment_code: str | None = None,
     allow_insecure: bool = False,
     timeout: float = NETWORK_TIMEOUT_S,  # noqa: ASYNC109 - also the connect timeout
 ) -> str | None:
     """One real authentication (PROTOCOL: auth_challenge -> auth_response -> auth_ok), closed
-    right after the answer. Returns the provider id; raises HandshakeRejected / HandshakeBroken."""
+    right after the answer, never with an enrollment code (it must not pair or spend a code).
+    Returns the provider id; raises HandshakeRejected / HandshakeBroken."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
@@ -1025,13 +1037,9 @@ async def handshake(
                     break
                 if not isinstance(frame, protocol.UnknownFrame):
                     raise HandshakeBroken(f"expected auth_challenge, got {type(frame).__name__}")
-            code = enrollment_code if not identity.provider_id else None
             await ws.send(
                 protocol.auth_response(
-                    identity.public_key_b64,
-                    identity.sign_b64(frame.nonce),
-                    PROTOCOL_VERSION,
-                    code,
+                    identity.public_key_b64, identity.sign_b64(frame.nonce), PROTOCOL_VERSION
                 )
             )
             while True:
