@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtWidgets import QApplication, QFileDialog, QMessageBox
+from PySide6.QtWidgets import QApplication, QCheckBox, QFileDialog, QMessageBox
 
 from tests.doctor.feeds import FeedServer, feed_server
 from tests.gui.conftest import Rig
@@ -169,3 +169,13 @@ def test_menu_without_update_has_no_update_entry(rig: Rig) -> None:
     assert find_action(menu, "action_update") is None
     assert find_action(menu, "action_diagnose") is not None
     menu.deleteLater()
+
+
+def test_update_check_switch_is_in_settings_app_tab(rig: Rig) -> None:
+    settings = rig.controller.open_settings("app")
+    assert settings is not None
+    box = settings.findChild(QCheckBox, UPDATE_CHECK_KEY)
+    assert box is not None and box.isChecked()
+    box.setChecked(False)
+    assert Prefs().update_check_enabled is False
+    assert rig.controller.prefs.update_check_enabled is False

@@ -1005,7 +1005,7 @@ async def handshake(
     allow_insecure: bool = False,
     timeout: float = NETWORK_TIMEOUT_S,  # noqa: ASYNC109 - also the connect timeout
 ) -> str | None:
-    """One real authentication (PROTOCOL: auth_challenge -> auth_response -> auth_ok), closed
+    """One real authentication (auth_challenge -> signed auth_response -> auth_ok), closed
     right after the answer, never with an enrollment code (it must not pair or spend a code).
     Returns the provider id; raises HandshakeRejected / HandshakeBroken."""
     from websockets.asyncio.client import connect
