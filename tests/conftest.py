@@ -57,6 +57,9 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("USEPOD_LOG_DIR", str(home / "log"))
     for name in ("OPENROUTER_API_KEY", "VENICE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
+    # the update check and the doctor's market price list never leave the machine in tests
+    monkeypatch.setenv("USEPOD_UPDATE_FEED_URL", "http://127.0.0.1:9/no-release-feed-in-tests")
+    monkeypatch.setenv("USEPOD_MARKET_PRICES_URL", "http://127.0.0.1:9/no-price-list-in-tests")
     return home
 
 

@@ -28,6 +28,8 @@ COMMANDS: tuple[str, ...] = (
     "earnings",
     "autostart",
     "service",
+    "doctor",
+    "upgrade",
     "version",
 )
 

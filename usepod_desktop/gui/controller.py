@@ -22,6 +22,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QSystemTrayIcon, QWidget
 
 from usepod_desktop.core import paths
+from usepod_desktop.core.doctor.history import ConnectionHistory
 from usepod_desktop.core.errors import ConfigError, UserFacingError
 from usepod_desktop.core.events import AgentState, JobFinished
 from usepod_desktop.gui import tasks
@@ -35,6 +36,7 @@ from usepod_desktop.gui.widgets import APP_TITLE
 if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
     from usepod_desktop.gui.dashboard import DashboardWindow
+    from usepod_desktop.gui.doctor_window import DoctorWindow
     from usepod_desktop.gui.logview import LogViewer
     from usepod_desktop.gui.mainwindow import StatusWindow
     from usepod_desktop.gui.settings import SettingsWindow
@@ -142,6 +144,14 @@ class AppController(QObject):
         self._test_job: TestJobDialog | None = None
         self._log_view: LogViewer | None = None
         self._dashboard: DashboardWindow | None = None
+        self._doctor: DoctorWindow | None = None
+        #: Connected since / reconnects, for the Diagnose window.
+        self.connection_history: ConnectionHistory | None = None
+        from usepod_desktop.gui.update_check import UpdateWatcher
+
+        #: The periodic update check ("Update available" in the tray menu).
+        self.updates = UpdateWatcher(self.prefs, parent=self)
+        self.updates.changed.connect(self.statusChanged)
         self._autostart_on: bool | None = None
         self.stopping = False
         self._quit = asyncio.Event()
@@ -192,11 +202,15 @@ class AppController(QObject):
     def set_agent(self, agent: Agent | None) -> None:
         """Show this agent (None: none, e.g. not paired yet)."""
         self.agent = agent
+        if self.connection_history is not None:
+            self.connection_history.detach()
+        self.connection_history = None
         if agent is None:
             self.bridge.detach()
         else:
             self.bridge.attach(agent.events)
             self._attach_ledger(agent)
+            self.connection_history = ConnectionHistory.attach(agent)
         self.agentChanged.emit()
         self.statusChanged.emit()
 
@@ -213,6 +227,7 @@ class AppController(QObject):
         self.options = options
         self.sandbox = options.sandbox
         self.set_problem(AgentState.CONNECTING, "starting")
+        self.updates.start()
         try:
             if options.sandbox:
                 agent = await self._sandbox_agent(options)
@@ -386,6 +401,28 @@ class AppController(QObject):
         show_window(self._dashboard)
         return self._dashboard
 
+    def open_doctor(self) -> DoctorWindow:
+        """The Diagnose window ("why am I not earning?"): runs the checks each time it opens."""
+        from usepod_desktop.gui.doctor_window import DoctorWindow
+
+        if self._doctor is None:
+            self._doctor = DoctorWindow(self)
+        self._doctor.run_checks()
+        show_window(self._doctor)
+        return self._doctor
+
+    def show_update(self) -> None:
+        """What the tray's "Update available" entry shows: the versions and what to do."""
+        info = self.updates.available
+        if info is None:
+            return
+        show_message(
+            None,
+            "Update available",
+            f"usepod-desktop {info.newest} is available (you run {info.current}).\n\n"
+            f"To upgrade, {info.how_to_upgrade()}.\nNothing is installed automatically.",
+        )
+
     def open_log_view(self) -> LogViewer:
         from usepod_desktop.gui.logview import LogViewer
 
@@ -473,10 +510,17 @@ class AppController(QObject):
         self.stopping = True
         self.notifier.suspend()
         self._ledger_timer.stop()
+        self.updates.stop()
         if self._tray_watch is not None:
             self._tray_watch.stop()
         try:
-            for window in (self._settings, self._test_job, self._log_view, self._dashboard):
+            for window in (
+                self._settings,
+                self._test_job,
+                self._log_view,
+                self._dashboard,
+                self._doctor,
+            ):
                 if window is not None:
                     window.close()
             if self._test_job is not None:

@@ -17,11 +17,18 @@ ORGANIZATION = "Use Pod"
 APPLICATION = "usepod-desktop"
 FILE_NAME = "gui.ini"
 
+#: The periodic update check's switch (it only reads the release feed, never installs).
+UPDATE_CHECK_KEY = "updates/check"
+
 #: Notification switches: key -> (label in the settings window, default).
 NOTIFICATIONS: dict[str, tuple[str, bool]] = {
     "notify/disconnect": ("Lost connection to the coordinator (after 10 s offline)", True),
     "notify/backend": ("A backend goes down or comes back", True),
     "notify/pairing": ("Pairing completed", True),
+    UPDATE_CHECK_KEY: (
+        'New release: check once a day and show "Update available" in the tray',
+        True,
+    ),
 }
 
 
@@ -39,6 +46,10 @@ class Prefs:
             raise KeyError(key)
         self.qsettings.setValue(key, on)
         self.qsettings.sync()
+
+    @property
+    def update_check_enabled(self) -> bool:
+        return self.notify_enabled(UPDATE_CHECK_KEY)
 
     @property
     def allow_insecure(self) -> bool:

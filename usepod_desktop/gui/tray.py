@@ -48,6 +48,14 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
 
     add("action_status", controller.status_text(), enabled=False)
     add("action_figures", controller.figures_text(), enabled=False)
+    update = controller.updates.available
+    if update is not None:
+        add(
+            "action_update",
+            f"Update available: {update.newest}…",
+            controller.show_update,
+            tip="Shows what to run or download; nothing is installed automatically",
+        )
     menu.addSeparator()
     if controller.needs_pairing:
         add("action_pair", "Pair this computer…", lambda: controller.open_pairing())
@@ -79,6 +87,12 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
         tip=not_ready,
     )
     add("action_dashboard", "Earnings dashboard…", controller.open_dashboard)
+    add(
+        "action_diagnose",
+        "Diagnose…",
+        lambda: controller.open_doctor(),
+        tip="Why am I not earning? Every check with a reason and a fix",
+    )
     add("action_log_view", "View log…", lambda: controller.open_log_view())
     add("action_log_folder", "Open log folder", lambda: controller.open_log_folder())
     menu.addSeparator()
