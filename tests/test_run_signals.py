@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from usepod_desktop.commands import run as run_cmd
+from usepod_desktop.core import stopping
 
 
 class NoSignalLoop(asyncio.SelectorEventLoop):
@@ -39,7 +39,7 @@ def test_without_loop_signal_handlers_ctrl_c_still_stops_gracefully(restore_sign
         stop = asyncio.Event()
 
         async def main() -> bool:
-            run_cmd.install_stop_handlers(asyncio.get_running_loop(), stop, platform="linux")
+            stopping.install_stop_handlers(asyncio.get_running_loop(), stop, platform="linux")
             os.kill(os.getpid(), signal.SIGINT)  # a real Ctrl-C
             await asyncio.wait_for(stop.wait(), 5)
             return stop.is_set()
@@ -62,19 +62,19 @@ def test_console_close_stops_and_waits_for_the_stop_to_finish() -> None:
         returned: list[tuple[bool, float]] = []
 
         async def main() -> None:
-            handlers = run_cmd.install_stop_handlers(
+            handlers = stopping.install_stop_handlers(
                 asyncio.get_running_loop(), stop, platform="win32", register_console=register
             )
             assert registered == [handlers.console_event]
             started = time.monotonic()
 
             def windows_thread() -> None:  # Windows calls the routine on a new thread
-                returned.append((registered[0](run_cmd.CTRL_CLOSE_EVENT), time.monotonic()))
+                returned.append((registered[0](stopping.CTRL_CLOSE_EVENT), time.monotonic()))
 
             thread = threading.Thread(target=windows_thread)
             thread.start()
             await asyncio.wait_for(stop.wait(), 5)
-            assert handlers.hurry and handlers.grace(10.0) == run_cmd.CONSOLE_CLOSE_GRACE_S
+            assert handlers.hurry and handlers.grace(10.0) == stopping.CONSOLE_CLOSE_GRACE_S
             await asyncio.sleep(0.3)  # the graceful stop at work
             assert returned == []  # still blocked: returning would let Windows end us now
             handlers.stopped()
@@ -91,10 +91,10 @@ def test_ctrl_break_stops_without_hurrying() -> None:
     loop = asyncio.new_event_loop()
     try:
         stop = asyncio.Event()
-        handlers = run_cmd.StopHandlers(loop, stop)
+        handlers = stopping.StopHandlers(loop, stop)
 
         async def main() -> None:
-            assert await asyncio.to_thread(handlers.console_event, run_cmd.CTRL_BREAK_EVENT)
+            assert await asyncio.to_thread(handlers.console_event, stopping.CTRL_BREAK_EVENT)
             await asyncio.wait_for(stop.wait(), 5)
 
         loop.run_until_complete(main())

@@ -106,5 +106,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def gui_main(argv: Sequence[str] | None = None) -> int:
+    """`usepod-desktop-gui` (`[project.gui-scripts]`): the tray app with the usual global flags,
+    started without a console on Windows. A subcommand is refused: `usepod-desktop-gui run`
+    would be a headless agent with no window nobody could see or stop."""
+    args = build_parser().parse_args(argv)
+    if args.command is not None:
+        print(
+            f"usepod-desktop-gui starts the tray app only; use `usepod-desktop {args.command}`",
+            file=sys.stderr,
+        )
+        return 2
+    from usepod_desktop.commands import gui
+
+    return gui.run(args)
+
+
 if __name__ == "__main__":
     sys.exit(main())

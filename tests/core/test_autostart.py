@@ -386,13 +386,12 @@ def test_the_gui_script_refuses_subcommands(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`usepod-desktop-gui run` would be an invisible headless agent without a console."""
-    from usepod_desktop.gui import app
+    from usepod_desktop import cli
+    from usepod_desktop.commands import gui
 
     started: list[object] = []
-    monkeypatch.setattr(app, "main", started.append)
-    monkeypatch.setattr(sys, "argv", ["usepod-desktop-gui", "run"])
-    assert app.gui_script() == 2
+    monkeypatch.setattr(gui, "run", started.append)
+    assert cli.gui_main(["run"]) == 2
     assert "use `usepod-desktop run`" in capsys.readouterr().err
-    monkeypatch.setattr(sys, "argv", ["usepod-desktop-gui", "--sandbox"])
-    app.gui_script()
+    cli.gui_main(["--sandbox"])
     assert len(started) == 1 and started[0].sandbox is True  # type: ignore[attr-defined]

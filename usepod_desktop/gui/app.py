@@ -380,19 +380,3 @@ def _refresh_autostart() -> None:
             log.info("start at login now points at this program")
     except Exception:
         log.exception("could not check the start-at-login entry")
-
-
-def gui_script() -> int:
-    """`usepod-desktop-gui` (`[project.gui-scripts]`): the tray app with the usual global flags,
-    started without a console on Windows. A subcommand is refused: `usepod-desktop-gui run`
-    would be a headless agent with no window nobody could see or stop."""
-    from usepod_desktop.cli import build_parser
-
-    args = build_parser().parse_args(sys.argv[1:])
-    if args.command is not None:
-        print(
-            f"usepod-desktop-gui starts the tray app only; use `usepod-desktop {args.command}`",
-            file=sys.stderr,
-        )
-        return 2
-    return main(args)

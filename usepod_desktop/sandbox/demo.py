@@ -208,7 +208,7 @@ async def _headless(args: argparse.Namespace) -> int:
 
     agent.events.subscribe(show)
     stop = asyncio.Event()
-    from usepod_desktop.commands.run import install_stop_handlers
+    from usepod_desktop.core.stopping import install_stop_handlers
 
     # also Windows: Ctrl-C / Ctrl-Break / closing the console stop gracefully
     stop_handlers = install_stop_handlers(asyncio.get_running_loop(), stop)
