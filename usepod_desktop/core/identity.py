@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from usepod_desktop.core.config import atomic_write_text
 from usepod_desktop.core.errors import IdentityError
 from usepod_desktop.core.fs import restrict_to_owner
+from usepod_desktop.core.text import safe_remote_text
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,36 @@ FORMAT_VERSION = 1
 HEADER = "-----BEGIN USEPOD AGENT KEY-----"
 FOOTER = "-----END USEPOD AGENT KEY-----"
 NEWLINE = "\n"
+#: Longest provider id stored (the coordinator's are UUIDs: 36 characters).
+MAX_PROVIDER_ID_CHARS = 128
+
+
+def validate_provider_id(value: object) -> str:
+    """`value` if it is a usable provider id, else :class:`IdentityError` (one line, the
+    value escaped and shortened).
+
+    A provider id comes from the network (`auth_ok`, the pairing `active` answer) and is
+    written into the identity file, one `key: value` per line. It must therefore be an
+    opaque single-line token: 1 to 128 printable characters, no whitespace, no control or
+    invisible formatting character and nothing ``str.splitlines()`` splits on (U+2028,
+    U+0085, ...). Anything else could add `secret:` / `public:` lines to the file."""
+    if not isinstance(value, str):
+        raise IdentityError(f"provider_id must be a string, got {type(value).__name__}")
+    if not value:
+        raise IdentityError("provider_id is empty")
+    if len(value) > MAX_PROVIDER_ID_CHARS:
+        raise IdentityError(
+            f"provider_id is {len(value)} characters long (at most {MAX_PROVIDER_ID_CHARS}): "
+            f"{safe_remote_text(value, 60)}"
+        )
+    if not value.isprintable() or any(c.isspace() for c in value):
+        raise IdentityError(
+            "provider_id must be one printable token without spaces or line breaks, got "
+            f"'{safe_remote_text(value, 60)}'"
+        )
+    if len(value.splitlines()) != 1 or value.strip() != value:
+        raise IdentityError(f"provider_id has a line break: '{safe_remote_text(value, 60)}'")
+    return value
 
 
 @dataclass(slots=True)
@@ -68,12 +99,16 @@ class Identity:
         return base64.b64encode(self.sign(message)).decode("ascii")
 
     def set_provider_id(self, provider_id: str) -> bool:
-        """Record the coordinator-assigned id in the file. Returns True when the file changed."""
+        """Record the coordinator-assigned id in the file. Returns True when the file changed.
+
+        Raises :class:`IdentityError` (nothing written) for an id that is not a single-line
+        token (:func:`validate_provider_id`)."""
+        validate_provider_id(provider_id)
         if provider_id == self.provider_id:
             return False
         self.provider_id = provider_id
         atomic_write_text(self.path, self._with_provider_id(provider_id), owner_only=True)
-        log.info("provider id %s saved to %s", provider_id, self.path)
+        log.info("provider id %s saved to %s", safe_remote_text(provider_id), self.path)
         return True
 
     def _with_provider_id(self, provider_id: str) -> str:
@@ -215,7 +250,14 @@ def _parse(raw: str, path: Path) -> dict[str, str]:
         key, sep, value = line.partition(":")
         if not sep:
             raise IdentityError(f"identity file {path}: malformed line (expected 'key: value')")
-        fields[key.strip()] = value.strip()
+        name = key.strip()
+        if name in fields:
+            # The last one winning would let an injected line replace the key.
+            raise IdentityError(
+                f"identity file {path}: duplicate field '{safe_remote_text(name, 40)}'; "
+                "refusing to load"
+            )
+        fields[name] = value.strip()
     for required in ("version", "created", "secret", "public"):
         if required not in fields:
             raise IdentityError(f"identity file {path}: missing field '{required}'")

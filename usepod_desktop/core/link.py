@@ -31,9 +31,11 @@ from websockets.protocol import State
 from usepod_desktop import PROTOCOL_VERSION
 from usepod_desktop.core import protocol
 from usepod_desktop.core.backoff import Backoff
+from usepod_desktop.core.errors import IdentityError
 from usepod_desktop.core.executor import Executor
-from usepod_desktop.core.identity import Identity
+from usepod_desktop.core.identity import Identity, validate_provider_id
 from usepod_desktop.core.stats import JobStats
+from usepod_desktop.core.text import safe_remote_text
 
 log = logging.getLogger(__name__)
 
@@ -283,10 +285,16 @@ class Link:
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                 provider_id = await self._handshake(ws)
             if provider_id and provider_id != self.identity.provider_id:
-                if self.on_provider_id is not None:
-                    await self.on_provider_id(provider_id)
+                try:
+                    validate_provider_id(provider_id)
+                except IdentityError as exc:  # logged and ignored: the session goes on
+                    log.warning("coordinator sent an unusable provider id, not saved: %s", exc)
+                    provider_id = self.identity.provider_id
                 else:
-                    await asyncio.to_thread(self.identity.set_provider_id, provider_id)
+                    if self.on_provider_id is not None:
+                        await self.on_provider_id(provider_id)
+                    else:
+                        await asyncio.to_thread(self.identity.set_provider_id, provider_id)
             frame = await self.capabilities()
             self._ws = ws
             await ws.send(frame)
@@ -316,7 +324,7 @@ class Link:
         )
         answer = await self._expect(ws, protocol.AuthOk, protocol.AuthFailed)
         if isinstance(answer, protocol.AuthFailed):
-            raise AuthRejected(answer.reason)
+            raise AuthRejected(safe_remote_text(answer.reason))
         assert isinstance(answer, protocol.AuthOk)
         self.last_auth_failure = None
         return answer.provider_id or self.identity.provider_id

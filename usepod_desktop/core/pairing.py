@@ -37,6 +37,7 @@ import email.utils
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -53,7 +54,11 @@ from usepod_desktop import PROTOCOL_VERSION, __version__
 from usepod_desktop.core import identity as identity_mod
 from usepod_desktop.core import paths
 from usepod_desktop.core.backends.base import one_line
-from usepod_desktop.core.backends.openai_compat import connect_failure_text
+from usepod_desktop.core.backends.openai_compat import (
+    BodyTooLarge,
+    connect_failure_text,
+    read_limited,
+)
 from usepod_desktop.core.backoff import Backoff
 from usepod_desktop.core.config import (
     MAX_CONCURRENT_RANGE,
@@ -69,11 +74,17 @@ from usepod_desktop.core.config import (
     parse_config,
 )
 from usepod_desktop.core.discovery import ProbeResult, probe_local
-from usepod_desktop.core.errors import ConfigError, SecretStoreError, UserFacingError
+from usepod_desktop.core.errors import (
+    ConfigError,
+    IdentityError,
+    SecretStoreError,
+    UserFacingError,
+)
 from usepod_desktop.core.identity import Identity
 from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.secrets import SERVICE, SecretStore
+from usepod_desktop.core.text import safe_remote_text
 
 __all__ = [
     "BACKEND_HINTS",
@@ -127,6 +138,12 @@ FALLBACK_MAX_CONCURRENT = 4
 #: HTTP statuses that mean "the coordinator is there but not now" (deploys, rate limits).
 TRANSIENT_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_ERROR_BODY = 300
+#: What a pair code may look like (the coordinator's are `ABCD-2345`): shown to the operator
+#: as is, so nothing else gets through (no terminal escapes, no markup).
+_PAIR_CODE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{2,30})[A-Za-z0-9]")
+_MAX_POLL_TOKEN = 4096
+#: Largest issue/poll answer read (a poll answer lists the approved models): 1 MiB.
+MAX_ANSWER_BYTES = 1024 * 1024
 #: The coordinator's `Date` header (1 s resolution) is used only when our clock is further off.
 _MAX_CLOCK_SKEW = timedelta(seconds=5)
 
@@ -450,6 +467,10 @@ def parse_activation(body: Mapping[str, Any]) -> Activation:
     register_secret(token)
     if not isinstance(provider_id, str) or not provider_id.strip():
         raise PairingError("the coordinator's `active` answer has no provider_id")
+    try:  # it goes into the identity file: one printable token, nothing else
+        identity_mod.validate_provider_id(provider_id.strip())
+    except IdentityError as exc:
+        raise PairingError(f"the coordinator's `active` answer: {exc}") from None
     raw = body.get("model_config")
     models: dict[str, ActivatedModel] = {}
     warnings: list[str] = []
@@ -634,25 +655,38 @@ class PairingFlow:
 
     async def _post(self, client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> _Answer:
         what = f"POST {path}"
+        content = b""
         try:
-            response = await client.post(self.base + path, json=body)
-        except httpx.TimeoutException:
+            # Bounded in time (the whole answer) and size (read in chunks, never whole).
+            async with (
+                asyncio.timeout(self.request_timeout),
+                client.stream("POST", self.base + path, json=body) as response,
+            ):
+                if response.status_code in TRANSIENT_STATUSES:
+                    status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
+                    raise _Unreachable(status)
+                if response.is_success:
+                    content = await read_limited(response, MAX_ANSWER_BYTES)
+                else:
+                    with contextlib.suppress(BodyTooLarge):
+                        content = await read_limited(response, _MAX_ERROR_BODY)
+        except (TimeoutError, httpx.TimeoutException):
             raise _Unreachable("no answer (timed out)") from None
         except httpx.TransportError as exc:
             raise _Unreachable(connect_failure_text(exc)) from None
-        if response.status_code in TRANSIENT_STATUSES:
-            raise _Unreachable(f"HTTP {response.status_code} {response.reason_phrase}".strip())
+        except BodyTooLarge as exc:
+            raise PairingError(f"the coordinator's answer to {what} is too large: {exc}") from None
         if not response.is_success:
             status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
             raise PairingError(
-                f"the coordinator answered {status} to {what}{_error_detail(response)}"
+                f"the coordinator answered {status} to {what}{_error_detail(content)}"
             )
         try:
-            parsed = json.loads(response.content)
+            parsed = json.loads(content)
         except ValueError:
             raise PairingError(
                 f"the coordinator's answer to {what} is not JSON "
-                f"({_snippet(response.content) or 'empty body'})"
+                f"({_snippet(content) or 'empty body'})"
             ) from None
         if not isinstance(parsed, dict):
             raise PairingError(
@@ -712,6 +746,16 @@ class PairingFlow:
             if not isinstance(value, str) or not value.strip():
                 raise PairingError(f"the coordinator's answer to POST {ISSUE_PATH} has no {name}")
         assert isinstance(pair_code, str) and isinstance(poll_token, str)
+        if not _PAIR_CODE.fullmatch(pair_code.strip()):
+            raise PairingError(
+                f"the coordinator's answer to POST {ISSUE_PATH} has an invalid pair_code "
+                f"'{safe_remote_text(pair_code, 40)}' (expected 4 to 32 letters, digits or dashes)"
+            )
+        if len(poll_token) > _MAX_POLL_TOKEN:
+            raise PairingError(
+                f"the coordinator's answer to POST {ISSUE_PATH} has a poll_token of "
+                f"{len(poll_token)} characters (at most {_MAX_POLL_TOKEN})"
+            )
         register_secret(poll_token)  # whoever has it collects the host token
         now = self.wall_clock()
         if answer.server_time is not None and abs(answer.server_time - now) > _MAX_CLOCK_SKEW:
@@ -867,11 +911,17 @@ class PairingFlow:
         if not self.identity_is_new:
             try:
                 identity.set_provider_id(provider_id)
+            except IdentityError as exc:
+                raise PairingError(f"not saving the identity: {exc}") from None
             except OSError as exc:
                 raise PairingError(
                     f"cannot save the provider id in {identity.path}: {exc.strerror}"
                 ) from None
             return
+        try:
+            identity_mod.validate_provider_id(provider_id)
+        except IdentityError as exc:
+            raise PairingError(f"not saving the identity: {exc}") from None
         identity.provider_id = provider_id
         try:
             identity.path.parent.mkdir(parents=True, exist_ok=True)
@@ -913,9 +963,8 @@ def _snippet(content: bytes) -> str:
     return one_line(content[:_MAX_ERROR_BODY].decode("utf-8", "replace"), 80)
 
 
-def _error_detail(response: httpx.Response) -> str:
+def _error_detail(content: bytes) -> str:
     """`: <message>` from a JSON error body (`error`, `message`, `detail`), else a snippet."""
-    content = response.content
     if not content.strip():
         return ""
     try:
