@@ -46,7 +46,13 @@ from usepod_desktop.core.backends.base import (
     UpstreamPrice,
     one_line,
 )
-from usepod_desktop.core.backends.openai_compat import PROBE_TIMEOUT, local_base_url
+from usepod_desktop.core.backends.openai_compat import (
+    MAX_MODELS_BODY,
+    PROBE_TIMEOUT,
+    BodyTooLarge,
+    local_base_url,
+    read_limited,
+)
 from usepod_desktop.core.backends.openrouter import OpenRouterBackend
 from usepod_desktop.core.backends.registry import build_backend
 from usepod_desktop.core.backends.venice import VeniceBackend
@@ -79,6 +85,8 @@ ReportStatus = Literal["ok", "unreachable", "loading", "no_key", "error"]
 PROBE_PORTS: dict[str, int] = {k: KINDS[k].default_port or 0 for k in LOCAL_KINDS}
 #: The reference probes `localhost`, and pairing writes the URLs it finds into agent.toml.
 PROBE_HOST = "localhost"
+#: Largest model list a local probe reads (then it stops reading and skips that port).
+MAX_PROBE_BODY = MAX_MODELS_BODY
 
 _BASE_URL_ENVS = {cls.kind: cls.base_url_env for cls in (OpenRouterBackend, VeniceBackend)}
 
@@ -495,12 +503,15 @@ async def _probe_one(
     spec = KINDS.get(kind)  # tests probe made-up kinds: they speak the OpenAI list
     path = spec.models_path if spec else "/v1/models"
     try:
-        async with asyncio.timeout(timeout):
-            response = await client.get(url + path)
-        if not response.is_success:
-            return None
-        names = _model_names(kind, json.loads(response.content))
+        async with asyncio.timeout(timeout), client.stream("GET", url + path) as response:
+            if not response.is_success:
+                return None
+            content = await read_limited(response, MAX_PROBE_BODY)
+        names = _model_names(kind, json.loads(content))
     except (TimeoutError, httpx.HTTPError, ValueError):
+        return None
+    except BodyTooLarge as exc:
+        log.warning("probe of %s %s: %s", kind, url, exc)
         return None
     if not names:
         return None  # LM Studio's 200 {"error": ...} lands here too

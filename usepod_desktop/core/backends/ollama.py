@@ -20,9 +20,12 @@ import httpx
 
 from usepod_desktop.core.backends.base import ModelInfo
 from usepod_desktop.core.backends.openai_compat import (
+    MAX_MODELS_BODY,
+    BodyTooLarge,
     LocalBackend,
     decode_json,
     json_count,
+    read_limited,
 )
 
 #: At most this many `/api/show` calls at once.
@@ -67,16 +70,20 @@ class OllamaBackend(LocalBackend):
     async def _show_context(self, model_id: str, gate: asyncio.Semaphore) -> int | None:
         async with gate:
             try:
-                async with asyncio.timeout(self.probe_timeout):
-                    response = await self._client.post(
+                async with (
+                    asyncio.timeout(self.probe_timeout),
+                    self._client.stream(
+                        "POST",
                         self.base_url + "/api/show",
                         json={"model": model_id},
                         timeout=httpx.Timeout(self.probe_timeout),
-                    )
-                if not response.is_success:
-                    return None
-                return context_from_show(decode_json(response.content))
-            except (TimeoutError, httpx.HTTPError, ValueError):
+                    ) as response,
+                ):
+                    if not response.is_success:
+                        return None
+                    content = await read_limited(response, MAX_MODELS_BODY)
+                return context_from_show(decode_json(content))
+            except (TimeoutError, httpx.HTTPError, ValueError, BodyTooLarge):
                 return None
 
     async def _enrich_models(self, models: list[ModelInfo]) -> list[ModelInfo]:

@@ -352,6 +352,29 @@ async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     return b"".join(parts)[:cap]
 
 
+class BodyTooLarge(Exception):
+    """A response body went past the size it may have; reading stopped at the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"answer larger than {limit} bytes; stopped reading it")
+        self.limit = limit
+
+
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed response, read chunk by chunk; :class:`BodyTooLarge` as soon as
+    it goes past `limit` bytes, so an endless or huge body never costs more than `limit`."""
+    buf = bytearray()
+    async for chunk in response.aiter_bytes():
+        if len(buf) + len(chunk) > limit:
+            raise BodyTooLarge(limit)
+        buf += chunk
+    return bytes(buf)
+
+
+#: Headers that describe the body on the wire, not the decoded body read_limited returns.
+_DECODED = frozenset({"content-encoding", "content-length", "transfer-encoding"})
+
+
 async def _read_error_body(response: httpx.Response) -> bytes:
     """An error body, bounded in size and time (a stalled error body must not hold the job)."""
     try:
@@ -481,11 +504,19 @@ class OpenAICompatBackend(Backend):
     # -------------------------------------------------------------- health and models
 
     async def _probe_get(self, url: str) -> tuple[httpx.Response, float]:
-        """GET with the short probe timeout; returns the response and its latency in ms."""
+        """GET with the short probe timeout; returns the response (its body read, at most
+        :data:`MAX_MODELS_BODY` bytes, else :class:`BodyTooLarge`) and its latency in ms."""
         timeout = self.probe_timeout
         started = time.perf_counter()
-        async with asyncio.timeout(timeout):
-            response = await self._client.get(url, timeout=httpx.Timeout(timeout))
+        async with (
+            asyncio.timeout(timeout),
+            _closed_on_exit(self._client.stream("GET", url, timeout=httpx.Timeout(timeout))) as r,
+        ):
+            content = await read_limited(r, MAX_MODELS_BODY)
+        headers = [(k, v) for k, v in r.headers.multi_items() if k.lower() not in _DECODED]
+        response = httpx.Response(
+            r.status_code, headers=headers, content=content, request=r.request
+        )
         return response, (time.perf_counter() - started) * 1000.0
 
     async def health(self) -> Health:
@@ -495,6 +526,8 @@ class OpenAICompatBackend(Backend):
             return Health(False, None, f"timed out after {self.probe_timeout:g} s", "timeout")
         except httpx.ConnectError as exc:
             return Health(False, None, connect_failure_text(exc), "unreachable")
+        except BodyTooLarge as exc:
+            return Health(False, None, f"GET {self.health_url}: {exc}", "error")
         except Exception as exc:  # never raises: a health check is a yes/no question
             text = one_line(f"{type(exc).__name__}: {exc}", 160)
             return Health(False, None, text, "error")
@@ -529,6 +562,8 @@ class OpenAICompatBackend(Backend):
                 raise BackendError(
                     ErrorCode.BACKEND_UNREACHABLE, f"{self.kind}: {connect_failure_text(exc)}"
                 ) from None
+            except BodyTooLarge as exc:
+                raise BackendError(ErrorCode.INTERNAL, f"{self.kind}: GET {url}: {exc}") from None
             except httpx.HTTPError as exc:
                 raise BackendError(
                     ErrorCode.INTERNAL, f"{self.kind}: GET {url} failed: {type(exc).__name__}"
