@@ -28,6 +28,7 @@ from usepod_desktop.core import protocol
 from usepod_desktop.core.backends.base import BackendError, JobRequest, Usage
 from usepod_desktop.core.protocol import ErrorCode
 from usepod_desktop.core.stats import JobStats
+from usepod_desktop.core.text import safe_remote_text
 
 if TYPE_CHECKING:
     from usepod_desktop.core.discovery import AdvertisedModel
@@ -186,7 +187,8 @@ class Executor:
         if not self.accepting:
             return ErrorCode.OUT_OF_CAPACITY, self.refuse_reason
         if job.model_id not in self.routes:
-            return ErrorCode.MODEL_NOT_LOADED, f"model {job.model_id!r} is not served here"
+            shown = safe_remote_text(job.model_id, 120)
+            return ErrorCode.MODEL_NOT_LOADED, f"model '{shown}' is not served here"
         if len(self._running) >= self.max_concurrent:
             return (
                 ErrorCode.OUT_OF_CAPACITY,

@@ -6,7 +6,12 @@ processes breaks on Windows (the rename fails while the other one holds the file
 process then loses every later record) and interleaves badly elsewhere.
 
 The filter removes every value registered with :func:`register_secret` (API keys the agent
-loaded, host tokens) and anything shaped like an API key, a bearer token or an identity secret.
+loaded, host tokens), anything shaped like an API key, a bearer token or an identity secret,
+and the `user:password@` of URLs. It also keeps a record from forging others or wiping the
+file: control characters (ESC, CR, U+2028, ...) are escaped, a line break inside a message
+starts an indented continuation line (never a line that looks like a record), and a message
+is cut at :data:`MAX_MESSAGE_CHARS`. Remote text should still go through
+:func:`usepod_desktop.core.text.safe_remote_text` (500 characters) where it is logged.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import threading
 from pathlib import Path
 
 from usepod_desktop.core import paths
+from usepod_desktop.core.text import escape_controls
 
 LOG_FILE_NAME = "usepod-desktop.log"  #: the tray app's log (the "View log" window reads it)
 #: Process kind -> its log file. `service` is `run` started by the user service, which sets
@@ -39,7 +45,13 @@ _PATTERNS = [
         r"(?i)((?:secret|api[_-]?key|host_token|token|password)[\"']?\s*[:=]\s*[\"']?)"
         r"[A-Za-z0-9._~+/=-]{8,}"
     ),
+    # URL credentials: http://user:pass@host -> http://[REDACTED]@host
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+(?=@)"),
 ]
+#: Longest message written (then cut, saying how long it was): no record can wipe the log.
+MAX_MESSAGE_CHARS = 8000
+#: Starts each continuation line of a multi-line message.
+CONTINUATION = "\n    | "
 
 _known: set[str] = set()
 _known_lock = threading.Lock()
@@ -64,19 +76,33 @@ def redact(text: str) -> str:
     return text
 
 
+def neutralise(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` safe to write as (the message of) one log record: cut to `limit` characters,
+    control characters escaped, each line break turned into an indented continuation."""
+    total = len(text)
+    if total > limit:
+        text = text[:limit]
+    lines = text.splitlines() or [""]
+    out = CONTINUATION.join(escape_controls(line) for line in lines)
+    if total > limit:
+        out += f" ... [cut: {total} chars]"
+    return out
+
+
 class RedactingFilter(logging.Filter):
-    """Renders the record's message once, redacted, so handlers never see the raw args."""
+    """Renders the record's message once, redacted and neutralised (:func:`neutralise`), so
+    handlers never see the raw args."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:
             return True
-        cleaned = redact(message)
+        cleaned = neutralise(redact(message))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:
-            record.exc_text = redact(record.exc_text)
+            record.exc_text = neutralise(redact(record.exc_text), 4 * MAX_MESSAGE_CHARS)
         record.msg, record.args = cleaned, None
         return True
 

@@ -485,7 +485,8 @@ def parse_activation(body: Mapping[str, Any]) -> Activation:
         prices = [_non_negative_int(entry.get(k, 0)) for k in ("input_per_1m", "output_per_1m")]
         concurrent = _non_negative_int(entry.get("max_concurrent", FALLBACK_MAX_CONCURRENT))
         if prices[0] is None or prices[1] is None or not concurrent:
-            warnings.append(f"model_config entry {model_id!r} has an invalid price; skipped")
+            shown = safe_remote_text(model_id, 80)
+            warnings.append(f"model_config entry '{shown}' has an invalid price; skipped")
             continue
         models[model_id] = ActivatedModel(model_id, prices[0], prices[1], concurrent)
     for warning in warnings:

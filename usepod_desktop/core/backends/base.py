@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from usepod_desktop.core.errors import UserFacingError
 from usepod_desktop.core.logsetup import redact
 from usepod_desktop.core.protocol import ErrorCode
+from usepod_desktop.core.text import escape_controls
 
 if TYPE_CHECKING:
     from usepod_desktop.core.config import BackendConfig
@@ -98,8 +99,9 @@ _WS = re.compile(r"\s+")
 
 
 def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Collapse whitespace, redact anything secret-shaped and cut to `limit` characters."""
-    text = redact(_WS.sub(" ", text).strip())
+    """Collapse whitespace, escape control characters (terminal escapes, bidi controls),
+    redact anything secret-shaped and cut to `limit` characters."""
+    text = redact(escape_controls(_WS.sub(" ", text).strip()))
     if len(text) > limit:
         text = text[: limit - 3].rstrip() + "..."
     return text
