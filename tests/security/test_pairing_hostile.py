@@ -91,3 +91,62 @@ async def test_a_pair_code_that_is_not_a_code_is_refused(
     text = str(info.value)
     assert text.isprintable() and "\x1b" not in text and "\n" not in text
     assert [kind for kind, _ in bad.seen] == ["issue"]  # never polled with that code
+
+
+async def _run_setup(base: str, tmp_path: Path) -> tuple[int, str, str]:
+    """`usepod-desktop setup` as a user runs it (a real subprocess, isolated home)."""
+    import sys
+
+    from tests.test_setup_cli import REPO, env, probe_args
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "usepod_desktop",
+        "setup",
+        "--coordinator",
+        base,
+        *probe_args(),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env(tmp_path / "keyring.json"),
+        cwd=REPO,
+    )
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_setup_never_prints_terminal_escapes_from_the_pairing_server(
+    tmp_path: Path,
+) -> None:
+    """The pairing server's model ids (and everything else it sends) reach the terminal
+    escaped; a pair code that is not a code is refused with one escaped line."""
+    active = {
+        "status": "active",
+        "host_token": "tok-123456",
+        "provider_id": "prov-1",
+        "model_config": [
+            {"model_id": "\x1b]0;owned\x07evil\x1b[2J", "input_per_1m": 1, "output_per_1m": 2}
+        ],
+    }
+    bad = await BadCoordinator(polls=[Scripted(body=active)]).start()
+    try:
+        status, out, err = await _run_setup(bad.url, tmp_path)
+    finally:
+        await bad.stop()
+    assert status == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;owned\\x07evil\\x1b[2J" in out
+
+    issue = Scripted(body={"pair_code": "\x1b]0;owned\x07AB", "poll_token": "poll-token-1"})
+    bad = await BadCoordinator(issue=issue).start()
+    try:
+        status, out, err = await _run_setup(bad.url, tmp_path / "again")
+    finally:
+        await bad.stop()
+    assert status != 0
+    assert "\x1b" not in out + err and "\x07" not in out + err
+    assert err.strip().count("\n") == 0 and "invalid pair_code" in err

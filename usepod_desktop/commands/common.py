@@ -10,8 +10,10 @@ from usepod_desktop.core.errors import UserFacingError
 
 
 def fail(message: str, code: int = 2) -> int:
-    """Print one line to stderr and return the exit code."""
-    print(f"error: {message}", file=sys.stderr)
+    """Print one line to stderr (control characters escaped) and return the exit code."""
+    from usepod_desktop.core.text import escape_controls
+
+    print(f"error: {escape_controls(message)}", file=sys.stderr)
     return code
 
 

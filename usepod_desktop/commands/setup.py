@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from usepod_desktop.commands.common import fail, init_logging
 from usepod_desktop.core.kinds import LOCAL_KINDS
+from usepod_desktop.core.text import escape_controls, redact_url
 
 if TYPE_CHECKING:
     from usepod_desktop.core.pairing import PairCode, PairingEvent, PairingFlow, PairingResult
@@ -208,7 +209,9 @@ class Screen:
         self._countdown_shown = False
 
     def say(self, text: str = "") -> None:
-        self.out.write(text + "\n")
+        """Print one line. Control characters are escaped: the pair code, model ids and
+        provider id come from the coordinator and must not drive the terminal."""
+        self.out.write(escape_controls(text) + "\n")
         self.out.flush()
 
     # ---- events
@@ -226,7 +229,8 @@ class Screen:
         elif isinstance(event, p.CoordinatorUnreachable):
             self.end_countdown()
             self.say(
-                f"Cannot reach {event.url} ({event.detail}); retrying in {event.retry_in:.0f} s"
+                f"Cannot reach {redact_url(event.url)} ({event.detail}); "
+                f"retrying in {event.retry_in:.0f} s"
             )
 
     def backends(self, event: Any) -> None:
