@@ -23,6 +23,7 @@ from usepod_desktop.core.errors import ConfigError
 from usepod_desktop.core.fs import atomic_write_text
 from usepod_desktop.core.kinds import ALL_KINDS as KINDS
 from usepod_desktop.core.kinds import LOCAL_KINDS, REMOTE_KINDS
+from usepod_desktop.core.text import redact_url
 
 BACKEND_KEYS = frozenset({"kind", "url", "api_key_env", "markup", "models"})
 MAX_CONCURRENT_RANGE = (1, 256)
@@ -63,10 +64,11 @@ class BackendConfig:
 
     @property
     def label(self) -> str:
-        """Short human name: `vllm @ http://localhost:8000`, `openrouter (OPENROUTER_API_KEY)`."""
+        """Short human name: `vllm @ http://localhost:8000`, `openrouter (OPENROUTER_API_KEY)`.
+        A `user:password@` in the URL is shown as `***@` (labels reach /metrics and logs)."""
         if self.is_remote:
             return f"{self.kind} ({self.api_key_env})"
-        return f"{self.kind} @ {self.url}"
+        return f"{self.kind} @ {redact_url(self.url or '')}"
 
 
 @dataclass(frozen=True, slots=True)

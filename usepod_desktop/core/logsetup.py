@@ -46,7 +46,7 @@ _PATTERNS = [
         r"[A-Za-z0-9._~+/=-]{8,}"
     ),
     # URL credentials: http://user:pass@host -> http://[REDACTED]@host
-    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+(?=@)"),
+    re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#]+(?=@)"),
 ]
 #: Longest message written (then cut, saying how long it was): no record can wipe the log.
 MAX_MESSAGE_CHARS = 8000

@@ -42,6 +42,7 @@ from usepod_desktop.core.events import (
     JobStarted,
     StateChanged,
 )
+from usepod_desktop.core.text import redact_url
 
 __all__ = ["AgentMetrics", "MetricsServer", "parse_addr"]
 
@@ -133,7 +134,8 @@ class AgentMetrics:
         discovery = getattr(agent, "discovery", None)
         for report in getattr(discovery, "reports", None) or ():
             try:
-                self.backend_up.labels(report.config.label).set(1 if report.status == "ok" else 0)
+                label = redact_url(report.config.label)
+                self.backend_up.labels(label).set(1 if report.status == "ok" else 0)
             except AttributeError:
                 continue
 
@@ -156,7 +158,7 @@ class AgentMetrics:
         elif isinstance(event, StateChanged):
             self.coordinator_connected.set(1 if event.state in CONNECTED_STATES else 0)
         elif isinstance(event, BackendStatusChanged):
-            self.backend_up.labels(event.label).set(1 if event.up else 0)
+            self.backend_up.labels(redact_url(event.label)).set(1 if event.up else 0)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when asked for)."""

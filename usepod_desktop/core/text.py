@@ -78,7 +78,7 @@ def safe_remote_text(value: object, limit: int = MAX_REMOTE_TEXT) -> str:
     return out
 
 
-_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@?#]+@")
+_USERINFO_IN_TEXT = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s?#]+@")
 
 
 def redact_url(url: str) -> str:

@@ -48,6 +48,7 @@ from usepod_desktop.core.backends.base import (
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.protocol import ErrorCode
+from usepod_desktop.core.text import redact_url
 
 __all__ = [
     "CONNECT_TIMEOUT",
@@ -527,7 +528,7 @@ class OpenAICompatBackend(Backend):
         except httpx.ConnectError as exc:
             return Health(False, None, connect_failure_text(exc), "unreachable")
         except BodyTooLarge as exc:
-            return Health(False, None, f"GET {self.health_url}: {exc}", "error")
+            return Health(False, None, f"GET {redact_url(self.health_url)}: {exc}", "error")
         except Exception as exc:  # never raises: a health check is a yes/no question
             text = one_line(f"{type(exc).__name__}: {exc}", 160)
             return Health(False, None, text, "error")
@@ -563,7 +564,8 @@ class OpenAICompatBackend(Backend):
                     ErrorCode.BACKEND_UNREACHABLE, f"{self.kind}: {connect_failure_text(exc)}"
                 ) from None
             except BodyTooLarge as exc:
-                raise BackendError(ErrorCode.INTERNAL, f"{self.kind}: GET {url}: {exc}") from None
+                shown = redact_url(url)
+                raise BackendError(ErrorCode.INTERNAL, f"{self.kind}: GET {shown}: {exc}") from None
             except httpx.HTTPError as exc:
                 raise BackendError(
                     ErrorCode.INTERNAL, f"{self.kind}: GET {url} failed: {type(exc).__name__}"
