@@ -1,8 +1,10 @@
 """`earnings`: what the served jobs earned, from the local ledger (estimates).
 
 Prints today / last 7 days / last 30 days / all time and a per-model table; `--json` prints the
-same data as JSON; `--csv FILE` exports the job rows (`-` for stdout). Money is in dollars and
-labelled as estimated: the coordinator settles the payout from its own token count.
+same data as JSON; `--csv FILE` exports the job rows (`-` for stdout), text cells that a
+spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) prefixed with `'`.
+Money is in dollars and labelled as estimated: the coordinator settles the payout from its
+own token count.
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument(
-        "--csv", metavar="FILE", help="export the job rows to FILE as CSV ('-' for stdout)"
+        "--csv",
+        metavar="FILE",
+        help="export the job rows to FILE as CSV ('-' for stdout); text cells starting "
+        "with = + - @ are prefixed with ' so spreadsheets do not run them",
     )
     p.add_argument(
         "--source",
@@ -230,13 +235,25 @@ CSV_FIELDS = (
 )
 
 
+def _csv_safe(data: dict[str, Any]) -> dict[str, Any]:
+    """The row with every text cell neutralised for spreadsheets (a model id or error code
+    from the coordinator or a backend starting with `=`, `+`, `-`, `@`, tab or CR gets a
+    leading `'`). Numbers, and the exact dollar amounts (`*_usd`), are numbers: untouched."""
+    from usepod_desktop.core.text import csv_cell
+
+    return {
+        key: csv_cell(value) if isinstance(value, str) and not key.endswith("_usd") else value
+        for key, value in data.items()
+    }
+
+
 def _export_csv(ledger: Ledger, target: str, since: datetime | None, sources: Any) -> int:
     def write(out: TextIO) -> int:
         writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         count = 0
         for row in ledger.rows(since, sources=sources):
-            writer.writerow(row.to_dict())
+            writer.writerow(_csv_safe(row.to_dict()))
             count += 1
         return count
 
