@@ -85,7 +85,14 @@ from usepod_desktop.core.protocol import HeartbeatFigures
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.icons import app_icon
 from usepod_desktop.gui.money import format_usd
-from usepod_desktop.gui.widgets import ERROR_COLOUR, OK_COLOUR, WARN_COLOUR, set_tone
+from usepod_desktop.gui.widgets import (
+    ERROR_COLOUR,
+    OK_COLOUR,
+    WARN_COLOUR,
+    plain,
+    plain_tooltip,
+    set_tone,
+)
 
 if TYPE_CHECKING:
     from usepod_desktop.core.discovery import AdvertisedModel
@@ -454,7 +461,7 @@ class Cell(QTableWidgetItem):
         if numeric:
             self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if tooltip:
-            self.setToolTip(tooltip)
+            self.setToolTip(plain_tooltip(tooltip))
         if colour is not None:
             self.setForeground(QBrush(QColor(colour)))
 
@@ -558,7 +565,7 @@ class DashboardWindow(QWidget):
         self.note_label.setObjectName("estimateNote")
         self.note_label.setWordWrap(True)
         root.addWidget(self.note_label)
-        self.problem_label = QLabel(self)
+        self.problem_label = plain(QLabel(self))
         self.problem_label.setObjectName("problemLabel")
         self.problem_label.setWordWrap(True)
         self.problem_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -609,7 +616,7 @@ class DashboardWindow(QWidget):
             grid.addWidget(caption, 0, col)
             grid.addWidget(value, 1, col)
             self.live_labels[key] = value
-        self.live_note = QLabel(box)
+        self.live_note = plain(QLabel(box))
         self.live_note.setObjectName("liveNote")
         self.live_note.setStyleSheet("QLabel { color: palette(placeholder-text); }")
         grid.addWidget(self.live_note, 2, 0, 1, len(LIVE_FIELDS))

@@ -4,6 +4,7 @@ on the tray icon may bring it up. Same status, same actions as the tray menu."""
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
@@ -22,7 +23,7 @@ from PySide6.QtWidgets import (
 
 from usepod_desktop.gui.icons import app_icon, state_icon
 from usepod_desktop.gui.tray import populate_menu
-from usepod_desktop.gui.widgets import APP_TITLE
+from usepod_desktop.gui.widgets import APP_TITLE, plain
 
 if TYPE_CHECKING:
     from usepod_desktop.gui.controller import AppController
@@ -50,11 +51,11 @@ class StatusWindow(QMainWindow):
         font.setPointSizeF(font.pointSizeF() * 1.3)
         font.setBold(True)
         self.state_label.setFont(font)
-        self.reason_label = QLabel(central)
+        self.reason_label = plain(QLabel(central))
         self.reason_label.setObjectName("reasonLabel")
         self.reason_label.setWordWrap(True)
         self.reason_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.figures_label = QLabel(central)
+        self.figures_label = plain(QLabel(central))
         self.figures_label.setObjectName("figuresLabel")
         texts.addWidget(self.state_label)
         texts.addWidget(self.reason_label)
@@ -133,7 +134,9 @@ class StatusWindow(QMainWindow):
         self.autostart.blockSignals(False)
 
     def show_notification(self, title: str, message: str) -> None:
-        self.notice.setText(f"<b>{title}</b>: {message}")
+        # Rich only for the bold title: both parts escaped (the message can be remote text).
+        self.notice.setTextFormat(Qt.TextFormat.RichText)
+        self.notice.setText(f"<b>{html.escape(title)}</b>: {html.escape(message)}")
         self.notice.show()
         self.statusBar().showMessage(f"{title}: {message}", 15_000)
 

@@ -67,7 +67,7 @@ from usepod_desktop.gui import tasks
 from usepod_desktop.gui.errors import show_user_error
 from usepod_desktop.gui.icons import app_icon
 from usepod_desktop.gui.money import format_usd_per_1m
-from usepod_desktop.gui.widgets import set_tone
+from usepod_desktop.gui.widgets import plain, set_tone
 
 if TYPE_CHECKING:
     from usepod_desktop.gui.controller import AppController
@@ -200,7 +200,7 @@ class PairingWizard(QDialog):
         row.addWidget(self.detect_button)
         row.addStretch(1)
         v.addLayout(row)
-        self.page1_error = QLabel(page)
+        self.page1_error = plain(QLabel(page))
         self.page1_error.setObjectName("page1Error")
         self.page1_error.setWordWrap(True)
         self.page1_error.hide()
@@ -218,7 +218,7 @@ class PairingWizard(QDialog):
         self.page_link.setOpenExternalLinks(False)
         self.page_link.linkActivated.connect(lambda _url: self._open_page())
         v.addWidget(self.page_link)
-        self.code_label = QLabel("", page)
+        self.code_label = plain(QLabel("", page))
         self.code_label.setObjectName("pairCode")
         self.code_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.code_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -445,6 +445,7 @@ class PairingWizard(QDialog):
         saved = f"Settings saved to {result.config_path}"
         if result.backup_path is not None:
             saved += f" (the previous file is kept as {result.backup_path.name})"
+        self.saved_label.setTextFormat(Qt.TextFormat.PlainText)
         self.saved_label.setText(saved + ".")
         if result.warnings:
             set_tone(self.warnings_label, "\n".join(result.warnings), "warning")

@@ -73,6 +73,8 @@ from usepod_desktop.gui.widgets import (
     WARN_COLOUR,
     error_label,
     mark_invalid,
+    plain,
+    plain_tooltip,
     set_error,
     set_tone,
 )
@@ -102,6 +104,8 @@ class Problem:
 
 
 def _selectable(label: QLabel) -> QLabel:
+    """A selectable plain-text label (connection state, provider id: remote text)."""
+    label.setTextFormat(Qt.TextFormat.PlainText)
     label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return label
 
@@ -286,7 +290,7 @@ class BackendsTab(QWidget):
         buttons.addStretch(1)
         buttons.addWidget(self.detect_button)
         top_layout.addLayout(buttons)
-        self.result = QLabel(top)
+        self.result = plain(QLabel(top))
         self.result.setObjectName("backendResult")
         self.result.setWordWrap(True)
         self.result.hide()
@@ -305,7 +309,7 @@ class BackendsTab(QWidget):
             self.allow_box,
         )
         allow_layout.addWidget(self.allow_hint)
-        self.allow_notice = QLabel(self.allow_box)
+        self.allow_notice = plain(QLabel(self.allow_box))
         self.allow_notice.setWordWrap(True)
         self.allow_notice.hide()
         allow_layout.addWidget(self.allow_notice)
@@ -356,7 +360,7 @@ class BackendsTab(QWidget):
             cells = (label, status.text, latency, status.models)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(text)
+                item.setToolTip(plain_tooltip(text))
                 if col == 1 and status.tone != "info":
                     colour = {"ok": OK_COLOUR, "error": ERROR_COLOUR, "warning": WARN_COLOUR}[
                         status.tone

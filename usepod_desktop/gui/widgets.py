@@ -1,9 +1,13 @@
-"""Small shared widget helpers: invalid-field marking, inline messages."""
+"""Small shared widget helpers: invalid-field marking, inline messages, plain-text labels and
+tooltips for remote text."""
 
 from __future__ import annotations
 
+import html
 from typing import Literal
 
+from PySide6 import QtGui
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QLabel, QWidget
 
 #: The application's name in window titles and notifications.
@@ -36,13 +40,31 @@ def mark_invalid(widget: QWidget, message: str | None) -> None:
     widget.update()
 
 
+def plain(label: QLabel) -> QLabel:
+    """`label` set to show its text as plain text, never as HTML.
+
+    A QLabel guesses (Qt.AutoText) and renders anything that looks like markup, which from
+    the coordinator, a backend or the pairing server could load local images or fake links.
+    Every label that can show remote text goes through this."""
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    return label
+
+
+def plain_tooltip(text: str) -> str:
+    """Tooltip text that Qt shows as written: tooltips guess rich text like labels do, so
+    text that looks like markup is escaped and wrapped in <qt> (shown literally)."""
+    if not QtGui.Qt.mightBeRichText(text):
+        return text
+    return "<qt>" + html.escape(text).replace("\n", "<br>") + "</qt>"
+
+
 def is_marked(widget: QWidget) -> bool:
     return bool(widget.property("invalid"))
 
 
 def error_label(parent: QWidget | None = None) -> QLabel:
     """A red one-line message under a field, hidden while empty."""
-    label = QLabel(parent)
+    label = plain(QLabel(parent))
     label.setWordWrap(True)
     label.setStyleSheet(f"QLabel {{ color: {ERROR_COLOUR}; }}")
     label.hide()
@@ -55,7 +77,8 @@ def set_error(label: QLabel, message: str | None) -> None:
 
 
 def set_tone(label: QLabel, text: str, tone: Tone = "info") -> None:
-    """An inline banner: plain for info, coloured for ok / warning / error."""
+    """An inline banner: plain for info, coloured for ok / warning / error (plain text)."""
+    plain(label)
     colour = {"info": "", "ok": OK_COLOUR, "error": ERROR_COLOUR, "warning": WARN_COLOUR}[tone]
     label.setStyleSheet(f"QLabel {{ color: {colour}; }}" if colour else "")
     label.setText(text)
