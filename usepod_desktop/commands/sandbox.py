@@ -5,6 +5,11 @@ and what they advertise, then sends every line typed on stdin as a chat job to t
 advertised model (or `--model`), printing the answer as it streams in, then the token
 counts and the time. `--rate S` also sends a demo job every S seconds. EOF (Ctrl-D) or
 Ctrl-C stops.
+
+The sandbox serves one agent: the key given with `--agent-key`, else the first key that
+authenticates (it says so); any other key is refused, so typed prompts never reach another
+local process. Everything an agent sends is printed with control characters escaped, frames
+are limited in size and rate, and an answer larger than 16 MiB is cancelled.
 """
 
 from __future__ import annotations
@@ -19,6 +24,15 @@ from typing import Any
 from usepod_desktop.commands.common import fail, init_logging
 
 DEFAULT_PORT = 8787
+#: Largest frame accepted from the agent (its chunks are far smaller).
+MAX_FRAME_BYTES = 8 * 1024 * 1024
+#: Per connection: frames and bytes per second (bursts of twice that), then it is closed.
+MAX_FRAMES_PER_SECOND = 5_000
+MAX_BYTES_PER_SECOND = 64 * 1024 * 1024
+#: An answer larger than this is cancelled.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
+#: Capabilities / heartbeat frames kept per connection.
+HISTORY_LIMIT = 20
 DEMO_PROMPTS = (
     "Say hello in five words.",
     "Name three primary colors.",
@@ -51,6 +65,12 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="also send a demo job every SECONDS seconds",
     )
     p.add_argument("--model", metavar="ID", help="model to send jobs to (default: the first one)")
+    p.add_argument(
+        "--agent-key",
+        metavar="BASE64",
+        help="serve only the agent with this public key (`usepod-desktop enroll` prints it); "
+        "default: the first agent that connects, and no other",
+    )
     p.add_argument(
         "--max-tokens",
         type=int,
@@ -90,8 +110,20 @@ def run(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- helpers
 
 
-def _say(text: str = "", end: str = "\n") -> None:
-    sys.stdout.write(text + end)
+def _say(text: str = "", end: str = "\n", *, keep_newlines: bool = False) -> None:
+    """Print `text` with control characters escaped: much of it comes from the agent (model
+    ids, errors, answers) and must not drive the terminal. An answer keeps its line breaks
+    and tabs (`keep_newlines`)."""
+    from usepod_desktop.core.text import escape_controls
+
+    if keep_newlines:
+        shown = "\n".join(
+            "\t".join(escape_controls(part) for part in line.split("\t"))
+            for line in text.split("\n")
+        )
+    else:
+        shown = escape_controls(text)
+    sys.stdout.write(shown + end)
     sys.stdout.flush()
 
 
@@ -125,11 +157,18 @@ def _banner(url: str) -> None:
     _say("Type a prompt and press Enter to send it as a job. Ctrl-D or Ctrl-C quits.")
 
 
-def _on_event(event: Any) -> None:
+def _on_event(event: Any, coordinator: Any = None) -> None:
     session = event.session
     pid = session.provider_id
     if event.kind == "connected":
         _say(f"provider {pid} connected (agent {session.agent_version})")
+        pinned = getattr(coordinator, "pinned_key", None)
+        if pinned is not None and pinned == session.pubkey_b64 and session.serial == 1:
+            _say(
+                f"this sandbox now serves only agent key {pinned} (the first one that "
+                "connected); other keys are refused. Restart it, or use --agent-key, to "
+                "serve another agent."
+            )
     elif event.kind == "auth_failed":
         _say(f"an agent failed auth: {session.auth_failed_reason}")
     elif event.kind == "disconnected":
@@ -238,12 +277,12 @@ class _Sandbox:
                     async for chunk in handle.stream():
                         text = decoder.feed(chunk)
                         if text:
-                            _say(text, end="")
+                            _say(text, end="", keep_newlines=True)
             except TimeoutError:
                 _say(f"\n[no answer within {limit:.0f} s; cancelling]")
                 await self.coord.cancel(handle.job_id)
             tail = decoder.close()
-            _say(tail)
+            _say(tail, keep_newlines=True)
             if decoder.error:
                 _say(f"[error in the stream: {decoder.error}]")
             await self._finish(handle, 1.0)
@@ -284,7 +323,16 @@ class _Sandbox:
 async def _main(args: argparse.Namespace) -> int:
     from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 
-    coordinator = SandboxCoordinator(port=args.port)
+    coordinator = SandboxCoordinator(
+        port=args.port,
+        allowed_keys={args.agent_key} if getattr(args, "agent_key", None) else None,
+        pin_first_agent=not getattr(args, "agent_key", None),
+        max_msg_size=MAX_FRAME_BYTES,
+        max_frames_per_second=MAX_FRAMES_PER_SECOND,
+        max_bytes_per_second=MAX_BYTES_PER_SECOND,
+        max_job_bytes=MAX_ANSWER_BYTES,
+        history_limit=HISTORY_LIMIT,
+    )
     desk = None
     if getattr(args, "pairing", False):
         from usepod_desktop.sandbox import pairing
@@ -305,8 +353,12 @@ async def _main(args: argparse.Namespace) -> int:
         _banner(url)
         if desk is not None:
             _say()
-            _say(pairing.terminal_help(coordinator.http_url))
-        coordinator.add_listener(_on_event)
+            _say(pairing.terminal_help(coordinator.http_url), keep_newlines=True)
+        coordinator.add_listener(lambda event: _on_event(event, coordinator))
+        if getattr(args, "agent_key", None):
+            _say(f"Serving only the agent with key {args.agent_key}; other keys are refused.")
+        else:
+            _say("The first agent that connects will be the only one served.")
         if args.rate is not None:
             _say(f"Sending a demo job every {args.rate:g} s.")
             demo_task = asyncio.create_task(sandbox.demo_loop(args.rate))
@@ -315,7 +367,7 @@ async def _main(args: argparse.Namespace) -> int:
             prompt = line.strip()
             if desk is not None and (reply := desk.command(prompt)) is not None:
                 if reply:
-                    _say(reply)
+                    _say(reply, keep_newlines=True)
             elif prompt:
                 await sandbox.ask(prompt)
     finally:

@@ -305,9 +305,13 @@ def normalize_base(url: str) -> str:
     that is what agent.toml holds.
     """
     text = url.strip().rstrip("/")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError:
+        parts = urlsplit("")
     scheme = {"wss": "https", "ws": "http"}.get(parts.scheme, parts.scheme)
-    if scheme not in ("http", "https") or not parts.netloc:
+    if scheme not in ("http", "https") or not parts.netloc or not text.isprintable():
         raise PairingError(
             f"coordinator URL must look like https://api.usepod.ai, got {url.strip()!r}",
             title="Invalid coordinator URL",

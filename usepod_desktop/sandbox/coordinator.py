@@ -411,7 +411,13 @@ class SandboxCoordinator:
     """A coordinator on `host:port` (port 0 picks a free one, kept across restarts).
 
     Knobs: ``reject_auth`` (refuse every auth with this reason),
-    ``require_enrollment_code`` (both may be changed at any time); ``ws_heartbeat``
+    ``require_enrollment_code`` (both may be changed at any time); ``allowed_keys`` (the
+    base64 agent public keys accepted; None: any) and ``pin_first_agent`` (accept only the
+    first key that authenticates: it is then the only one in ``allowed_keys``, see
+    :attr:`pinned_key`); ``max_frames_per_second`` / ``max_bytes_per_second`` (per
+    connection, bursts of twice that; a connection over either is closed with 1008);
+    ``max_job_bytes`` (an answer larger than this is cancelled and lost);
+    ``history_limit`` (capabilities and heartbeats kept per session); ``ws_heartbeat``
     (seconds between WebSocket pings; a connection whose pong is missing for half of
     that is closed; None: off); ``auth_timeout`` (seconds to wait for the
     ``auth_response``); ``close_timeout`` (seconds to wait for the agent's close reply);
@@ -430,6 +436,12 @@ class SandboxCoordinator:
         close_timeout: float = 2.0,
         max_msg_size: int = MAX_MSG_SIZE,
         compress: bool = False,
+        allowed_keys: set[str] | None = None,
+        pin_first_agent: bool = False,
+        max_frames_per_second: float | None = None,
+        max_bytes_per_second: float | None = None,
+        max_job_bytes: int | None = None,
+        history_limit: int | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -442,6 +454,17 @@ class SandboxCoordinator:
         self.close_timeout = close_timeout
         self.max_msg_size = max_msg_size
         self.compress = compress
+        #: Agent public keys (base64) accepted; None: any (mutable).
+        self.allowed_keys = allowed_keys
+        self.pin_first_agent = pin_first_agent
+        #: The key pinned by ``pin_first_agent`` (None until the first auth).
+        self.pinned_key: str | None = None
+        self.max_frames_per_second = max_frames_per_second
+        self.max_bytes_per_second = max_bytes_per_second
+        self.max_job_bytes = max_job_bytes
+        self.history_limit = history_limit
+        #: Connections closed for going over a rate limit.
+        self.rate_limited = 0
 
         #: base64 public key -> provider id, for the lifetime of this object.
         self.provider_ids: dict[str, str] = {}
@@ -815,6 +838,12 @@ class SandboxCoordinator:
         if self.reject_auth is not None:
             return await self._refuse(session, self.reject_auth)
         pubkey_b64 = base64.b64encode(frame.pubkey).decode("ascii")
+        if self.allowed_keys is not None and pubkey_b64 not in self.allowed_keys:
+            return await self._refuse(session, "this sandbox serves another agent key")
+        if self.pin_first_agent and self.pinned_key is None:
+            self.pinned_key = pubkey_b64
+            self.allowed_keys = {pubkey_b64}
+            log.info("sandbox coordinator: now serving only agent key %s", pubkey_b64)
         provider_id = self.provider_ids.get(pubkey_b64)
         if provider_id is None:
             code = self.require_enrollment_code
@@ -855,9 +884,20 @@ class SandboxCoordinator:
         parse = protocol.parse_outbound
         text_type = WSMsgType.TEXT
         binary_type = WSMsgType.BINARY
+        limiter = _RateLimiter.for_coordinator(self)
+        history = self.history_limit
         while True:
             msg = await ws.receive()
             mtype = msg.type
+            if limiter is not None and mtype in (text_type, binary_type):
+                if not limiter.take(len(msg.data)):
+                    self.rate_limited += 1
+                    session._frame_error("frame rate limit exceeded; connection closed")
+                    log.warning(
+                        "provider %s: over the frame rate limit; closing", session.provider_id
+                    )
+                    await session.close(WSCloseCode.POLICY_VIOLATION, b"rate limit exceeded")
+                    return
             if mtype is text_type:
                 session.frames_received += 1
                 try:
@@ -871,6 +911,10 @@ class SandboxCoordinator:
                         self._stray(frame.job_id)
                     else:
                         handle._chunk(frame)
+                        if self.max_job_bytes is not None and (
+                            handle.bytes_received > self.max_job_bytes
+                        ):
+                            await self._too_large(handle)
                 elif isinstance(frame, JobDone | JobError):
                     handle = jobs.get(frame.job_id)
                     if handle is None or handle.session is not session:
@@ -881,9 +925,13 @@ class SandboxCoordinator:
                 elif isinstance(frame, Heartbeat):
                     session.heartbeats.append(frame.figures)
                     session.heartbeat_times.append(_perf())
+                    if history is not None and len(session.heartbeats) > history:
+                        del session.heartbeats[:-history], session.heartbeat_times[:-history]
                     self._notify("heartbeat", session)
                 elif isinstance(frame, Capabilities):
                     session.capabilities.append(frame)
+                    if history is not None and len(session.capabilities) > history:
+                        del session.capabilities[:-history]
                     log.info(
                         "provider %s advertises %d model(s)",
                         session.provider_id,
@@ -903,9 +951,51 @@ class SandboxCoordinator:
             else:  # CLOSE, CLOSING, CLOSED
                 return
 
+    async def _too_large(self, handle: JobHandle) -> None:
+        """An answer over ``max_job_bytes``: dropped, lost and cancelled at the agent."""
+        limit = self.max_job_bytes
+        handle.chunks.clear()
+        handle._data = None
+        handle._lose(f"answer larger than {limit} bytes; cancelled")
+        handle.session._inflight.pop(handle.job_id, None)
+        with contextlib.suppress(ConnectionError):
+            await handle.session.send(protocol.job_cancel(handle.job_id))
+
     def _stray(self, job_id: str) -> None:
         self.stray_frames += 1
         self.stray_job_ids.append(job_id)
+
+
+class _RateLimiter:
+    """Token buckets for one connection: frames and bytes per second, bursts of twice that."""
+
+    def __init__(self, frames: float | None, data: float | None) -> None:
+        self.frames, self.data = frames, data
+        self._frame_tokens = 2 * frames if frames else 0.0
+        self._byte_tokens = 2 * data if data else 0.0
+        self._at = _perf()
+
+    @classmethod
+    def for_coordinator(cls, coord: SandboxCoordinator) -> _RateLimiter | None:
+        if coord.max_frames_per_second is None and coord.max_bytes_per_second is None:
+            return None
+        return cls(coord.max_frames_per_second, coord.max_bytes_per_second)
+
+    def take(self, size: int) -> bool:
+        """Spend one frame of `size` bytes; False when over either limit."""
+        now = _perf()
+        elapsed, self._at = now - self._at, now
+        if self.frames:
+            self._frame_tokens = min(2 * self.frames, self._frame_tokens + elapsed * self.frames)
+            self._frame_tokens -= 1
+            if self._frame_tokens < 0:
+                return False
+        if self.data:
+            self._byte_tokens = min(2 * self.data, self._byte_tokens + elapsed * self.data)
+            self._byte_tokens -= size
+            if self._byte_tokens < 0:
+                return False
+        return True
 
 
 COORDINATOR_KEY = web.AppKey("usepod_sandbox_coordinator", SandboxCoordinator)

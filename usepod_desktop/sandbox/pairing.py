@@ -63,6 +63,12 @@ CODE_LIFETIME_S = 600.0
 APPROVED_INPUT_PER_1M = 400_000
 APPROVED_OUTPUT_PER_1M = 800_000
 APPROVED_MAX_CONCURRENT = 4
+#: Codes waiting for approval at once; more are refused with HTTP 429.
+MAX_PENDING_CODES = 20
+#: Codes issued per minute; more are refused with HTTP 429 (a retrying agent backs off).
+MAX_CODES_PER_MINUTE = 30
+#: Requests remembered; beyond it the oldest expired ones are forgotten.
+MAX_KEPT_REQUESTS = 500
 
 Status: TypeAlias = Literal["pending", "active", "expired"]
 DeskEventKind: TypeAlias = Literal["issued", "offered", "approved", "expired"]
@@ -141,7 +147,8 @@ def _usd(micro: int) -> str:
 
 class PairingDesk:
     """The coordinator's side of pairing; see the module docs. `lifetime` (seconds) may be
-    changed at any time and applies to codes issued afterwards."""
+    changed at any time and applies to codes issued afterwards. At most `max_pending` codes
+    wait at once and at most `max_per_minute` are issued a minute (HTTP 429 beyond)."""
 
     def __init__(
         self,
@@ -149,10 +156,17 @@ class PairingDesk:
         *,
         lifetime: float = CODE_LIFETIME_S,
         clock: Callable[[], float] = time.time,
+        max_pending: int = MAX_PENDING_CODES,
+        max_per_minute: int = MAX_CODES_PER_MINUTE,
     ) -> None:
         self.coordinator = coordinator
         self.lifetime = lifetime
         self.clock = clock
+        self.max_pending = max_pending
+        self.max_per_minute = max_per_minute
+        #: Issue requests refused by the limits.
+        self.refused = 0
+        self._issue_times: list[float] = []
         #: Answer every pairing request with this HTTP status while set (e.g. 503).
         self.outage: int | None = None
         #: Every request by normalized code, in issue order.
@@ -297,6 +311,15 @@ class PairingDesk:
             return _error(400, "agent_pubkey must be a base64 Ed25519 public key")
         assert isinstance(pubkey, str)
         now = self.clock()
+        self._issue_times = [t for t in self._issue_times if now - t < 60.0]
+        if len(self._issue_times) >= self.max_per_minute:
+            self.refused += 1
+            return _error(429, "too many pair codes requested; try again in a minute", 60)
+        if len(self.pending) >= self.max_pending:
+            self.refused += 1
+            return _error(429, "too many pair codes are waiting for approval", 60)
+        self._issue_times.append(now)
+        self._forget_old()
         code = self._new_code()
         pairing = PairingRequest(
             pair_code=code,
@@ -316,6 +339,19 @@ class PairingDesk:
                 "expires_at": _rfc3339(pairing.expires_at),
             }
         )
+
+    def _forget_old(self) -> None:
+        """Keep at most MAX_KEPT_REQUESTS requests: the oldest expired ones go first."""
+        excess = len(self.requests) - MAX_KEPT_REQUESTS + 1
+        if excess <= 0:
+            return
+        for key, old in list(self.requests.items()):
+            if excess <= 0:
+                break
+            if self.status(old) == "expired":
+                del self.requests[key]
+                self._by_token.pop(old.poll_token, None)
+                excess -= 1
 
     async def handle_poll(self, request: web.Request) -> web.Response:
         if self.outage is not None:
@@ -414,8 +450,9 @@ def _parse_model_arg(word: str) -> ApprovedModel:
     return ApprovedModel(model_id, int(micro[0]), int(micro[1]))
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message}, status=status)
+def _error(status: int, message: str, retry_after: int | None = None) -> web.Response:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any] | None:
