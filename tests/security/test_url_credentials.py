@@ -95,3 +95,18 @@ def test_log_lines_never_show_url_credentials(caplog: pytest.LogCaptureFixture) 
     RedactingFilter().filter(record)
     assert PASSWORD not in record.getMessage()
     assert "http://[REDACTED]@h:1" in record.getMessage()
+
+
+async def test_discover_table_escapes_what_a_backend_reports(
+    make_fake: MakeFake, tmp_path: Path
+) -> None:
+    """A backend whose model id carries terminal escapes cannot drive the terminal."""
+    hostile = "evil\x1b]0;owned\x07\x1b[2Jmodel"
+    vllm = await make_fake("vllm", [FakeModel(hostile, 32768)])
+    path = write_config(
+        tmp_path / "agent.toml", f'[[backends]]\nkind = "vllm"\nurl = "{vllm.url}"\n'
+    )
+    code, out, err = await run_cli("discover", "--config", str(path), "--allow-insecure")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out
+    assert "evil\\x1b]0;owned\\x07\\x1b[2Jmodel" in out

@@ -5,6 +5,9 @@ $ per 1M tokens, below-cost and skip warnings). `--json` prints exactly the `cap
 frame the agent would send, as one JSON document on stdout. `--probe` instead lists the local
 servers answering on the four well-known ports (no config needed).
 
+Everything a backend reported is printed with control characters escaped, and backend URLs
+without their `user:password@` part.
+
 Exit status: 0 whenever the pass ran, even with no healthy backend; 2 with one line on stderr
 for an invalid or missing agent.toml.
 """
@@ -50,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     if args.probe:
         init_logging(args, default="error")
         found = asyncio.run(_probe())
-        print(_render_probe(found, as_json=bool(args.json)))
+        print(_safe(_render_probe(found, as_json=bool(args.json))))
         return 0
     # The table shows every warning itself; with --json they go to stderr as log lines.
     init_logging(args, default="warning" if args.json else "error")
@@ -59,8 +62,16 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(result.capabilities_frame(config))
     else:
-        print(render_table(result))
+        print(_safe(render_table(result)))
     return 0
+
+
+def _safe(text: str) -> str:
+    """Lines with control characters escaped: model ids and details come from the backends
+    and must not drive the terminal. (JSON output escapes them itself.)"""
+    from usepod_desktop.core.text import escape_controls
+
+    return "\n".join(escape_controls(line) for line in text.split("\n"))
 
 
 async def _discover(config: Config) -> DiscoveryResult:
