@@ -58,3 +58,11 @@ def test_earnings_csv_export_neutralises_hostile_cells(isolated_home: Path, tmp_
         for row in csv.reader(f):
             for cell in row:
                 assert not cell.startswith(("=", "+", "@", "\t", "\r", "\uff1d")), cell
+
+
+def test_earnings_table_escapes_model_ids(isolated_home: Path) -> None:
+    with Ledger(default_ledger_path()) as book:
+        book.record(outcome("job-esc", datetime.now(UTC), model_id="evil\x1b]0;owned\x07m"))
+    out = cli()
+    assert out.returncode == 0, out.stderr
+    assert "\x1b" not in out.stdout and "evil\\x1b]0;owned\\x07m" in out.stdout

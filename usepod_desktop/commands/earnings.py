@@ -155,7 +155,11 @@ def _print_text(figures: _Figures, ledger: Ledger, source: str) -> None:
     scope = "all time" if since_day is None else f"since {since_day.isoformat()}"
     print(f"Per model ({scope}):")
     if figures.per_model:
-        print(_model_table(figures.per_model, byok))
+        # Model ids come from the coordinator's jobs: escaped, they cannot drive the terminal.
+        from usepod_desktop.core.text import escape_controls
+
+        table = _model_table(figures.per_model, byok)
+        print("\n".join(escape_controls(line) for line in table.split("\n")))
     else:
         print("  (no jobs recorded yet)")
     print()
