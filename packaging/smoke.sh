@@ -84,12 +84,16 @@ if [ "$RC" = 0 ] && grep -qx "Exec=$EXE" "$ENTRY" && "$EXE" autostart off >/dev/
   ok "autostart on/off points at the frozen executable"
 else bad "autostart" "$OUT"; fi
 
+# service install refuses a missing agent.toml (systemd would restart-loop): put one where the
+# reference agent looks.
+mkdir -p "$XDG_CONFIG_HOME/usepod-agent" && cp "$FIXTURE" "$XDG_CONFIG_HOME/usepod-agent/agent.toml"
 OUT=$("$EXE" service install 2>&1); RC=$?
 UNIT="$XDG_CONFIG_HOME/systemd/user/usepod-desktop.service"
-if [ "$RC" = 0 ] && grep -qx "ExecStart=$EXE run" "$UNIT" && grep -q "journalctl --user -u usepod-desktop -f" <<<"$OUT"; then
+if [ "$RC" = 0 ] && grep -qx "ExecStart=$EXE run" "$UNIT" && grep -q "journalctl --user -u usepod-desktop" <<<"$OUT"; then
   ok "service install writes a unit running the frozen executable"
 else bad "service install" "$OUT"; fi
 "$EXE" service uninstall >/dev/null 2>&1
+rm -f "$XDG_CONFIG_HOME/usepod-agent/agent.toml"
 
 # What the tray needs from the bundle.
 need=(PySide6/Qt/plugins/platforms/libqxcb.so PySide6/Qt/plugins/platforms/libqwayland.so
