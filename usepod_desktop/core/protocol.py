@@ -90,11 +90,13 @@ def is_uuid(s: object) -> bool:
 class ErrorCode(StrEnum):
     """`job_error.error_code` values.
 
-    All but `RATE_LIMITED` are the reference agent's codes. `RATE_LIMITED` is ours
-    (beyond the reference): a job refused because `limits.max_tokens_per_minute` is
-    exhausted. Conditions without a code of their own map to `INTERNAL`: agent
-    shutdown, a chunk the socket would not take within 5 s, an `anthropic` job on a
-    backend kind without `/v1/messages`, a mid-stream `data: {"error": ...}` event.
+    All but `RATE_LIMITED` and `INVALID_REQUEST` are the reference agent's codes.
+    `RATE_LIMITED` is ours (beyond the reference): a job refused because
+    `limits.max_tokens_per_minute` is exhausted. `INVALID_REQUEST` is ours too: a job this
+    agent will not run as asked (a reused job id, `n` > 1 on a BYOK backend). Conditions
+    without a code of their own map to `INTERNAL`: agent shutdown, a chunk the socket would
+    not take within 5 s, an `anthropic` job on a backend kind without `/v1/messages`, a
+    mid-stream `data: {"error": ...}` event.
     """
 
     BACKEND_UNREACHABLE = "backend_unreachable"
@@ -104,6 +106,7 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
     OUT_OF_CAPACITY = "out_of_capacity"
     RATE_LIMITED = "rate_limited"
+    INVALID_REQUEST = "invalid_request"
 
 
 class FrameError(ValueError):

@@ -131,12 +131,24 @@ async def test_request_rewriting_forces_model_stream_and_usage(
     sent = fake.requests[-1].json
     assert sent["model"] == "llama-3.3-70b"
     assert sent["stream"] is True
-    assert sent["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
+    # BYOK: stream_options is reduced to include_usage (test_byok_requests.py); a local
+    # backend keeps the rest (test_local_stream_options_keep_the_other_keys).
+    assert sent["stream_options"] == {"include_usage": True}
     assert sent["venice_parameters"] == original["venice_parameters"]
     assert sent["temperature"] == 0.25 and sent["tools"] == original["tools"]
     assert sent["messages"] == original["messages"]
     assert request == original  # the job's own request is not mutated
     assert fake.requests[-1].headers["accept-encoding"] == "identity"
+
+
+async def test_local_stream_options_keep_the_other_keys(
+    make_fake: MakeFake, make_backend: MakeBackend
+) -> None:
+    fake = await make_fake("vllm")
+    options = {"include_usage": False, "continuous_usage_stats": True}
+    await make_backend(fake).execute(job(chat_request(stream_options=options)), Sink())
+    sent = fake.requests[-1].json
+    assert sent["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
 
 
 async def test_include_usage_added_when_stream_options_absent(

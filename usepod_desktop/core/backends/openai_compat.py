@@ -7,11 +7,18 @@ closes the upstream request. Health and model-list calls use a short timeout
 
 Execute (PROTOCOL.md section 3, "beyond" included): the job's request is forwarded with
 `stream` forced to true, `stream_options.include_usage` set to true (also inside an existing
-`stream_options`) and `model` always set to the routed model id; every other field (e.g.
-Venice's `venice_parameters`) is passed through untouched. Each upstream chunk goes to the sink
-at once and unmodified (`Accept-Encoding: identity`, so the bytes are the real SSE text). Token
-usage is read on the side by :class:`SseUsageScanner`, which costs a couple of substring
-searches per chunk and decodes JSON only for the few lines that carry `"usage"` or `"error"`.
+`stream_options`) and `model` always set to the routed model id. Local backends get every
+other field untouched. Remote (BYOK) backends, paid with the operator's key, get only an
+allow-list of standard fields (:func:`byok_request`): provider routing and paid tools
+(`models`, `route`, `provider`, `plugins`, `web_search_options`, `transforms`, server-side
+tools, ...) are dropped, `n` > 1 is refused (`invalid_request`) and `max_tokens` is capped at
+the model's context length, so no request can make the key pay for another model, another
+provider, a paid tool or several answers at the advertised price of one.
+
+Each upstream chunk goes to the sink at once and unmodified (`Accept-Encoding: identity`, so
+the bytes are the real SSE text). Token usage is read on the side by :class:`SseUsageScanner`,
+which costs a couple of substring searches per chunk and decodes JSON only for the few lines
+that carry `"usage"` or `"error"`.
 
 Error classes (PROTOCOL.md section 3) -> `ErrorCode`: connect failure -> backend_unreachable;
 timeout -> backend_timeout; 404 or a "model not found" body -> model_not_loaded; 401/403 ->
@@ -24,11 +31,12 @@ import asyncio
 import contextlib
 import errno
 import json
+import logging
 import os
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -55,6 +63,7 @@ __all__ = [
     "PROBE_TIMEOUT",
     "OpenAICompatBackend",
     "SseUsageScanner",
+    "byok_request",
     "classify_http_error",
     "connect_failure_text",
     "context_window_of",
@@ -80,6 +89,8 @@ MAX_JSON_ANSWER = 16 * 1024 * 1024
 MAX_MODELS_BODY = 32 * 1024 * 1024
 #: Model-list bodies fetched by a health check are reused by list_models for this long.
 MODELS_CACHE_SECONDS = 10.0
+
+log = logging.getLogger(__name__)
 
 _USER_AGENT = f"usepod-desktop/{__version__}"
 _JSON_HEADERS = {"Content-Type": "application/json"}
@@ -334,6 +345,141 @@ def context_window_of(entry: dict[str, Any]) -> int | None:
         if value:
             return value
     return None
+
+
+# ------------------------------------------------------------------------------ BYOK requests
+
+#: OpenAI chat-completion fields forwarded to a remote (BYOK) backend; every other is dropped.
+BYOK_OPENAI_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "functions",
+        "function_call",
+        "temperature",
+        "top_p",
+        "top_k",
+        "min_p",
+        "top_a",
+        "frequency_penalty",
+        "presence_penalty",
+        "repetition_penalty",
+        "seed",
+        "stop",
+        "max_tokens",
+        "max_completion_tokens",
+        "response_format",
+        "stream",
+        "stream_options",
+        "logprobs",
+        "top_logprobs",
+        "logit_bias",
+        "user",
+        "n",
+        "reasoning_effort",
+    }
+)
+#: Anthropic Messages fields forwarded to a remote backend (`metadata` keeps `user_id` only).
+BYOK_ANTHROPIC_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "metadata",
+        "stop_sequences",
+        "stream",
+        "temperature",
+        "top_p",
+        "top_k",
+        "tools",
+        "tool_choice",
+        "thinking",
+    }
+)
+#: Anthropic tool types run by the client (the caller executes them: no upstream charge
+#: beyond tokens). Server tools (`web_search_*`, `web_fetch_*`, `code_execution_*`, ...)
+#: are billed per use on the operator's key and are dropped.
+_CLIENT_TOOL_PREFIXES = ("custom", "bash_", "text_editor_", "computer_", "memory_")
+#: `max_tokens` cap of a remote model whose context length is unknown.
+DEFAULT_BYOK_MAX_TOKENS = 131_072
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _keep_tool(tool: Any, anthropic: bool) -> bool:
+    if not isinstance(tool, dict):
+        return False
+    kind = tool.get("type")
+    if anthropic:
+        return kind is None or (isinstance(kind, str) and kind.startswith(_CLIENT_TOOL_PREFIXES))
+    return kind == "function"
+
+
+def byok_request(
+    request: dict[str, Any],
+    *,
+    anthropic: bool,
+    extra_fields: Mapping[str, frozenset[str] | None] | None = None,
+    max_tokens_cap: int,
+) -> tuple[dict[str, Any], list[str]]:
+    """The body a remote (BYOK) backend gets for a job's `request`, and the names of what was
+    dropped (for the log). Raises BackendError(`invalid_request`) for `n` other than 1.
+
+    Only the standard fields of the format are kept (`extra_fields`: kind-specific fields,
+    mapped to the sub-keys kept inside them, None for all); only function tools (OpenAI) or
+    client tools (Anthropic) are kept; `stream_options` is reduced to `include_usage`;
+    `max_tokens` / `max_completion_tokens` above `max_tokens_cap` are lowered to it.
+    """
+    allowed = BYOK_ANTHROPIC_FIELDS if anthropic else BYOK_OPENAI_FIELDS
+    extra = extra_fields or {}
+    body: dict[str, Any] = {}
+    dropped: list[str] = []
+    for key, value in request.items():
+        if key in allowed:
+            body[key] = value
+        elif key in extra:
+            keep = extra[key]
+            if keep is not None and isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k in keep}
+                dropped += [f"{key}.{k}" for k in request[key] if k not in keep]
+            body[key] = value
+        else:
+            dropped.append(key)
+    n = body.pop("n", None)
+    if n is not None and n != 1:
+        raise BackendError(
+            ErrorCode.INVALID_REQUEST,
+            f"n={one_line(str(n), 20)} is not served on a BYOK backend (one answer per job)",
+        )
+    tools = body.get("tools")
+    if isinstance(tools, list):
+        kept = [t for t in tools if _keep_tool(t, anthropic)]
+        if len(kept) != len(tools):
+            dropped.append(f"tools ({len(tools) - len(kept)} server/paid tool(s))")
+            if kept:
+                body["tools"] = kept
+            else:
+                body.pop("tools")
+                body.pop("tool_choice", None)
+    if anthropic:
+        metadata = body.get("metadata")
+        if isinstance(metadata, dict) and set(metadata) - {"user_id"}:
+            dropped.append("metadata (all but user_id)")
+            body["metadata"] = {k: v for k, v in metadata.items() if k == "user_id"}
+    else:
+        body.pop("stream_options", None)  # set again to include_usage only by the caller
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        if _is_number(value) and value > max_tokens_cap:
+            body[key] = max_tokens_cap
+            dropped.append(f"{key}>{max_tokens_cap}")
+    return body, dropped
 
 
 def decode_json(content: bytes) -> Any:
@@ -621,12 +767,17 @@ class OpenAICompatBackend(Backend):
 
     # -------------------------------------------------------------- execute
 
+    def _shape_request(self, request: dict[str, Any], job: JobRequest) -> dict[str, Any]:
+        """The request to forward (before model / stream / usage are set): a shallow copy,
+        every field passed through untouched. RemoteBackend reduces it to an allow-list."""
+        return dict(request)
+
     def _prepare(self, job: JobRequest) -> tuple[str, bytes, dict[str, str]]:
         """URL, body and headers for a job; raises BackendError before any network I/O."""
         request = job.request
         if not isinstance(request, dict):
             raise BackendError(ErrorCode.INTERNAL, "job request is not a JSON object")
-        body = dict(request)  # shallow: nested values are passed through untouched
+        body = self._shape_request(request, job)
         body["model"] = job.model_id
         body["stream"] = True
         if job.format == "anthropic":
@@ -774,11 +925,17 @@ class LocalBackend(OpenAICompatBackend):
 
 class RemoteBackend(OpenAICompatBackend):
     """A hosted API reached with the operator's own key (OpenRouter, Venice). The base URL can be
-    overridden through `base_url_env`, for tests only."""
+    overridden through `base_url_env`, for tests only.
+
+    Jobs are reduced by :func:`byok_request` (the key pays for whatever the request asks):
+    `max_tokens` is capped at the model's context length from the last model list, and never
+    above `max_tokens_cap` (default :data:`DEFAULT_BYOK_MAX_TOKENS`), which also applies to a
+    model whose context length is unknown. `extra_fields`: kind-specific request fields kept."""
 
     default_base_url: str
     base_url_env: str
     extra_headers: dict[str, str] | None = None
+    extra_fields: ClassVar[Mapping[str, frozenset[str] | None]] = {}
 
     def __init__(
         self,
@@ -786,6 +943,7 @@ class RemoteBackend(OpenAICompatBackend):
         api_key: str,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_tokens_cap: int = DEFAULT_BYOK_MAX_TOKENS,
     ) -> None:
         super().__init__(
             config,
@@ -796,3 +954,30 @@ class RemoteBackend(OpenAICompatBackend):
             trust_env=True,
             transport=transport,
         )
+        self.max_tokens_cap = max_tokens_cap
+        #: Context length per model id, from the last model list (max_tokens cap).
+        self.context_windows: dict[str, int] = {}
+
+    async def list_models(self) -> list[ModelInfo]:
+        models = await super().list_models()
+        self.context_windows = {
+            m.model_id: m.context_window for m in models if m.context_window is not None
+        }
+        return models
+
+    def _shape_request(self, request: dict[str, Any], job: JobRequest) -> dict[str, Any]:
+        cap = self.max_tokens_cap
+        context = self.context_windows.get(job.model_id)
+        if context is not None:
+            cap = min(cap, context)
+        body, dropped = byok_request(
+            request,
+            anthropic=job.format == "anthropic",
+            extra_fields=self.extra_fields,
+            max_tokens_cap=cap,
+        )
+        if dropped:
+            shown = ", ".join(one_line(name, 40) for name in dropped[:12])
+            more = f" and {len(dropped) - 12} more" if len(dropped) > 12 else ""
+            log.info("job %s on %s: not forwarded: %s%s", job.job_id, self.kind, shown, more)
+        return body

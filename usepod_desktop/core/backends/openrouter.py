@@ -9,6 +9,9 @@
 - Errors after streaming began come as a chunk with a top-level `error` and
   `finish_reason: "error"` while the status stays 200 (turned into a job error).
 - Anthropic-shaped `POST /api/v1/messages` exists.
+- Requests are reduced to the BYOK allow-list (`openai_compat.byok_request`): OpenRouter's own
+  routing and paid-tool fields (`models`, `route`, `provider`, `plugins`, `transforms`, ...)
+  never reach it.
 
 The base URL can be overridden FOR TESTS ONLY with the environment variable
 `USEPOD_OPENROUTER_BASE_URL` (e.g. a fake server's `http://127.0.0.1:PORT/api/v1`). The

@@ -5,8 +5,10 @@
   1M tokens; upstream price in micro-USD per 1M = value x 10^6, exact (the JSON numbers are
   decoded as Decimal, never float).
 - No Anthropic Messages endpoint: anthropic jobs fail at once, without a request.
-- `venice_parameters` in a request body passes through untouched (the shared client never
-  touches fields other than model / stream / stream_options).
+- Requests are reduced to the BYOK allow-list (`openai_compat.byok_request`) plus
+  `venice_parameters`, of which only the keys in :data:`VENICE_PARAMETERS` are kept: they
+  select Venice features of the same model. Its web search and scraping switches (billed per
+  use on the operator's key) are dropped.
 - Errors are often a plain string `{"error": "..."}`; 503 means MODEL_OFFLINE / AT_CAPACITY.
 
 The base URL can be overridden FOR TESTS ONLY with the environment variable
@@ -16,8 +18,9 @@ key of a `[[backends]]` entry is ignored for this kind, like the reference agent
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, ClassVar
 
 from usepod_desktop.core.backends.base import ModelInfo, UpstreamPrice
 from usepod_desktop.core.backends.openai_compat import (
@@ -29,6 +32,15 @@ from usepod_desktop.core.backends.openrouter import usd_per_token
 
 DEFAULT_BASE_URL = "https://api.venice.ai/api/v1"
 BASE_URL_ENV = "USEPOD_VENICE_BASE_URL"
+#: `venice_parameters` keys forwarded (the rest, e.g. `enable_web_search`, is dropped).
+VENICE_PARAMETERS = frozenset(
+    {
+        "character_slug",
+        "include_venice_system_prompt",
+        "strip_thinking_response",
+        "disable_thinking",
+    }
+)
 #: USD per 1M tokens -> micro-USD per 1M tokens.
 USD_TO_MICRO = Decimal(10) ** 6
 
@@ -55,6 +67,9 @@ class VeniceBackend(RemoteBackend):
     supports_anthropic = False
     default_base_url = DEFAULT_BASE_URL
     base_url_env = BASE_URL_ENV
+    extra_fields: ClassVar[Mapping[str, frozenset[str] | None]] = {
+        "venice_parameters": VENICE_PARAMETERS
+    }
 
     def _model_info(self, model_id: str, entry: dict[str, Any]) -> ModelInfo:
         context = context_window_of(entry)
