@@ -27,6 +27,9 @@ from usepod_desktop.core.text import redact_url
 
 BACKEND_KEYS = frozenset({"kind", "url", "api_key_env", "markup", "models"})
 MAX_CONCURRENT_RANGE = (1, 256)
+#: Highest price accepted, micro-USD per 1M tokens ($1,000 per million tokens): above it a
+#: value is a typo or an attack on the ledger's arithmetic, never a real listing.
+MAX_PRICE_PER_1M = 10**9
 DEFAULT_MAX_CONCURRENT = 8
 
 
@@ -320,6 +323,7 @@ def _pricing(table: Mapping[str, Any]) -> PricingConfig:
     for name, value in (("default_input_per_1m", d_in), ("default_output_per_1m", d_out)):
         if value <= 0:
             raise ConfigError(f"pricing.{name}: must be > 0, got {value}", field=f"pricing.{name}")
+        _check_price_ceiling(value, f"pricing.{name}")
     models: dict[str, ModelPrice] = {}
     raw_models = table.get("models", {})
     if not isinstance(raw_models, Mapping):
@@ -334,8 +338,19 @@ def _pricing(table: Mapping[str, Any]) -> PricingConfig:
         for name, value in (("input_per_1m", p_in), ("output_per_1m", p_out)):
             if value < 0:
                 raise ConfigError(f"{where}.{name}: must be >= 0", field=f"{where}.{name}")
+            _check_price_ceiling(value, f"{where}.{name}")
         models[model_id] = ModelPrice(p_in, p_out)
     return PricingConfig(d_in, d_out, models)
+
+
+def _check_price_ceiling(value: int, name: str) -> None:
+    if value > MAX_PRICE_PER_1M:
+        shown = str(value) if value < 10**20 else f"a {value.bit_length()}-bit number"
+        raise ConfigError(
+            f"{name}: must be at most {MAX_PRICE_PER_1M} micro-USD per 1M tokens "
+            f"($1,000 per million), got {shown}",
+            field=name,
+        )
 
 
 def _quote_key(key: str) -> str:

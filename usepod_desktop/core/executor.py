@@ -292,26 +292,35 @@ class Executor:
                 log.exception("job %s: unexpected error", job_id)
                 code, message = ErrorCode.INTERNAL, f"agent error: {type(exc).__name__}"
             duration_ms = int((time.perf_counter() - started) * 1000)
-            if code is None:
-                terminal = protocol.job_done(
-                    job_id, usage.input_tokens, usage.output_tokens, duration_ms
-                )
-            elif code != "cancelled":
-                terminal = protocol.job_error(job_id, code, message or code, relayed)
+            usage = _sane_usage(usage, job_id)
+            try:
+                if code is None:
+                    terminal = protocol.job_done(
+                        job_id, usage.input_tokens, usage.output_tokens, duration_ms
+                    )
+                elif code != "cancelled":
+                    terminal = protocol.job_error(job_id, code, message or code, relayed)
+            except Exception as exc:  # never a job without its terminal frame
+                log.exception("job %s: cannot build its terminal frame", job_id)
+                code, message = ErrorCode.INTERNAL, f"agent error: {type(exc).__name__}"
+                terminal = protocol.job_error(job_id, code, message, relayed)
             if terminal is not None:
                 await self._send_quietly(send, terminal, job_id)
         finally:
             self._running.pop(job_id, None)
         ttfb_ms = None if first_byte is None else (first_byte - started) * 1000
-        self.budget.spend(usage.input_tokens + usage.output_tokens)
         cancelled = code == "cancelled"
-        if not cancelled:
-            self.stats.record(
-                ttfb_ms=ttfb_ms,
-                output_tokens=usage.output_tokens,
-                duration_s=duration_ms / 1000,
-                error_code=code,
-            )
+        try:  # figures only: a failure here must not keep the job from being reported
+            self.budget.spend(usage.input_tokens + usage.output_tokens)
+            if not cancelled:
+                self.stats.record(
+                    ttfb_ms=ttfb_ms,
+                    output_tokens=usage.output_tokens,
+                    duration_s=duration_ms / 1000,
+                    error_code=code,
+                )
+        except Exception:
+            log.exception("job %s: statistics not updated", job_id)
         outcome = JobOutcome(
             job_id=job_id,
             model_id=route.model_id,
@@ -363,6 +372,23 @@ class Executor:
                 await send(frame)
         except Exception as exc:
             log.warning("job %s: could not send terminal frame (%s)", job_id, type(exc).__name__)
+
+
+#: Largest token count the executor passes on (stats, budget, ledger); backends clamp already.
+MAX_TOKEN_COUNT = 2**31 - 1
+
+
+def _sane_usage(usage: Usage, job_id: str) -> Usage:
+    """`usage` with both counts within [0, MAX_TOKEN_COUNT] (a bad value is logged)."""
+    counts = []
+    for value in (usage.input_tokens, usage.output_tokens):
+        if not isinstance(value, int) or isinstance(value, bool):
+            value = 0
+        counts.append(min(max(value, 0), MAX_TOKEN_COUNT))
+    if counts != [usage.input_tokens, usage.output_tokens]:
+        log.warning("job %s: token counts out of range; clamped to %s", job_id, counts)
+        return Usage(counts[0], counts[1])
+    return usage
 
 
 def _call(listener: Callable[..., Any], *args: Any) -> None:

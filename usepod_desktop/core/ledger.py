@@ -27,7 +27,11 @@ time zone). A row is attributed to the moment its job ended.
 
 Writing never stops the agent: :meth:`Ledger.record` and the writer thread swallow every error,
 log it once and set :attr:`Ledger.problem` (one line: the path and what to do). Rows that could
-not be written are kept in memory (up to :data:`MAX_UNSAVED`) and retried.
+not be written are kept in memory (up to :data:`MAX_UNSAVED`) and retried. One bad row never
+blocks the others: counts are clamped to [0, :data:`MAX_TOKENS`] and money to SQLite's 64-bit
+range when a row is built (logged), and when a batch still fails its rows are written one by
+one: a row the database refuses for its own content is dropped with a log line naming its job,
+the others are written (or kept for a retry when the database itself is the problem).
 
 Usage from the agent (the writer thread keeps the event loop off the disk)::
 
@@ -107,6 +111,10 @@ BUSY_TIMEOUT_MS = 5_000
 NANO_PER_USD = 10**9
 NANO_PER_MICRO = 1_000
 PICO_PER_NANO = 1_000
+#: Largest token count a row stores (a backend's wrapped -1 is 2**64-1): larger is clamped.
+MAX_TOKENS = 2**31 - 1
+#: SQLite INTEGER range: money outside it is clamped (only absurd prices get there).
+INT64_MAX = 2**63 - 1
 _MS = timedelta(milliseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SHARE_NUM, _SHARE_DEN = PROVIDER_SHARE.as_integer_ratio()
@@ -222,6 +230,16 @@ def backend_kind_of(backend: str) -> str:
     return head if head in KINDS else backend
 
 
+def _clamp(value: int, low: int, high: int, job_id: str, name: str) -> int:
+    """`value` within [low, high]; a value outside is logged (with its job) and clamped."""
+    if low <= value <= high:
+        return value
+    clamped = min(max(value, low), high)
+    shown = str(value) if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+    log.warning("ledger: job %s: %s %s out of range; recorded as %d", job_id, name, shown, clamped)
+    return clamped
+
+
 @dataclass(frozen=True, slots=True)
 class JobRow:
     """One ledger row. Money in nano-USD, prices in micro-USD per 1M tokens, times UTC."""
@@ -266,13 +284,27 @@ class JobRow:
             result = "error"
         else:
             result = "done"
-        tokens = (outcome.input_tokens, outcome.output_tokens)
-        prices = (outcome.input_per_1m, outcome.output_per_1m)
+        job = outcome.job_id
+        tokens = (
+            _clamp(outcome.input_tokens, 0, MAX_TOKENS, job, "input_tokens"),
+            _clamp(outcome.output_tokens, 0, MAX_TOKENS, job, "output_tokens"),
+        )
+        prices = (
+            _clamp(outcome.input_per_1m, 0, INT64_MAX, job, "input_per_1m"),
+            _clamp(outcome.output_per_1m, 0, INT64_MAX, job, "output_per_1m"),
+        )
         billed = result == "done" and src in BILLED_SOURCES
         kind = backend_kind or backend_kind_of(outcome.backend)
         upstream: int | None = None
         if upstream_price is not None:
-            upstream = upstream_cost_nusd(*tokens, upstream_price)
+            try:
+                upstream = upstream_cost_nusd(*tokens, upstream_price)
+            except (ArithmeticError, ValueError):  # a non-finite upstream price
+                log.warning("ledger: job %s: upstream cost not computable; left unknown", job)
+            else:
+                upstream = _clamp(upstream, 0, INT64_MAX, job, "upstream_cost_nusd")
+        gross = gross_nusd(*tokens, *prices) if billed else 0
+        earned = earnings_nusd(*tokens, *prices) if billed else 0
         return cls(
             job_id=outcome.job_id,
             model_id=outcome.model_id,
@@ -283,17 +315,17 @@ class JobRow:
             started_at=outcome.started_at,
             ended_at=outcome.ended_at,
             ttfb_ms=outcome.ttfb_ms,
-            duration_ms=int(outcome.duration_ms),
-            input_tokens=outcome.input_tokens,
-            output_tokens=outcome.output_tokens,
-            bytes_relayed=outcome.bytes_relayed,
+            duration_ms=_clamp(int(outcome.duration_ms), 0, INT64_MAX, job, "duration_ms"),
+            input_tokens=tokens[0],
+            output_tokens=tokens[1],
+            bytes_relayed=_clamp(outcome.bytes_relayed, 0, INT64_MAX, job, "bytes_relayed"),
             outcome=result,
             error_code=None if outcome.cancelled else outcome.error_code,
             error_message=outcome.message if result != "done" else None,
-            input_per_1m=outcome.input_per_1m,
-            output_per_1m=outcome.output_per_1m,
-            gross_nusd=gross_nusd(*tokens, *prices) if billed else 0,
-            earnings_nusd=earnings_nusd(*tokens, *prices) if billed else 0,
+            input_per_1m=prices[0],
+            output_per_1m=prices[1],
+            gross_nusd=_clamp(gross, 0, INT64_MAX, job, "gross_nusd"),
+            earnings_nusd=_clamp(earned, 0, INT64_MAX, job, "earnings_nusd"),
             upstream_cost_nusd=upstream,
         )
 
@@ -378,6 +410,12 @@ def _row_from_db(r: Sequence[Any]) -> JobRow:
 # ---------------------------------------------------------------------------------------------
 # Schema: MIGRATIONS[i] takes the database from user_version i to i + 1, in one transaction.
 
+#: The columns of schema version 1 (copied by migration 2; frozen, whatever _ROW_COLUMNS becomes).
+_V1_COLUMNS = (
+    "id, job_id, model_id, backend, backend_kind, source, format, started_at_ms, ended_at_ms, "
+    "ttfb_ms, duration_ms, input_tokens, output_tokens, bytes_relayed, outcome, error_code, "
+    "error_message, input_per_1m, output_per_1m, gross_nusd, earnings_nusd, upstream_cost_nusd"
+)
 MIGRATIONS: list[tuple[str, ...]] = [
     (
         """
@@ -409,7 +447,46 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX jobs_ended ON jobs (ended_at_ms)",
         "CREATE INDEX jobs_model_ended ON jobs (model_id, ended_at_ms)",
     ),
+    # 2: a job id may come back (the coordinator reuses it after the first job ended): one row
+    # per run, keyed by (job_id, started_at_ms, ended_at_ms); the same run written twice is
+    # still one row.
+    (
+        """
+        CREATE TABLE jobs_v2 (
+            id                 INTEGER PRIMARY KEY,
+            job_id             TEXT    NOT NULL,
+            model_id           TEXT    NOT NULL,
+            backend            TEXT    NOT NULL,
+            backend_kind       TEXT    NOT NULL,
+            source             TEXT    NOT NULL,
+            format             TEXT    NOT NULL DEFAULT 'openai',
+            started_at_ms      INTEGER NOT NULL,
+            ended_at_ms        INTEGER NOT NULL,
+            ttfb_ms            REAL,
+            duration_ms        INTEGER NOT NULL DEFAULT 0,
+            input_tokens       INTEGER NOT NULL DEFAULT 0,
+            output_tokens      INTEGER NOT NULL DEFAULT 0,
+            bytes_relayed      INTEGER NOT NULL DEFAULT 0,
+            outcome            TEXT    NOT NULL CHECK (outcome IN ('done','error','cancelled')),
+            error_code         TEXT,
+            error_message      TEXT,
+            input_per_1m       INTEGER NOT NULL,   -- micro-USD per 1M tokens, in force
+            output_per_1m      INTEGER NOT NULL,
+            gross_nusd         INTEGER NOT NULL,   -- nano-USD, estimated
+            earnings_nusd      INTEGER NOT NULL,   -- nano-USD, provider share, estimated
+            upstream_cost_nusd INTEGER,            -- nano-USD, BYOK upstream bill when known
+            UNIQUE (job_id, started_at_ms, ended_at_ms)
+        )
+        """,
+        f"INSERT INTO jobs_v2 ({_V1_COLUMNS}) SELECT {_V1_COLUMNS} FROM jobs",
+        "DROP TABLE jobs",
+        "ALTER TABLE jobs_v2 RENAME TO jobs",
+        "CREATE INDEX jobs_ended ON jobs (ended_at_ms)",
+        "CREATE INDEX jobs_model_ended ON jobs (model_id, ended_at_ms)",
+        "CREATE INDEX jobs_job_id ON jobs (job_id)",
+    ),
 ]
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -627,6 +704,21 @@ def _row_of(
         return None
 
 
+#: Errors that come from a row's content rather than from the database file.
+_ROW_ERRORS: tuple[type[BaseException], ...] = (
+    OverflowError,
+    ValueError,
+    TypeError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+)
+
+
+def _safe_id(job_id: object) -> str:
+    return repr(job_id)[:60] if not isinstance(job_id, str) or not job_id.isprintable() else job_id
+
+
 class Ledger:
     """The job ledger in one SQLite file (WAL, `synchronous=FULL`: a committed row survives a
     crash of the process and of the machine).
@@ -675,6 +767,8 @@ class Ledger:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        #: Rows the database refused for their content (dropped, each logged).
+        self.dropped_rows = 0
 
     # ---- opening -----------------------------------------------------------------------
 
@@ -851,6 +945,11 @@ class Ledger:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(_INSERT, [r._params() for r in pending])
                 conn.execute("COMMIT")
+            except _ROW_ERRORS:
+                # Something in the rows (not the database) was refused: write them one by one
+                # so the bad one cannot hold the others back.
+                self._rollback()
+                return self._write_each(pending)
             except Exception as exc:
                 self._fail_write(exc)
                 self._unsaved.extend(rows)
@@ -858,6 +957,41 @@ class Ledger:
             self._unsaved.clear()
             self._set_problem(None)
             return True
+
+    def _rollback(self) -> None:
+        conn = self._writer_conn
+        if conn is not None and conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._fail_write(sqlite3.OperationalError("rollback failed"))
+
+    def _write_each(self, pending: list[JobRow]) -> bool:
+        """Write `pending` one row per transaction (under the write lock). A row refused for
+        its content is dropped and logged; a database failure keeps the unwritten rows."""
+        self._unsaved.clear()
+        for i, row in enumerate(pending):
+            try:
+                conn = self._writer()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(_INSERT, row._params())
+                conn.execute("COMMIT")
+            except _ROW_ERRORS as exc:
+                self._rollback()
+                self.dropped_rows += 1
+                log.error(
+                    "ledger %s: job %s not recorded, the database refused its row (%s: %s)",
+                    self.path,
+                    _safe_id(row.job_id),
+                    type(exc).__name__,
+                    str(exc)[:200],
+                )
+            except Exception as exc:
+                self._fail_write(exc)
+                self._unsaved.extend(pending[i:])
+                return False
+        self._set_problem(None)
+        return True
 
     @property
     def unsaved(self) -> int:

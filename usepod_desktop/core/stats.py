@@ -91,7 +91,10 @@ class JobStats:
                 if generation < MIN_GENERATION_S:
                     generation = duration
             if generation > 0.0 and math.isfinite(generation):
-                tps = output_tokens / generation
+                try:
+                    tps = output_tokens / generation
+                except OverflowError:  # an absurd count (the executor clamps them)
+                    tps = None
         ttfb = None
         if ttfb_ms is not None and math.isfinite(ttfb_ms):
             ttfb = max(float(ttfb_ms), 0.0)

@@ -32,6 +32,7 @@ import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -100,15 +101,48 @@ _ANTHROPIC_HEADERS = {"Content-Type": "application/json", "anthropic-version": "
 # ------------------------------------------------------------------------------ usage scanner
 
 
+#: Largest token count taken from a backend: a larger one (a C++ server's wrapped -1 is
+#: 2**64-1) is clamped to it, and the first such value is logged.
+MAX_TOKEN_COUNT = 2**31 - 1
+_clamp_logged = False
+
+
 def json_count(value: Any) -> int | None:
-    """A token count from JSON: a non-negative integer (an integral float is accepted)."""
+    """A token count from JSON: a non-negative integer (an integral float is accepted),
+    clamped to MAX_TOKEN_COUNT."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value >= 0 else None
-    if isinstance(value, float | Decimal) and value == int(value) and value >= 0:
-        return int(value)
-    return None
+        count = value
+    elif isinstance(value, float):
+        if not math.isfinite(value) or not value.is_integer():
+            return None  # NaN, infinite or fractional
+        count = int(value)
+    elif isinstance(value, Decimal):
+        if not value.is_finite() or value != value.to_integral_value():
+            return None
+        # compared before int(): int(Decimal("1e999999999")) would build a billion digits
+        count = int(value) if value <= MAX_TOKEN_COUNT else MAX_TOKEN_COUNT + 1
+    else:
+        return None
+    if count < 0:
+        return None
+    return _clamped(count)
+
+
+def _clamped(count: int) -> int:
+    global _clamp_logged
+    if count <= MAX_TOKEN_COUNT:
+        return count
+    if not _clamp_logged:
+        _clamp_logged = True
+        log.warning(
+            "a backend reported a token count of about 2**%d; counts above %d are clamped "
+            "(logged once)",
+            count.bit_length(),
+            MAX_TOKEN_COUNT,
+        )
+    return MAX_TOKEN_COUNT
 
 
 _INPUT_KEYS = ("input_tokens", "prompt_tokens", "input")
@@ -238,7 +272,7 @@ class SseUsageScanner:
                 # repeated prompt); all of them were read. OpenAI's prompt_tokens includes them.
                 for cached in _ANTHROPIC_CACHE_KEYS:
                     value += json_count(usage.get(cached)) or 0
-                self.input_tokens = value
+                self.input_tokens = _clamped(value)
             value = _first_count(usage, _OUTPUT_KEYS)
             if value is not None:
                 self.output_tokens = value
