@@ -10,6 +10,8 @@ Rules (PROTOCOL.md section 5, plus our "Beyond" items):
 - the whole job is bounded by `deadline_ms` -> `backend_timeout`;
 - a chunk the socket does not take within 5 s ends the job (`internal`);
 - the request's `model` is always the routed model id;
+- a `job` whose id is running gets `job_error` `invalid_request` (the running job goes on); an
+  id reused after its job ended is served as a new job (logged; the ledger keeps both runs);
 - `limits.max_tokens_per_minute`: see :class:`TokenBudget`.
 """
 
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 5.0
+#: How many finished job ids are remembered to log a reused one.
+FINISHED_IDS_KEPT = 4096
 TERMINAL_SEND_TIMEOUT_S = 5.0
 
 #: Sends one text frame to the coordinator; raises when the connection is gone.
@@ -134,6 +138,8 @@ class Executor:
         self.budget = TokenBudget(self.max_tokens_per_minute)
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
+        #: Ids of the last finished jobs (a reused one is logged when it comes back).
+        self._finished_ids: dict[str, None] = {}
 
     # ---- configuration -----------------------------------------------------------------
 
@@ -158,8 +164,11 @@ class Executor:
     def submit(self, job: protocol.Job, send: Sender) -> asyncio.Task[None] | None:
         """Admit and start a job, or refuse it at once with a `job_error`."""
         if job.job_id in self._running:
-            log.warning("job %s: duplicate job id ignored", job.job_id)
-            return None
+            return self._refuse_duplicate(job, send)
+        if job.job_id in self._finished_ids:
+            log.warning(
+                "job %s: job id reused after its earlier run ended; served anew", job.job_id
+            )
         refusal = self._admission(job)
         if refusal is not None:
             code, message = refusal
@@ -181,6 +190,21 @@ class Executor:
             )
         for listener in self.on_start:
             _call(listener, job, route.backend)
+        return task
+
+    def _refuse_duplicate(self, job: protocol.Job, send: Sender) -> asyncio.Task[None]:
+        """A `job` frame whose id is running: answered with a terminal `job_error`
+        (`invalid_request`); the running job goes on and keeps its own terminal frame."""
+        log.warning("job %s: refused, a job with this id is already running", job.job_id)
+        frame = protocol.job_error(
+            job.job_id,
+            ErrorCode.INVALID_REQUEST,
+            "duplicate job id: a job with this id is already running here",
+            0,
+        )
+        task = asyncio.ensure_future(self._send_quietly(send, frame, job.job_id))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
         return task
 
     def _admission(self, job: protocol.Job) -> tuple[str, str] | None:
@@ -308,6 +332,9 @@ class Executor:
                 await self._send_quietly(send, terminal, job_id)
         finally:
             self._running.pop(job_id, None)
+            self._finished_ids[job_id] = None
+            if len(self._finished_ids) > FINISHED_IDS_KEPT:
+                del self._finished_ids[next(iter(self._finished_ids))]
         ttfb_ms = None if first_byte is None else (first_byte - started) * 1000
         cancelled = code == "cancelled"
         try:  # figures only: a failure here must not keep the job from being reported
