@@ -84,8 +84,12 @@ PROBE_TIMEOUT = 5.0
 KEEPALIVE_EXPIRY = 3.0
 #: How much of an error body is read (the rest is discarded).
 MAX_ERROR_BODY = 16 * 1024
-#: A non-streamed JSON answer to a streamed request is read up to this size.
+#: A non-streamed JSON answer to a streamed request may be this large; a larger one ends the
+#: job with an error (never relayed cut short as a success).
 MAX_JSON_ANSWER = 16 * 1024 * 1024
+#: A JSON answer is relayed in slices of this size, so each `job_chunk` frame (base64: 4/3 of
+#: it) stays far below the 16 MiB frame limit.
+JSON_SLICE = 1024 * 1024
 #: A model-list response body larger than this is refused (OpenRouter's is ~1 MB).
 MAX_MODELS_BODY = 32 * 1024 * 1024
 #: Model-list bodies fetched by a health check are reused by list_models for this long.
@@ -916,15 +920,24 @@ class OpenAICompatBackend(Backend):
     async def _json_answer(self, resp: httpx.Response, sink: ChunkSink, anthropic: bool) -> Usage:
         """A JSON body where a stream was asked for: an error disguised as 200 (LM Studio's
         `{"error": ...}`), or a server that ignored `stream`. Errors raise; a real answer is
-        relayed as one chunk."""
-        body = await _read_capped(resp, MAX_JSON_ANSWER)
+        relayed whole, in JSON_SLICE pieces; one over MAX_JSON_ANSWER raises before any byte
+        is relayed."""
+        body = await _read_capped(resp, MAX_JSON_ANSWER + 1)
+        if len(body) > MAX_JSON_ANSWER:
+            raise BackendError(
+                ErrorCode.INTERNAL,
+                f"{self.kind}: non-streamed answer larger than {MAX_JSON_ANSWER // 2**20} MiB; "
+                "not relayed (ask for a shorter answer, or serve it streamed)",
+            )
         try:
             obj = json.loads(body)
         except ValueError:
             obj = None
         if isinstance(obj, dict) and obj.get("error"):
             raise classify_http_error(self.kind, resp.status_code, body, anthropic=anthropic)
-        await sink(body)
+        view = memoryview(body)
+        for start in range(0, len(body), JSON_SLICE):
+            await sink(bytes(view[start : start + JSON_SLICE]))
         scanner = SseUsageScanner()
         scanner.take(body)
         return scanner.usage
