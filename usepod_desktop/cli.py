@@ -73,6 +73,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="try the app without an account: embed a local sandbox coordinator and send demo jobs",
     )
+    parser.add_argument(
+        "--demo-remote",
+        action="append",
+        metavar="NAME",
+        default=[],
+        help="with --sandbox: also send demo jobs to this BYOK backend (its kind, e.g. "
+        "openrouter, or its api_key_env; repeatable); without it demo jobs never go to a "
+        "backend your own API key pays for",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parents = [_global_flags(suppress=True)]
     for name in COMMANDS:

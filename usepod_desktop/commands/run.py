@@ -64,6 +64,15 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         metavar="SECONDS",
         help="with --sandbox: seconds between demo jobs (default 5)",
     )
+    p.add_argument(
+        "--demo-remote",
+        action="append",
+        metavar="NAME",
+        default=argparse.SUPPRESS,
+        help="with --sandbox: also send demo jobs to this BYOK backend of your agent.toml "
+        "(its kind, e.g. openrouter, or its api_key_env; repeatable). Without it demo jobs "
+        "never go to a backend your own API key pays for",
+    )
 
 
 def process_kind(environ: dict[str, str] | None = None) -> str:

@@ -349,6 +349,7 @@ def main(args: argparse.Namespace) -> int:
         config=getattr(args, "config", None),
         allow_insecure=bool(getattr(args, "allow_insecure", False)),
         sandbox=bool(getattr(args, "sandbox", False)),
+        demo_remote=tuple(getattr(args, "demo_remote", None) or ()),
     )
 
     async def run() -> None:

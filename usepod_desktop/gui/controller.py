@@ -56,6 +56,8 @@ class StartOptions:
     sandbox: bool = False
     grace_s: float = 10.0
     demo_interval_s: float = 5.0
+    #: BYOK backends opted in for sandbox demo jobs (`--demo-remote`: kind or api_key_env).
+    demo_remote: tuple[str, ...] = ()
 
 
 class TodayCounter:
@@ -277,7 +279,7 @@ class AppController(QObject):
             base = await asyncio.to_thread(load_config, options.config, allow_insecure=True)
         except ConfigError:
             base = None
-        session = SandboxSession()
+        session = SandboxSession(demo_remote=options.demo_remote)
         config = await session.start(base)
         self.sandbox_session = session
         self.demo_labels = set(session.demo_labels)

@@ -3,8 +3,11 @@
 `SandboxSession.start()` builds the config the agent runs with in sandbox mode:
 
 - the coordinator is a :class:`SandboxCoordinator` on 127.0.0.1 (a fresh port);
-- the backends are those of the user's agent.toml when any is reachable, else the ones the
-  local probe finds, else a demo backend from the fake servers, labelled "demo";
+- the backends are the local ones of the user's agent.toml when any is reachable, else the
+  ones the local probe finds, else a demo backend from the fake servers, labelled "demo";
+- BYOK backends (openrouter, venice: the user's key pays upstream) are left out, so demo jobs
+  never spend the user's money, unless the user opts one in with `--demo-remote NAME` (NAME
+  is its kind or its `api_key_env`; repeatable). Each one left out is logged with that hint;
 - the identity and the sandbox agent.toml live in `<data dir>/sandbox/`, so the sandbox never
   writes a provider id into the real identity file nor a ws:// URL into the real agent.toml.
 
@@ -18,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import random
+from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,8 +57,14 @@ def sandbox_dir() -> Path:
 class SandboxSession:
     """The pieces of sandbox mode; `start()` returns the config the agent should run with."""
 
-    def __init__(self, *, demo_tokens_per_second: float = 40.0) -> None:
+    def __init__(
+        self, *, demo_tokens_per_second: float = 40.0, demo_remote: Iterable[str] = ()
+    ) -> None:
         self.coordinator = SandboxCoordinator()
+        #: BYOK backends the user opted in for demo jobs (kind or api_key_env).
+        self.demo_remote = frozenset(demo_remote)
+        #: Labels of the user's BYOK backends left out of the sandbox.
+        self.left_out: list[str] = []
         self.demo_backend: FakeBackend | None = None
         self.demo_labels: set[str] = set()
         self.config_path = sandbox_dir() / "agent.toml"
@@ -88,6 +98,18 @@ class SandboxSession:
         from usepod_desktop.core.secrets import SecretStore
 
         if base is not None and base.backends:
+            allowed = tuple(b for b in base.backends if self.demo_allowed(b))
+            for backend in base.backends:
+                if backend not in allowed:
+                    self.left_out.append(backend.label)
+                    log.info(
+                        "sandbox: BYOK backend %s gets no demo jobs (your key would pay); "
+                        "opt in with --demo-remote %s",
+                        backend.label,
+                        backend.kind,
+                    )
+            base = replace(base, backends=allowed)
+        if base is not None and base.backends:
             probe_cfg = replace(base, coordinator=CoordinatorConfig("ws://127.0.0.1:1/x"))
             pool = BackendPool(SecretStore())
             try:
@@ -111,6 +133,12 @@ class SandboxSession:
         demo = BackendConfig(kind="vllm", url=demo_url)
         self.demo_labels.add(demo.label)
         return (demo,)
+
+    def demo_allowed(self, backend: BackendConfig) -> bool:
+        """Local backends always; a BYOK one only when opted in by kind or api_key_env."""
+        if not backend.is_remote:
+            return True
+        return backend.kind in self.demo_remote or backend.api_key_env in self.demo_remote
 
     def is_demo(self, label: str) -> bool:
         return label in self.demo_labels
@@ -179,8 +207,14 @@ async def _headless(args: argparse.Namespace) -> int:
         base: Config | None = load_config(getattr(args, "config", None), allow_insecure=True)
     except ConfigError:
         base = None
-    session = SandboxSession()
+    session = SandboxSession(demo_remote=getattr(args, "demo_remote", None) or ())
     config = await session.start(base)
+    for label in session.left_out:
+        print(
+            f"[sandbox] {label}: no demo jobs on a paid BYOK backend "
+            "(opt in with --demo-remote KIND)",
+            flush=True,
+        )
     from usepod_desktop.core.ledger import Ledger
 
     ledger = Ledger()
