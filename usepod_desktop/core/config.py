@@ -7,7 +7,10 @@ with one line that names the field.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -152,6 +155,7 @@ def find_config(explicit: str | Path | None = None) -> Path:
 def load_config(path: str | Path | None = None, *, allow_insecure: bool = False) -> Config:
     """Find, read and validate agent.toml."""
     found = find_config(path)
+    remember_loaded(found)  # before reading: a change in between makes a later save refuse
     try:
         text = found.read_text(encoding="utf-8")
     except OSError as exc:
@@ -439,19 +443,65 @@ def render_config(config: Config, existing_text: str | None = None) -> str:
     return tomlkit.dumps(doc)
 
 
+class ConfigChangedError(ConfigError):
+    """agent.toml changed on disk since this process loaded it: a save would overwrite that."""
+
+    title = "agent.toml changed on disk"
+
+
+#: Content hash of each agent.toml this process loaded or saved, by real path.
+_LOADED: dict[str, str] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _content_hash(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None
+
+
+def remember_loaded(path: Path) -> None:
+    """Record what `path` holds now, as the base a later :func:`save_config` must find."""
+    digest = _content_hash(path)
+    with _LOADED_LOCK:
+        if digest is None:
+            _LOADED.pop(os.path.realpath(path), None)
+        else:
+            _LOADED[os.path.realpath(path)] = digest
+
+
 def save_config(config: Config, path: str | Path, *, allow_insecure: bool = True) -> None:
     """Write agent.toml atomically (temp file, fsync, rename), keeping comments and layout.
 
     The rendered text is parsed and validated again before anything touches the disk; on any
-    failure the previous file is left byte-identical.
+    failure the previous file is left byte-identical. A symlinked agent.toml is written
+    through to its target (the link stays). When this process loaded (or saved) the file
+    and it has changed on disk since (another program, an editor, the reference agent), the
+    save is refused with :class:`ConfigChangedError` instead of overwriting that change:
+    reload, then save again.
     """
-    target = Path(path)
-    existing = target.read_text(encoding="utf-8") if target.is_file() else None
+    target = Path(os.path.realpath(path))
+    raw = target.read_bytes() if target.is_file() else None
+    with _LOADED_LOCK:
+        base = _LOADED.get(str(target))
+    if base is not None and (raw is None or hashlib.sha256(raw).hexdigest() != base):
+        raise ConfigChangedError(
+            f"{path} was changed on disk since it was loaded; nothing was saved. Reload it "
+            "(Revert in the settings) and apply your changes again"
+        )
+    existing = None
+    if raw is not None:  # as read_text() reads it: universal newlines
+        existing = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     text = render_config(config, existing)
     reparsed = parse_config(text, allow_insecure=allow_insecure)
     if reparsed != config:
         raise ConfigError("internal error: rendered agent.toml does not match the settings")
     atomic_write_text(target, text)
+    with _LOADED_LOCK:
+        _LOADED[str(target)] = hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _new_document() -> tomlkit.TOMLDocument:

@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from usepod_desktop.core import paths
+
 log = logging.getLogger(__name__)
 
 #: Pauses between rename attempts on Windows (seconds): about 1.5 s in all.
@@ -110,18 +112,20 @@ def atomic_write_bytes(
 ) -> None:
     """Replace `target` with `data` so that readers see the old or the new file, never a mix.
 
-    `mode` defaults to the existing file's (0644 for a new one). `owner_only` restricts the
-    new file to the current user before it takes the target's place (:func:`restrict_to_owner`).
+    `mode` defaults to the existing file's (0600 for a new one, in directories created 0700:
+    agent.toml tells where the operator's money goes). `owner_only` restricts the new file to
+    the current user before it takes the target's place (:func:`restrict_to_owner`). A symlink
+    is written through: its target is replaced, the link stays.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = Path(os.path.realpath(target))
+    paths.make_private_dir(target.parent)
     if owner_only:
         mode = 0o600
     if mode is None:
         try:
             mode = target.stat().st_mode & 0o777
         except FileNotFoundError:
-            mode = 0o644
+            mode = paths.PRIVATE_FILE_MODE
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     tmp = Path(tmp_name)
     try:

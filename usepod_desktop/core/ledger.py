@@ -784,7 +784,9 @@ class Ledger:
             _migrate(conn)
             self._reader_is_empty = True
             return conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # 0600 in a 0700 directory (POSIX): the ledger tells who earns what from which model;
+        # SQLite gives its -wal / -shm files the database file's mode.
+        paths.create_private_file(self.path)
         conn = sqlite3.connect(
             self.path,
             isolation_level=None,

@@ -112,6 +112,14 @@ def log_file_name(kind: str = "app") -> str:
     return LOG_FILE_NAMES.get(kind, LOG_FILE_NAMES["run"])
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotated-in log files are created 0600 too (the umask would make them 0644)."""
+
+    def _open(self):  # type: ignore[no-untyped-def]
+        paths.create_private_file(Path(self.baseFilename))
+        return super()._open()
+
+
 def setup_logging(
     level: str | int = "info",
     *,
@@ -145,9 +153,9 @@ def setup_logging(
     if log_file:
         directory = directory or paths.log_dir()
         try:
-            directory.mkdir(parents=True, exist_ok=True)
             path = directory / log_file_name(kind)
-            rotating = logging.handlers.RotatingFileHandler(
+            paths.create_private_file(path)  # 0600 in a 0700 directory (POSIX)
+            rotating = _PrivateRotatingFileHandler(
                 path, maxBytes=5 * 1024 * 1024, backupCount=5, encoding="utf-8"
             )
         except OSError as exc:

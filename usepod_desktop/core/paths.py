@@ -92,3 +92,42 @@ def log_dir() -> Path:
         xdg = os.environ.get("XDG_STATE_HOME")
         return (Path(xdg) if xdg else home() / ".local" / "state") / APP_DIR_NAME / "log"
     return Path(platformdirs.user_log_dir(APP_DIR_NAME, appauthor=False))
+
+
+#: Mode of the directories and files we create on POSIX: the owner only (like the identity).
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def make_private_dir(directory: Path) -> None:
+    """Create `directory` and any missing parent, each one mode 0700 (POSIX; elsewhere the
+    default ACLs). Directories that exist are left as they are (they may be shared)."""
+    missing: list[Path] = []
+    current = Path(directory)
+    while not current.exists():
+        missing.append(current)
+        if current.parent == current:
+            break
+        current = current.parent
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue  # created meanwhile by another process
+        if os.name == "posix":
+            os.chmod(path, PRIVATE_DIR_MODE)  # mkdir's mode is filtered by the umask
+
+
+def create_private_file(path: Path) -> None:
+    """Create `path` empty with mode 0600 when it does not exist (a file that exists keeps its
+    content; on POSIX one readable by others is narrowed to 0600)."""
+    make_private_dir(path.parent)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        if os.name == "posix" and not path.is_symlink():
+            mode = path.stat().st_mode & 0o777
+            if mode & 0o077:
+                os.chmod(path, mode & 0o700)
+        return
+    os.close(fd)

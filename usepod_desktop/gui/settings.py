@@ -49,6 +49,7 @@ from usepod_desktop.core.config import (
     REMOTE_KINDS,
     BackendConfig,
     Config,
+    ConfigChangedError,
     LimitsConfig,
     ModelPrice,
     PricingConfig,
@@ -1372,6 +1373,8 @@ class SettingsWindow(QWidget):
             bottom.addWidget(button)
         layout.addLayout(bottom)
 
+        #: The last save was refused because agent.toml changed on disk: Revert reloads it.
+        self.file_changed = False
         self.backends_tab.entriesChanged.connect(self._entries_changed)
         bridge = controller.bridge
         bridge.stateChanged.connect(self._state_changed)
@@ -1398,6 +1401,21 @@ class SettingsWindow(QWidget):
         self.set_message("")
 
     def revert(self) -> None:
+        agent = self.agent
+        if self.file_changed and agent is not None:  # a save was refused: read the file again
+            self.file_changed = False
+
+            def reloaded(_: object) -> None:
+                self.load()
+                self.set_message(f"Reloaded {agent.config_path} as it is on disk.", "info")
+
+            tasks.spawn(
+                agent.reload_config(),
+                name="reload-settings",
+                on_done=reloaded,
+                on_error=self.show_core_error,
+            )
+            return
         self.load()
         self.set_message("Reverted to the saved settings.", "info")
 
@@ -1515,6 +1533,7 @@ class SettingsWindow(QWidget):
         def failed(error: UserFacingError) -> None:
             self.saving = False
             self.apply_button.setEnabled(True)
+            self.file_changed = isinstance(error, ConfigChangedError)  # Revert reloads it
             self.show_core_error(error)
 
         tasks.spawn(save(), name="save-settings", on_done=done, on_error=failed)
