@@ -126,8 +126,11 @@ def create_private_file(path: Path) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     except FileExistsError:
         if os.name == "posix" and not path.is_symlink():
-            mode = path.stat().st_mode & 0o777
-            if mode & 0o077:
-                os.chmod(path, mode & 0o700)
+            try:
+                mode = path.stat().st_mode & 0o777
+                if mode & 0o077:
+                    os.chmod(path, mode & 0o700)
+            except OSError:
+                pass  # not ours to change (another user's file): leave it
         return
     os.close(fd)
