@@ -24,7 +24,7 @@ import pytest
 
 from usepod_desktop.core import protocol
 from usepod_desktop.core.backends import openai_compat
-from usepod_desktop.core.backends.base import build_backend
+from usepod_desktop.core.backends.base import Usage, build_backend
 from usepod_desktop.core.config import BackendConfig, ConfigError, parse_config
 from usepod_desktop.core.events import JobFinished, JobStarted
 from usepod_desktop.core.executor import Executor, JobOutcome
@@ -251,3 +251,34 @@ def test_the_highest_accepted_price_loads() -> None:
         "default_input_per_1m = 1_000_000_000\ndefault_output_per_1m = 1_000_000_000\n"
     )
     assert parse_config(text).pricing.default_input_per_1m == 10**9
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [Usage(2**64 - 1, 10**400), Usage(-5, -1), None, Usage(True, 3.5)],  # type: ignore[arg-type]
+)
+async def test_whatever_usage_a_backend_returns_the_job_ends_once_and_is_reported(
+    usage: Any,
+) -> None:
+    """An adapter (a future one, a bug) returning absurd or no usage: one terminal frame, one
+    outcome, counts within [0, 2**31-1]."""
+
+    class OddBackend:
+        async def execute(self, job: Any, sink: Any) -> Any:
+            await sink(b"data: x\n\n")
+            return usage
+
+    executor = Executor()
+    executor.set_routes([Route("m", OddBackend())])  # type: ignore[list-item]
+    outcomes: list[JobOutcome] = []
+    executor.on_outcome.append(outcomes.append)
+    wire = Wire()
+    job = protocol.Job(str(uuid.uuid4()), "m", {"messages": []}, "openai", 30_000)
+    task = executor.submit(job, wire)
+    assert task is not None
+    await task
+    (terminal,) = wire.terminal(job.job_id)
+    assert isinstance(terminal, protocol.JobDone)
+    assert len(outcomes) == 1 and executor.running == 0
+    for count in (outcomes[0].input_tokens, outcomes[0].output_tokens):
+        assert isinstance(count, int) and 0 <= count <= MAX_TOKENS

@@ -405,17 +405,19 @@ class Executor:
 MAX_TOKEN_COUNT = 2**31 - 1
 
 
-def _sane_usage(usage: Usage, job_id: str) -> Usage:
-    """`usage` with both counts within [0, MAX_TOKEN_COUNT] (a bad value is logged)."""
+def _sane_usage(usage: object, job_id: str) -> Usage:
+    """`usage` with both counts integers within [0, MAX_TOKEN_COUNT] (a bad value is logged;
+    whatever a backend returned, this never raises)."""
+    raw = [getattr(usage, "input_tokens", 0), getattr(usage, "output_tokens", 0)]
     counts = []
-    for value in (usage.input_tokens, usage.output_tokens):
+    for value in raw:
         if not isinstance(value, int) or isinstance(value, bool):
             value = 0
         counts.append(min(max(value, 0), MAX_TOKEN_COUNT))
-    if counts != [usage.input_tokens, usage.output_tokens]:
-        log.warning("job %s: token counts out of range; clamped to %s", job_id, counts)
-        return Usage(counts[0], counts[1])
-    return usage
+    if isinstance(usage, Usage) and counts == raw:
+        return usage
+    log.warning("job %s: token counts missing or out of range; taken as %s", job_id, counts)
+    return Usage(counts[0], counts[1])
 
 
 def _call(listener: Callable[..., Any], *args: Any) -> None:
