@@ -99,6 +99,7 @@ def test_error_codes() -> None:
         "internal",
         "out_of_capacity",
         "rate_limited",
+        "invalid_request",
     }
     assert ErrorCode.OUT_OF_CAPACITY == "out_of_capacity"
     assert str(ErrorCode.BACKEND_TIMEOUT) == "backend_timeout"
