@@ -944,6 +944,11 @@ class Ledger:
                 return True
             try:
                 conn = self._writer()
+            except Exception as exc:  # the file, not the rows: keep them for a retry
+                self._fail_write(exc)
+                self._unsaved.extend(rows)
+                return False
+            try:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(_INSERT, [r._params() for r in pending])
                 conn.execute("COMMIT")
@@ -975,6 +980,11 @@ class Ledger:
         for i, row in enumerate(pending):
             try:
                 conn = self._writer()
+            except Exception as exc:
+                self._fail_write(exc)
+                self._unsaved.extend(pending[i:])
+                return False
+            try:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(_INSERT, row._params())
                 conn.execute("COMMIT")
