@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from usepod_desktop.core import protocol
-from usepod_desktop.core.backends import openai_compat
-from usepod_desktop.core.backends.base import Usage, build_backend
+from usepod_desktop.core.backends import build_backend, openai_compat
+from usepod_desktop.core.backends.base import Usage
 from usepod_desktop.core.config import BackendConfig, ConfigError, parse_config
 from usepod_desktop.core.events import JobFinished, JobStarted
 from usepod_desktop.core.executor import Executor, JobOutcome

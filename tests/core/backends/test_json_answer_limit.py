@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from usepod_desktop.core import protocol
-from usepod_desktop.core.backends.base import build_backend
+from usepod_desktop.core.backends import build_backend
 from usepod_desktop.core.backends.openai_compat import JSON_SLICE, MAX_JSON_ANSWER
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.executor import Executor
