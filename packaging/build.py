@@ -7,7 +7,9 @@ Run it with the Python that has the app and PyInstaller installed (`pip install 
    on macOS, an .icns through `iconutil`.
 2. On Windows write the version resource.
 3. Run PyInstaller on `packaging/usepod-desktop.spec`.
-4. On Linux add `usepod-desktop.desktop` and `usepod-desktop.png` to the folder.
+4. On Linux add `usepod-desktop.desktop` and `usepod-desktop.png` to the folder, and slim Qt's
+   ICU data (see :func:`slim_icu_data`).
+5. With `--deb` (Linux), turn the folder into a Debian package (packaging/deb.py).
 
 Output goes to packaging/dist/ (work files to packaging/build/); both are git-ignored.
 """
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -181,6 +185,131 @@ def linux_desktop_entry() -> str:
     )
 
 
+#: ICU data the app cannot reach through Qt, dropped from the bundle's libicudata (19 of 29 MB).
+#: Qt 6 uses ICU for collation (QCollator), locale-aware case mapping, time zone names and
+#: legacy text codecs; those items are kept (the multi-byte CJK codec tables excepted, which
+#: only QStringConverter on a non-Unicode CJK document would load). Qt has its own CLDR tables
+#: for QLocale and its own text-boundary and IDNA code, so ICU's localized names of languages,
+#: regions, currencies and units, break-iterator dictionaries, transliteration, number
+#: spell-out and Unicode character names are never read.
+ICU_DROP_DIRS = ("brkitr", "curr", "lang", "rbnf", "region", "translit", "unit")
+ICU_DROP_FILES = ("unames.icu",)
+ICU_MAX_CODEC = 64 * 1024
+
+
+def icu_keep(name: str, size: int) -> bool:
+    """Whether an item of ICU's common data (`icudt73l/coll/root.res`) stays in the bundle."""
+    parts = name.split("/")
+    if len(parts) > 2 and parts[1] in ICU_DROP_DIRS:
+        return False
+    if parts[-1] in ICU_DROP_FILES:
+        return False
+    return not (parts[-1].endswith(".cnv") and size > ICU_MAX_CODEC)
+
+
+def _align16(n: int) -> int:
+    return (n + 15) & ~15
+
+
+def filter_icu_common_data(blob: bytes, keep) -> tuple[bytes, int]:  # type: ignore[no-untyped-def]
+    """Rewrite an ICU common data package ("CmnD", offset table of contents) with the items
+    `keep(name, size)` accepts. Returns the new package and the number of items kept."""
+    header_size = struct.unpack_from("<H", blob, 0)[0]
+    if blob[2:4] != b"\xda\x27" or blob[12:16] != b"CmnD":
+        raise ValueError("not an ICU common data package")
+    count = struct.unpack_from("<I", blob, header_size)[0]
+    toc = [struct.unpack_from("<II", blob, header_size + 4 + 8 * i) for i in range(count)]
+    items: list[tuple[bytes, bytes]] = []
+    for i, (name_off, data_off) in enumerate(toc):
+        end = toc[i + 1][1] if i + 1 < count else len(blob) - header_size
+        start = header_size + name_off
+        name = blob[start : blob.index(b"\0", start)]
+        data = blob[header_size + data_off : header_size + end]
+        if keep(name.decode("ascii"), len(data)):
+            items.append((name, data))
+    names_start = 4 + 8 * len(items)
+    name_offsets, names = [], b""
+    for name, _ in items:
+        name_offsets.append(names_start + len(names))
+        names += name + b"\0"
+    offset = _align16(names_start + len(names))
+    data_offsets, body = [], b""
+    for _, data in items:
+        data_offsets.append(offset + len(body))
+        body += data + b"\0" * (_align16(len(data)) - len(data))
+    out = bytearray(blob[:header_size])
+    out += struct.pack("<I", len(items))
+    for n_off, d_off in zip(name_offsets, data_offsets, strict=True):
+        out += struct.pack("<II", n_off, d_off)
+    out += names
+    out += b"\0" * (header_size + offset - len(out))
+    out += body
+    return bytes(out), len(items)
+
+
+def _elf_symbol(path: Path, symbol_re: str) -> tuple[str, int, int]:
+    """(name, file offset, size) of a data symbol, through binutils' readelf."""
+    syms = subprocess.run(["readelf", "-Ws", str(path)], capture_output=True, text=True, check=True)
+    for line in syms.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and re.fullmatch(symbol_re, fields[7]) and fields[6].isdigit():
+            value, size, index = int(fields[1], 16), int(fields[2], 0), int(fields[6])
+            break
+    else:
+        raise ValueError(f"no symbol {symbol_re} in {path}")
+    sections = subprocess.run(
+        ["readelf", "-SW", str(path)], capture_output=True, text=True, check=True
+    )
+    for line in sections.stdout.splitlines():
+        m = re.match(r"\s*\[\s*(\d+)\]\s+\S+\s+\S+\s+([0-9a-f]+)\s+([0-9a-f]+)", line)
+        if m and int(m.group(1)) == index:
+            return fields[7], value - int(m.group(2), 16) + int(m.group(3), 16), size
+    raise ValueError(f"no section {index} in {path}")
+
+
+def slim_icu_data(folder: Path) -> str:
+    """Replace the bundle's libicudata.so.NN (ICU's data, 31 MB, linked by QtCore) by one with
+    only the items :func:`icu_keep` accepts: same soname, same exported symbol. Needs a C
+    compiler (`cc`) and readelf; without them the full library stays and this says so."""
+    found = sorted(folder.rglob("libicudata.so.*"))
+    libs = [p for p in found if p.is_file() and not p.is_symlink()]
+    if not libs:
+        return "no libicudata in the bundle"
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None or shutil.which("readelf") is None:
+        return "kept the full ICU data (install a C compiler and binutils to slim it)"
+    lib = libs[0]
+    symbol, offset, size = _elf_symbol(lib, r"icudt\d+_dat")
+    blob = lib.read_bytes()[offset : offset + size]
+    slim, kept = filter_icu_common_data(blob, icu_keep)
+    with tempfile.TemporaryDirectory() as tmp:
+        dat = Path(tmp) / "icudata.dat"
+        dat.write_bytes(slim)
+        asm = Path(tmp) / "icudata.S"
+        asm.write_text(
+            f'''.section .rodata
+.globl {symbol}
+.type {symbol}, @object
+.balign 16
+{symbol}:
+.incbin "{dat}"
+.size {symbol}, . - {symbol}
+.section .note.GNU-stack,"",@progbits
+''',
+            encoding="utf-8",
+        )
+        out = Path(tmp) / lib.name
+        subprocess.run(
+            [cc, "-shared", "-nostdlib", f"-Wl,-soname,{lib.name}", "-o", str(out), str(asm)],
+            check=True,
+        )
+        shutil.copyfile(out, lib)
+    return (
+        f"ICU data {size / 2**20:.1f} -> {len(slim) / 2**20:.1f} MiB "
+        f"({kept} items kept; ICU_DROP_DIRS in packaging/build.py)"
+    )
+
+
 def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
 
@@ -233,6 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     if sys.platform.startswith("linux"):
         (folder / f"{APP}.desktop").write_text(linux_desktop_entry(), encoding="utf-8")
         shutil.copy2(icons["png"], folder / f"{APP}.png")
+        print(f"build: {slim_icu_data(folder)}")
     product = dist / f"{DISPLAY_NAME}.app" if sys.platform == "darwin" else folder
     exe = "usepod-desktop.exe" if sys.platform == "win32" else APP
     elapsed = time.monotonic() - started
