@@ -169,20 +169,8 @@ VSVersionInfo(
 
 
 def linux_desktop_entry() -> str:
-    """The menu entry shipped in the Linux folder (install steps in packaging/README.md)."""
-    return (
-        "[Desktop Entry]\n"
-        "Type=Application\n"
-        f"Name={DISPLAY_NAME}\n"
-        "GenericName=AI inference provider\n"
-        "Comment=Serve AI inference from your own backends on the Use Pod marketplace\n"
-        f"Exec={APP}\n"
-        f"Icon={APP}\n"
-        "Terminal=false\n"
-        "Categories=Network;\n"
-        "Keywords=AI;LLM;inference;GPU;\n"
-        "StartupNotify=false\n"
-    )
+    """The menu entry shipped in the Linux folder and the .deb (resources/linux/)."""
+    return (ROOT / "resources" / "linux" / f"{APP}.desktop").read_text(encoding="utf-8")
 
 
 #: ICU data the app cannot reach through Qt, dropped from the bundle's libicudata (19 of 29 MB).
@@ -321,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-clean", action="store_true", help="reuse PyInstaller's cache (faster rebuilds)"
     )
+    parser.add_argument(
+        "--deb", action="store_true", help="Linux: also build the .deb (packaging/deb.py)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -356,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if not args.no_clean:
         options.append("--clean")
+    if args.deb and not sys.platform.startswith("linux"):
+        parser.error("--deb builds a Debian package: run it on Linux")
     pyinstaller.run(options)
 
     folder = dist / APP
@@ -370,6 +363,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"build: {product} ({size / 2**20:.0f} MiB) in {elapsed:.0f} s")
     if sys.platform != "darwin":
         print(f"build: run it: {folder / exe} --version")
+    if args.deb:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("usepod_packaging_deb", HERE / "deb.py")
+        assert spec is not None and spec.loader is not None
+        deb = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(deb)
+        package = deb.build_deb(folder, dist, __version__)
+        print(f"build: {package} ({package.stat().st_size / 2**20:.0f} MiB)")
     return 0
 
 
