@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "service",
     "doctor",
     "upgrade",
+    "forget",
     "version",
 )
 
