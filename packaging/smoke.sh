@@ -55,6 +55,13 @@ timed() {
 
 echo "smoke: $EXE ($(du -sh "$BUNDLE" | cut -f1) on disk)"
 
+# Bundle size (issue 17: 203 MiB before the slimming in usepod-desktop.spec / build.py): the
+# apparent size of every file, as build.py prints it, against the target.
+MAX_MIB=${USEPOD_MAX_BUNDLE_MIB:-120}
+size_mib=$(find "$BUNDLE" -type f -printf '%s\n' | awk '{ s += $1 } END { printf "%.1f", s / 1048576 }')
+if awk -v s="$size_mib" -v m="$MAX_MIB" 'BEGIN { exit !(s <= m) }'; then ok "bundle size $size_mib MiB <= $MAX_MIB MiB"
+else bad "bundle size $size_mib MiB > $MAX_MIB MiB (see the size notes in packaging/usepod-desktop.spec)"; fi
+
 VERSION=$("$PY" -c 'import sys; sys.path.insert(0, "'"$ROOT"'"); import usepod_desktop; print(usepod_desktop.__version__)')
 timed "$EXE" --version
 if [ "$RC" = 0 ] && [ "$OUT" = "usepod-desktop $VERSION" ]; then ok "--version ($TIME s)"; else bad "--version" "$OUT"; fi
@@ -83,6 +90,12 @@ ENTRY="$XDG_CONFIG_HOME/autostart/usepod-desktop.desktop"
 if [ "$RC" = 0 ] && grep -qx "Exec=$EXE" "$ENTRY" && "$EXE" autostart off >/dev/null && [ ! -e "$ENTRY" ]; then
   ok "autostart on/off points at the frozen executable"
 else bad "autostart" "$OUT"; fi
+
+"$EXE" autostart on >/dev/null 2>&1
+OUT=$(env -u DBUS_SESSION_BUS_ADDRESS "$EXE" forget 2>&1); RC=$?
+if [ "$RC" = 0 ] && [ ! -e "$ENTRY" ] && grep -q "identity: kept" <<<"$OUT"; then
+  ok "forget removes start at login, keeps the identity"
+else bad "forget" "$OUT"; fi
 
 # service install refuses a missing agent.toml (systemd would restart-loop): put one where the
 # reference agent looks.
@@ -131,8 +144,13 @@ if command -v dbus-run-session >/dev/null && command -v gnome-keyring-daemon >/d
     sleep 1 &&
     echo sk-smoke-0123456789abcdef | "$1" keys set OPENROUTER_API_KEY &&
     "$1" keys status OPENROUTER_API_KEY &&
-    "$1" keys delete OPENROUTER_API_KEY' _ "$EXE" 2>&1)
-  if grep -q "OPENROUTER_API_KEY: keyring set" <<<"$OUT"; then ok "keyring through the Secret Service"
+    "$1" keys delete OPENROUTER_API_KEY &&
+    echo sk-smoke-0123456789abcdef | "$1" keys set VENICE_API_KEY &&
+    "$1" forget &&
+    "$1" keys status VENICE_API_KEY' _ "$EXE" 2>&1)
+  if grep -q "OPENROUTER_API_KEY: keyring set" <<<"$OUT" && grep -q "keyring: removed VENICE_API_KEY" <<<"$OUT" &&
+    grep -q "VENICE_API_KEY: keyring not set" <<<"$OUT"; then
+    ok "keyring through the Secret Service (keys set/status/delete, forget removes them)"
   else bad "keyring through the Secret Service" "$OUT"; fi
 else
   echo "  skip  keyring through the Secret Service (no dbus-run-session / gnome-keyring-daemon)"

@@ -5,8 +5,10 @@
 Starts the sandbox coordinator and a fake vLLM backend on 127.0.0.1 in this (unfrozen) process,
 writes an agent.toml pointing at them (`ws://`, so the agent gets `--allow-insecure`), runs the
 frozen executable with HOME and the XDG dirs in a temporary directory, dispatches one job,
-checks that it ends with `job_done` and carries the fake's answer, sends SIGTERM and expects exit
-code 0. Prints one summary line; exits non-zero (with the agent's output) on any failure.
+checks that it ends with `job_done` and carries the fake's answer, sends SIGTERM (Windows:
+Ctrl-Break to its own console process group) and expects exit code 0. Prints one summary line;
+exits non-zero (with the agent's output) on any failure. packaging/smoke_frozen.py calls
+:func:`smoke` on every OS.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,7 +39,7 @@ def agent_toml(coordinator_url: str, backend_url: str, home: Path) -> str:
 url = "{coordinator_url}"
 
 [identity]
-key_path = "{home / ".usepod-agent" / "identity.key"}"
+key_path = "{(home / ".usepod-agent" / "identity.key").as_posix()}"
 
 [[backends]]
 kind = "vllm"
@@ -48,6 +51,17 @@ default_output_per_1m = 750_000
 """
 
 
+IS_WINDOWS = sys.platform == "win32"
+
+
+def _stop(proc: asyncio.subprocess.Process) -> None:
+    """Ask the agent to stop as a service manager / the console would."""
+    if IS_WINDOWS:
+        proc.send_signal(signal.CTRL_BREAK_EVENT)  # type: ignore[attr-defined,unused-ignore]
+    else:
+        proc.send_signal(signal.SIGTERM)
+
+
 async def smoke(exe: str) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="usepod-smoke-run-"))
     home = tmp / "home"
@@ -55,6 +69,9 @@ async def smoke(exe: str) -> str:
     env = {
         **os.environ,
         "HOME": str(home),
+        "USERPROFILE": str(home),
+        "APPDATA": str(home / "AppData" / "Roaming"),
+        "LOCALAPPDATA": str(home / "AppData" / "Local"),
         "XDG_CONFIG_HOME": str(home / ".config"),
         "XDG_DATA_HOME": str(home / ".local" / "share"),
         "XDG_STATE_HOME": str(home / ".local" / "state"),
@@ -83,6 +100,8 @@ async def smoke(exe: str) -> str:
             stdin=asyncio.subprocess.DEVNULL,
             env=env,
             cwd=tmp,
+            # Windows: its own process group, so Ctrl-Break reaches the agent and not us.
+            **({"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if IS_WINDOWS else {}),
         )
         output = bytearray()
 
@@ -104,10 +123,10 @@ async def smoke(exe: str) -> str:
                 raise AssertionError("job_done but no content was streamed")
             if not fake.requests or fake.requests[-1].json.get("model") != MODEL:
                 raise AssertionError("the fake backend did not see the job")
-            proc.send_signal(signal.SIGTERM)
+            _stop(proc)
             code = await asyncio.wait_for(proc.wait(), 30)
             if code != 0:
-                raise AssertionError(f"exit code {code} after SIGTERM, expected 0")
+                raise AssertionError(f"exit code {code} after the stop signal, expected 0")
         except BaseException:
             if proc.returncode is None:
                 proc.kill()
@@ -118,7 +137,7 @@ async def smoke(exe: str) -> str:
         await reader
     return (
         f"connected in {connected:.2f} s, job_done after {len(handle.data)} bytes streamed, "
-        f"exit 0 after SIGTERM"
+        f"exit 0 after {'Ctrl-Break' if IS_WINDOWS else 'SIGTERM'}"
     )
 
 

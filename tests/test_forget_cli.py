@@ -10,8 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import keyring
+import keyring.errors
 import pytest
 
+from tests.conftest import MemoryKeyring
 from usepod_desktop.core import identity, service
 from usepod_desktop.core.pairing import HOST_TOKEN_KEY
 
@@ -168,3 +171,33 @@ def test_forget_is_listed_in_help() -> None:
         timeout=60,
     )
     assert "forget" in out.stdout
+
+
+class LockedKeyring(MemoryKeyring):
+    """A keyring that refuses every operation, as a locked Secret Service does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def delete_password(self, service: str, username: str) -> None:
+        self.calls += 1
+        raise keyring.errors.InitError("the collection is locked")
+
+
+def test_a_locked_keyring_is_reported_once_and_fails_the_command(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from usepod_desktop.commands import forget
+
+    locked = LockedKeyring()
+    keyring.set_keyring(locked)  # the autouse memory_keyring fixture restores the previous one
+
+    assert forget._forget_keyring(["MY_ROUTER_KEY"]) is False
+
+    out = capsys.readouterr().out.splitlines()
+    assert locked.calls == 1  # one refusal (one prompt), not one per item
+    assert out == [
+        f"keyring: the keyring refused to delete {HOST_TOKEN_KEY}: InitError; not removed: "
+        f"{HOST_TOKEN_KEY}, MY_ROUTER_KEY, OPENROUTER_API_KEY, VENICE_API_KEY (is it unlocked?)"
+    ]

@@ -121,13 +121,17 @@ def _forget_keyring(names: list[str]) -> bool:
         print(f"keyring: nothing removed: {problem}")
         return True
     ok = True
-    removed, absent = [], []
-    for name in dict.fromkeys([HOST_TOKEN_KEY, *names, *CONVENTIONAL_KEY_NAMES]):
+    removed: list[str] = []
+    absent: list[str] = []
+    wanted = list(dict.fromkeys([HOST_TOKEN_KEY, *names, *CONVENTIONAL_KEY_NAMES]))
+    for i, name in enumerate(wanted):
         try:
             (removed if store.delete(name) else absent).append(name)
         except SecretStoreError as exc:
-            print(f"keyring: {exc}")
+            # A locked keyring refuses every item (and may pop up a prompt for each): stop.
+            print(f"keyring: {exc}; not removed: {', '.join(wanted[i:])} (is it unlocked?)")
             ok = False
+            break
     if removed:
         print(f"keyring: removed {', '.join(removed)} (service {SERVICE!r})")
     if absent:
