@@ -201,3 +201,15 @@ def test_a_locked_keyring_is_reported_once_and_fails_the_command(
         f"keyring: the keyring refused to delete {HOST_TOKEN_KEY}: InitError; not removed: "
         f"{HOST_TOKEN_KEY}, MY_ROUTER_KEY, OPENROUTER_API_KEY, VENICE_API_KEY (is it unlocked?)"
     ]
+
+
+def test_keep_keyring_leaves_every_item(user: dict[str, Path], keyring_file: Path) -> None:
+    before = keyring_file.read_text()
+
+    out = cli(keyring_file, "forget", "--identity", "--yes", "--keep-keyring")
+
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert keyring_file.read_text() == before
+    assert "keyring: kept (--keep-keyring)" in out.stdout.splitlines()
+    assert not user["key"].exists()  # what the Windows uninstaller runs after a yes
+    assert not user["autostart"].exists()

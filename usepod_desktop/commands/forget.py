@@ -1,10 +1,11 @@
-"""`forget [--identity] [--yes]`: remove what this app left outside its own files, before
+"""`forget [--identity [--yes]] [--keep-keyring]`: remove what this app left outside its own files, before
 uninstalling it.
 
 - start at login (the XDG entry, the LaunchAgent or the HKCU Run value);
 - the headless service (systemd user unit or LaunchAgent; stopped first when it is running);
 - this app's OS keyring items: the host token from pairing and the BYOK API keys named by the
-  config's `api_key_env` (plus the usual OPENROUTER_API_KEY / VENICE_API_KEY names);
+  config's `api_key_env` (plus the usual OPENROUTER_API_KEY / VENICE_API_KEY names), unless
+  `--keep-keyring`;
 - only with `--identity`, and after a confirmation (or `--yes`), the identity key file. A new
   identity is a new provider: the machine has to be enrolled (paired) again.
 
@@ -47,6 +48,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     p.add_argument(
         "--yes", action="store_true", help="with --identity: do not ask, delete it (scripts)"
+    )
+    p.add_argument(
+        "--keep-keyring",
+        action="store_true",
+        help="leave the keyring items alone (an uninstaller whose user said no to removing them)",
     )
 
 
@@ -195,7 +201,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"config: {problem} (removing the usual keyring items only)")
     ok = _forget_autostart()
     ok = _forget_service() and ok
-    ok = _forget_keyring(names) and ok
+    if args.keep_keyring:
+        print("keyring: kept (--keep-keyring)")
+    else:
+        ok = _forget_keyring(names) and ok
     code = 0 if ok else 1
     if args.identity:
         identity_code = _forget_identity(key_path or paths.default_identity_path(), args.yes)
