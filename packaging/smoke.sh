@@ -9,7 +9,7 @@
 # a temporary directory. The last line is "smoke: N passed, N failed"; the exit code is non-zero
 # when a check failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 ROOT=$(pwd)
 
 build=1
@@ -37,7 +37,7 @@ export HOME="$TMP/home" XDG_CONFIG_HOME="$TMP/home/.config" XDG_DATA_HOME="$TMP/
 export XDG_STATE_HOME="$TMP/home/.local/state" QT_QPA_PLATFORM=offscreen
 unset USEPOD_CONFIG_DIR USEPOD_DATA_DIR USEPOD_LOG_DIR PYTHON_KEYRING_BACKEND APPIMAGE
 mkdir -p "$HOME"
-cd "$TMP"  # nothing may come from the source tree
+cd "$TMP" || exit 1  # nothing may come from the source tree
 
 passed=0 failed=0
 ok() { echo "  ok    $1"; passed=$((passed + 1)); }

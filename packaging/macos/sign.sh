@@ -32,7 +32,10 @@ if [ -n "${MACOS_CERT_P12_BASE64:-}" ]; then
   echo "$MACOS_CERT_P12_BASE64" | base64 --decode > "$p12"
   security import "$p12" -k "$keychain" -P "${MACOS_CERT_PASSWORD:-}" -T /usr/bin/codesign
   security set-key-partition-list -S apple-tool:,apple: -s -k "$keychain_password" "$keychain" >/dev/null
-  security list-keychains -d user -s "$keychain" $(security list-keychains -d user | tr -d '"')
+  # Put ours first in the search list, keeping the others (one path per line, quoted).
+  existing=()
+  while IFS= read -r line; do existing+=("$(tr -d '" ' <<<"$line")"); done < <(security list-keychains -d user)
+  security list-keychains -d user -s "$keychain" "${existing[@]}"
 fi
 
 sign() {
