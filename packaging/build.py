@@ -10,6 +10,11 @@ Run it with the Python that has the app and PyInstaller installed (`pip install 
 4. On Linux add `usepod-desktop.desktop` and `usepod-desktop.png` to the folder, and slim Qt's
    ICU data (see :func:`slim_icu_data`).
 5. With `--deb` (Linux), turn the folder into a Debian package (packaging/deb.py).
+6. macOS: with MACOS_SIGN_IDENTITY set, sign (and with APPLE_ID/APPLE_TEAM_ID/
+   APPLE_APP_PASSWORD notarise) the .app through packaging/macos/sign.sh; with `--dmg`, make
+   the disk image (packaging/macos/make_dmg.sh), signed the same way. Windows: with
+   WINDOWS_CERT_PFX_BASE64 set, sign both executables through packaging/windows/sign.ps1.
+   The installer itself comes from Inno Setup (packaging/windows/usepod-desktop.iss).
 
 Output goes to packaging/dist/ (work files to packaging/build/); both are git-ignored.
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import platform
 import re
 import shutil
 import struct
@@ -312,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--deb", action="store_true", help="Linux: also build the .deb (packaging/deb.py)"
     )
+    parser.add_argument(
+        "--dmg", action="store_true", help="macOS: also build the .dmg (packaging/macos/)"
+    )
     args = parser.parse_args(argv)
 
     try:
@@ -349,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         options.append("--clean")
     if args.deb and not sys.platform.startswith("linux"):
         parser.error("--deb builds a Debian package: run it on Linux")
+    if args.dmg and sys.platform != "darwin":
+        parser.error("--dmg builds a macOS disk image: run it on macOS")
     pyinstaller.run(options)
 
     folder = dist / APP
@@ -372,7 +383,32 @@ def main(argv: list[str] | None = None) -> int:
         spec.loader.exec_module(deb)
         package = deb.build_deb(folder, dist, __version__)
         print(f"build: {package} ({package.stat().st_size / 2**20:.0f} MiB)")
+    signing_hooks(product, dist, __version__, dmg=args.dmg)
     return 0
+
+
+def signing_hooks(product: Path, dist: Path, version: str, *, dmg: bool) -> None:
+    """The documented signing hooks (packaging/README.md, "Signing"): each runs only when its
+    certificate is in the environment, so an unsigned build needs nothing."""
+    if sys.platform == "darwin":
+        sign = os.environ.get("MACOS_SIGN_IDENTITY")
+        if sign:
+            subprocess.run([str(HERE / "macos" / "sign.sh"), "app", str(product)], check=True)
+        if dmg:
+            machine = platform.machine() or "unknown"
+            image = dist / f"{APP}-{version}-macos-{machine}.dmg"
+            subprocess.run(
+                [str(HERE / "macos" / "make_dmg.sh"), str(product), str(image)], check=True
+            )
+            if sign:
+                subprocess.run([str(HERE / "macos" / "sign.sh"), "dmg", str(image)], check=True)
+    elif sys.platform == "win32" and os.environ.get("WINDOWS_CERT_PFX_BASE64"):
+        exes = [str(product / f"{APP}.exe"), str(product / f"{APP}-cli.exe")]
+        script = str(HERE / "windows" / "sign.ps1")
+        subprocess.run(
+            ["powershell", "-NoProfile", "-ExecutionPolicy", "Bypass", "-File", script, *exes],
+            check=True,
+        )
 
 
 if __name__ == "__main__":

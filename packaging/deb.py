@@ -24,6 +24,7 @@ before removing the package).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -197,12 +198,20 @@ def stage(bundle: Path, root: Path, version: str) -> None:
             path.chmod(0o644)
     debian = root / "DEBIAN"
     debian.mkdir()
+    # md5sums: what `dpkg --verify` and debsums check the installed files against.
+    sums = []
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink() and debian not in path.parents:
+            digest = hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+            sums.append(f"{digest}  {path.relative_to(root).as_posix()}\n")
+    (debian / "md5sums").write_text("".join(sums), encoding="utf-8")
     installed_kib = (_dir_size(root) + 1023) // 1024
     (debian / "control").write_text(
         control_text(version, architecture(), installed_kib), encoding="utf-8"
     )
     debian.chmod(0o755)
     (debian / "control").chmod(0o644)
+    (debian / "md5sums").chmod(0o644)
 
 
 def build_deb(

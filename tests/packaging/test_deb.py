@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import hashlib
 import importlib.util
+import io
 import os
 import queue
 import re
@@ -20,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from collections.abc import Iterator
@@ -387,10 +389,14 @@ def test_deb_installs_runs_and_removes_cleanly(bundle: Path, tmp_path: Path) -> 
         check=True,
     ).stdout
     assert f"Version: {__version__}" in info and "libxcb-cursor0" in info
-    scripts = subprocess.run(
+    control = subprocess.run(
         ["dpkg-deb", "--ctrl-tarfile", str(package)], capture_output=True, check=True
     ).stdout
-    assert b"postrm" not in scripts and b"prerm" not in scripts  # nothing runs on removal
+    with tarfile.open(fileobj=io.BytesIO(control)) as tar:
+        members = {Path(m.name).name for m in tar.getmembers() if m.isfile()}
+    # No maintainer scripts: nothing runs as root on install or removal (dpkg's file triggers
+    # refresh the menu and icon caches), so nothing can touch a user's files.
+    assert members == {"control", "md5sums"}, members
 
     home = tmp_path / "home"
     (home / ".config" / "usepod-agent").mkdir(parents=True)
@@ -404,6 +410,8 @@ def test_deb_installs_runs_and_removes_cleanly(bundle: Path, tmp_path: Path) -> 
         try:
             out = _dpkg("-i", str(package))
             assert out.returncode == 0, out.stdout + out.stderr
+            verify = _dpkg("--verify", deb.PACKAGE)  # every file matches its md5sum
+            assert verify.returncode == 0 and not verify.stdout.strip(), verify.stdout
             shipped = _dpkg("-L", deb.PACKAGE).stdout.split("\n")
 
             # On PATH, the real program under /opt.
