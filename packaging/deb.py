@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,7 @@ HOMEPAGE = "https://usepod.ai"
 #: platform plugin lists as requirements. tests/packaging/test_deb.py checks that every library
 #: a bundled binary links to is either in the bundle or in one of these packages.
 DEPENDS = (
-    "libc6 (>= 2.34)",
+    "libc6",  # with the version the bundle needs, see glibc_requirement()
     "libgl1",
     "libegl1",
     "libfontconfig1",
@@ -97,14 +98,38 @@ def architecture() -> str:
     return out.stdout.strip()
 
 
-def control_text(version: str, arch: str, installed_kib: int) -> str:
+def glibc_requirement(bundle: Path) -> str | None:
+    """The newest GLIBC_x.y symbol version any bundled binary needs (what dpkg-shlibdeps
+    would put in `libc6 (>= ...)`): the build machine's glibc leaks into the bundle."""
+    newest: tuple[int, ...] | None = None
+    for path in bundle.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        with path.open("rb") as handle:
+            if handle.read(4) != b"\x7fELF":
+                continue
+        out = subprocess.run(
+            ["readelf", "--version-info", "-W", str(path)], capture_output=True, text=True
+        )
+        for found in re.findall(r"Name: GLIBC_(\d+(?:\.\d+)+)", out.stdout):
+            version = tuple(int(n) for n in found.split("."))
+            if newest is None or version > newest:
+                newest = version
+    return ".".join(map(str, newest)) if newest else None
+
+
+def depends(glibc: str | None) -> list[str]:
+    return [f"libc6 (>= {glibc})" if d == "libc6" and glibc else d for d in DEPENDS]
+
+
+def control_text(version: str, arch: str, installed_kib: int, glibc: str | None = None) -> str:
     return (
         f"Package: {PACKAGE}\n"
         f"Version: {version}\n"
         f"Architecture: {arch}\n"
         f"Maintainer: {MAINTAINER}\n"
         f"Installed-Size: {installed_kib}\n"
-        f"Depends: {', '.join(DEPENDS)}\n"
+        f"Depends: {', '.join(depends(glibc))}\n"
         f"Recommends: {', '.join(RECOMMENDS)}\n"
         f"Suggests: {', '.join(SUGGESTS)}\n"
         "Section: net\n"
@@ -207,7 +232,8 @@ def stage(bundle: Path, root: Path, version: str) -> None:
     (debian / "md5sums").write_text("".join(sums), encoding="utf-8")
     installed_kib = (_dir_size(root) + 1023) // 1024
     (debian / "control").write_text(
-        control_text(version, architecture(), installed_kib), encoding="utf-8"
+        control_text(version, architecture(), installed_kib, glibc_requirement(opt)),
+        encoding="utf-8",
     )
     debian.chmod(0o755)
     (debian / "control").chmod(0o644)

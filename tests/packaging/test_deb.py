@@ -389,6 +389,8 @@ def test_deb_installs_runs_and_removes_cleanly(bundle: Path, tmp_path: Path) -> 
         check=True,
     ).stdout
     assert f"Version: {__version__}" in info and "libxcb-cursor0" in info
+    # The bundle carries the build machine's glibc requirement: it is declared.
+    assert re.search(r"Depends: libc6 \(>= 2\.\d+\)", info), info
     control = subprocess.run(
         ["dpkg-deb", "--ctrl-tarfile", str(package)], capture_output=True, check=True
     ).stdout
