@@ -19,6 +19,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tarfile
@@ -143,11 +144,20 @@ def _dpkg(*args: str, deadline: float = 300) -> subprocess.CompletedProcess[str]
         time.sleep(1)
 
 
-def _installed(package: str = deb.PACKAGE) -> bool:
+def _status(package: str = deb.PACKAGE) -> str:
     out = subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
     )
-    return out.returncode == 0 and "install ok installed" in out.stdout
+    return out.stdout.strip() if out.returncode == 0 else "not-installed"
+
+
+def _installed() -> bool:
+    return _status() == "install ok installed"
+
+
+def _anything_left() -> bool:
+    """Installed, or half there after a failed dpkg -i (unpacked, half-configured)."""
+    return not _status().endswith("not-installed")
 
 
 @contextlib.contextmanager
@@ -216,10 +226,18 @@ def _check_depends_cover_the_system_libraries(install_dir: Path) -> None:
     assert not uncovered, f"add to DEPENDS in packaging/deb.py: {uncovered}"
 
 
-def _run_sandbox_job(env: dict[str, str], cwd: Path) -> str:
+@contextlib.contextmanager
+def _closed_port() -> Iterator[int]:
+    """A loopback port held (bound, not listening) for the block: connections are refused."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def _run_sandbox_job(env: dict[str, str], cwd: Path, config: Path) -> str:
     """`usepod-desktop run --sandbox` from PATH serves a demo job, then SIGTERM -> exit 0."""
     proc = subprocess.Popen(
-        ["usepod-desktop", "run", "--sandbox", "--demo-interval", "0.5"],
+        ["usepod-desktop", "run", "--sandbox", "--demo-interval", "0.5", "--config", str(config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -334,7 +352,7 @@ def _distinct_colours(display: str, window: str) -> int:
     return int(out.stdout.decode().strip() or 0)
 
 
-def _tray_shows_icon(env: dict[str, str], workdir: Path) -> str:
+def _tray_shows_icon(env: dict[str, str], workdir: Path, config: Path) -> str:
     """The installed tray app (sandbox mode) docks its icon in a real XEmbed tray, draws it,
     and quits with exit code 0 on SIGTERM. Returns what was seen."""
     with _xvfb_with_tray(workdir) as display:
@@ -342,7 +360,7 @@ def _tray_shows_icon(env: dict[str, str], workdir: Path) -> str:
         log = workdir / "tray.log"
         with log.open("w") as out:
             proc = subprocess.Popen(
-                ["usepod-desktop", "--sandbox"],
+                ["usepod-desktop", "--sandbox", "--config", str(config)],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -407,7 +425,7 @@ def test_deb_installs_runs_and_removes_cleanly(bundle: Path, tmp_path: Path) -> 
     install_dir = deb.INSTALL_DIR
 
     with _exclusive_round_trip():
-        if _installed():
+        if _anything_left():
             pytest.skip("usepod-desktop is installed on this machine; the test would remove it")
         try:
             out = _dpkg("-i", str(package))
@@ -443,8 +461,19 @@ def test_deb_installs_runs_and_removes_cleanly(bundle: Path, tmp_path: Path) -> 
                 ["usepod-desktop", "enroll"], capture_output=True, text=True, env=env, cwd=home
             )
             assert enrolled.returncode == 0, enrolled.stderr
-            served = _run_sandbox_job(env, tmp_path)
-            tray = _tray_shows_icon(env, tmp_path)
+            with _closed_port() as port:
+                # The sandbox serves the config's backends when one answers: point them at a
+                # port nobody listens on, so its demo backend serves (not whatever happens to
+                # run on localhost:8000 on this machine).
+                sandbox_config = tmp_path / "sandbox.toml"
+                sandbox_config.write_text(
+                    FIXTURE.read_text(encoding="utf-8").replace(
+                        "http://localhost:8000", f"http://127.0.0.1:{port}"
+                    ),
+                    encoding="utf-8",
+                )
+                served = _run_sandbox_job(env, tmp_path, sandbox_config)
+                tray = _tray_shows_icon(env, tmp_path, sandbox_config)
             print(f"deb round trip: {served}; {tray}")
 
             user_files = _files(home)
@@ -457,9 +486,9 @@ def test_deb_installs_runs_and_removes_cleanly(bundle: Path, tmp_path: Path) -> 
 
             out = _dpkg("-r", deb.PACKAGE)
             assert out.returncode == 0, out.stdout + out.stderr
-            assert not _installed()
+            assert not _anything_left()  # no conffiles: nothing stays in dpkg's database
         finally:
-            if _installed():
+            if _anything_left():
                 _dpkg("--purge", deb.PACKAGE)
 
     # The app's files are gone (directories shared with other packages may stay)...
