@@ -1,5 +1,5 @@
-"""`forget [--identity [--yes]] [--keep-keyring]`: remove what this app left outside its own files, before
-uninstalling it.
+"""`forget [--identity [--yes]] [--keep-keyring]`: remove what this app left outside its own
+files, before uninstalling it.
 
 - start at login (the XDG entry, the LaunchAgent or the HKCU Run value);
 - the headless service (systemd user unit or LaunchAgent; stopped first when it is running);
