@@ -497,3 +497,16 @@ def test_deb_installs_runs_and_removes_cleanly(bundle: Path, tmp_path: Path) -> 
     assert not install_dir.exists()
     # ...the user's are all there, byte for byte.
     assert _files(home) == user_files
+
+
+def test_scripts_test_installs_every_dependency_of_the_package() -> None:
+    """CI installs the .deb with dpkg -i, which does not fetch dependencies: scripts/test must
+    install each one (libc6 and libxcb1 come with any of the others)."""
+    text = (ROOT / "scripts" / "test").read_text(encoding="utf-8")
+    listed = re.search(r"DEB_PACKAGES=\((.*?)\)[ \t]*(?:#[^\n]*)?\n", text, re.S)
+    assert listed is not None
+    names = {
+        word for line in listed.group(1).splitlines() for word in line.split("#", 1)[0].split()
+    }
+    missing = {d.split()[0] for d in deb.DEPENDS} - names - {"libc6", "libxcb1"}
+    assert not missing, f"add to DEB_PACKAGES in scripts/test: {sorted(missing)}"
