@@ -21,8 +21,6 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from usepod_desktop.core import ledger as ledger_mod
@@ -32,20 +30,15 @@ from usepod_desktop.core.config import BackendConfig, Config, CoordinatorConfig,
 from usepod_desktop.core.events import AgentState, EventBus, JobFinished, StateChanged
 from usepod_desktop.core.executor import JobOutcome
 from usepod_desktop.core.ledger import (
-    PROVIDER_SHARE,
     SCHEMA_VERSION,
     JobRow,
     Ledger,
     LedgerError,
     Totals,
     default_ledger_path,
-    earnings_nusd,
-    format_usd,
-    gross_nusd,
-    nusd_to_micro,
-    upstream_cost_nusd,
 )
 from usepod_desktop.core.metrics import MetricsServer
+from usepod_desktop.core.money import nusd_to_micro
 from usepod_desktop.core.protocol import JobDone, JobError
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FailMode, FakeBackend
@@ -103,52 +96,6 @@ def ledger(db: Path) -> Any:
     book = Ledger(db, clock=lambda: NOW, tz=BERLIN)
     yield book
     book.close()
-
-
-# ---- money ----------------------------------------------------------------------------------
-
-
-def test_share_is_80_percent() -> None:
-    assert Decimal("0.8") == PROVIDER_SHARE
-
-
-@given(
-    st.integers(0, 10_000_000),
-    st.integers(0, 10_000_000),
-    st.integers(0, 100_000_000),
-    st.integers(0, 100_000_000),
-)
-def test_gross_is_tokens_times_price_and_earnings_80_percent(
-    tin: int, tout: int, pin: int, pout: int
-) -> None:
-    exact = exact_gross_micro((tin, tout), (pin, pout))
-    g = gross_nusd(tin, tout, pin, pout)
-    e = earnings_nusd(tin, tout, pin, pout)
-    # stored to the nano-dollar, half to even (Python's round() of a Fraction is half-even)
-    assert g == round(exact * 1000)
-    assert e == round(exact * 1000 * Fraction(4, 5))
-    # and therefore to the micro-dollar
-    assert abs(Fraction(g, 1000) - exact) <= Fraction(1, 2000)
-    assert abs(nusd_to_micro(e) - exact * Fraction(4, 5)) <= Fraction(1, 2) + Fraction(1, 2000)
-    assert abs(nusd_to_micro(e) - round(exact * Fraction(4, 5))) <= 1
-
-
-def test_real_prices_are_exact() -> None:
-    # $0.40 / $1.00 per 1M: 1234 in + 567 out = 493.6 + 567 = 1060.6 micro-USD
-    assert gross_nusd(1234, 567, 400_000, 1_000_000) == 1_060_600
-    assert earnings_nusd(1234, 567, 400_000, 1_000_000) == 848_480  # 0.8 x exactly
-    # a fractional nano-dollar rounds half to even: 1 token at 2500 micro/1M = 2.5 nano
-    assert gross_nusd(1, 0, 2500, 0) == 2
-    assert gross_nusd(1, 0, 3500, 0) == 4
-    assert format_usd(848_480) == "$0.000848"
-    assert format_usd(12_345_678_901_234) == "$12,345.678901"
-    assert format_usd(None) == "-"
-
-
-def test_upstream_cost_uses_fractional_prices() -> None:
-    price = UpstreamPrice(Decimal("150000.5"), Decimal("600000.25"))
-    # 1000 x 150000.5 + 2000 x 600000.25 = 1_350_001_000 pico = 1_350_001 nano
-    assert upstream_cost_nusd(1000, 2000, price) == 1_350_001
 
 
 # ---- rows -----------------------------------------------------------------------------------

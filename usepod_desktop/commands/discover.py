@@ -102,7 +102,7 @@ def _columns(rows: Sequence[Sequence[str]], indent: str = "  ") -> list[str]:
 
 def render_table(result: DiscoveryResult) -> str:
     """The human-readable report of one pass."""
-    from usepod_desktop.core.pricing import format_usd_per_1m
+    from usepod_desktop.core.money import format_rate
 
     out: list[str] = []
     if not result.reports:
@@ -137,8 +137,8 @@ def render_table(result: DiscoveryResult) -> str:
         notes = []
         if m.upstream is not None:
             notes.append(
-                f"upstream {format_usd_per_1m(m.upstream.input_per_1m)} / "
-                f"{format_usd_per_1m(m.upstream.output_per_1m)}"
+                f"upstream {format_rate(m.upstream.input_per_1m)} / "
+                f"{format_rate(m.upstream.output_per_1m)}"
             )
         if m.below_cost:
             notes.append("BELOW COST")
@@ -146,8 +146,8 @@ def render_table(result: DiscoveryResult) -> str:
             (
                 m.model_id,
                 m.backend,
-                format_usd_per_1m(m.input_per_1m),
-                format_usd_per_1m(m.output_per_1m),
+                format_rate(m.input_per_1m),
+                format_rate(m.output_per_1m),
                 "-" if m.context_window is None else str(m.context_window),
                 "; ".join(notes),
             )

@@ -171,7 +171,7 @@ _BYOK_HEADERS = ["upstream cost", "net"]
 
 
 def _cells(t: Totals, byok: bool) -> list[str]:
-    from usepod_desktop.core.ledger import format_usd
+    from usepod_desktop.core.money import format_amount
 
     rate = "-" if t.success_rate is None else f"{t.success_rate * 100:.1f}%"
     cells = [
@@ -179,11 +179,11 @@ def _cells(t: Totals, byok: bool) -> list[str]:
         rate,
         f"{t.input_tokens:,}",
         f"{t.output_tokens:,}",
-        format_usd(t.gross_nusd),
-        format_usd(t.earnings_nusd),
+        format_amount(t.gross_nusd),
+        format_amount(t.earnings_nusd),
     ]
     if byok:
-        cells += [format_usd(t.upstream_cost_nusd), format_usd(t.net_nusd)]
+        cells += [format_amount(t.upstream_cost_nusd), format_amount(t.net_nusd)]
     return cells
 
 

@@ -10,9 +10,9 @@ order:
    allow-list (`models` absent = all, `[]` = nothing); 5. the price: local kinds use the
    reference rule (per-model entry, else the defaults; a 0 price drops the model); remote kinds
    use an explicit per-model price when there is one (warned when below the upstream cost),
-   else `upstream / 0.8 x (1 + markup)` rounded up, else (upstream price unknown) they are not
-   advertised; 6. dedupe across backends by kind priority (vllm first, openrouter last; the
-   first seen wins a tie), sorted by model id.
+   else `upstream / share x (1 + markup)` rounded up, else (upstream price unknown) they are not
+   advertised (`core/money.py` `resolve_price`); 6. dedupe across backends by kind priority
+   (vllm first, openrouter last; the first seen wins a tie), sorted by model id.
 
 :class:`BackendPool` keeps the adapters (and so their pooled connections) from one pass to the
 next and rebuilds only the entries whose connection settings or key changed.
@@ -29,7 +29,6 @@ import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Literal
 
 import httpx
@@ -58,12 +57,7 @@ from usepod_desktop.core.backends.registry import build_backend
 from usepod_desktop.core.backends.venice import VeniceBackend
 from usepod_desktop.core.config import BackendConfig, Config, ModelPrice
 from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
-from usepod_desktop.core.pricing import (
-    PROVIDER_SHARE,
-    byok_price,
-    format_usd_per_1m,
-    is_below_cost,
-)
+from usepod_desktop.core.money import resolve_price
 from usepod_desktop.core.secrets import SecretStore
 
 __all__ = [
@@ -345,55 +339,18 @@ async def _inspect(
     return report, models
 
 
-def _pair(price_in: int | Decimal, price_out: int | Decimal) -> str:
-    return f"{format_usd_per_1m(price_in)} in / {format_usd_per_1m(price_out)} out per 1M"
-
-
 def _price(
     cfg: BackendConfig, model: ModelInfo, config: Config
 ) -> tuple[ModelPrice | None, bool, str | None]:
-    """(price or None when not advertised, below cost, warning)."""
-    mid = model.model_id
-    upstream = model.upstream_price
-    explicit = config.pricing.models.get(mid)
-    if not cfg.is_remote:
-        price = config.pricing.for_model(mid)
-        if price.input_per_1m == 0 or price.output_per_1m == 0:
-            return None, False, f"{mid}: price is 0 in [pricing]; not advertised"
-        return price, False, None
-    if explicit is not None:
-        if explicit.input_per_1m == 0 or explicit.output_per_1m == 0:
-            return None, False, f"{mid}: price is 0 in [pricing.models]; not advertised"
-        below = upstream is not None and (
-            is_below_cost(explicit.input_per_1m, upstream.input_per_1m)
-            or is_below_cost(explicit.output_per_1m, upstream.output_per_1m)
-        )
-        warning = None
-        if below and upstream is not None:
-            yours = _pair(explicit.input_per_1m, explicit.output_per_1m)
-            warning = (
-                f"{mid}: below cost: your price {yours} earns {int(PROVIDER_SHARE * 100)}% "
-                "of it, less than the upstream cost "
-                f"{_pair(upstream.input_per_1m, upstream.output_per_1m)}"
-            )
-        return explicit, below, warning
-    if upstream is None:
-        return (
-            None,
-            False,
-            f"{mid}: upstream price unknown; not advertised (set a price in [pricing.models])",
-        )
-    price = ModelPrice(
-        byok_price(upstream.input_per_1m, cfg.markup),
-        byok_price(upstream.output_per_1m, cfg.markup),
+    """(price or None when not advertised, below cost, warning): `core/money.py`'s rule."""
+    choice = resolve_price(
+        model.model_id,
+        model.upstream_price,
+        config.pricing,
+        remote=cfg.is_remote,
+        markup=cfg.markup,
     )
-    if price.input_per_1m == 0 or price.output_per_1m == 0:
-        return (
-            None,
-            False,
-            f"{mid}: free upstream; not advertised (set a price in [pricing.models])",
-        )
-    return price, False, None
+    return choice.price, choice.below_cost, choice.warning
 
 
 async def discover(config: Config, pool: BackendPool) -> DiscoveryResult:

@@ -2,20 +2,10 @@
 
 Money
 -----
-Every amount is an **integer of nano-USD** (1e-9 USD = 1/1000 micro-USD); columns and
-attributes holding one end in `_nusd`. The exact billed amount of a job is an integer of
-pico-USD, `input_tokens x input_per_1m + output_tokens x output_per_1m` (prices are integer
-micro-USD per 1M tokens, PROTOCOL.md section 8). It is converted to nano-USD with integer
-arithmetic, rounding half to even, never through a float:
-
-- `gross_nusd    = round_half_even(exact_pusd / 1000)`
-- `earnings_nusd = round_half_even(exact_pusd x PROVIDER_SHARE / 1000)` (80%, from the exact
-  amount, not from the rounded gross)
-
-For every price that is a whole number of 10 micro-USD per 1M (all real listings) both are
-exact; otherwise each is within half a nano-dollar of the truth, so a job's earnings equal 80%
-of its gross to the micro-dollar. :func:`format_usd` and the `*_usd` properties turn them into
-dollars. All of these are **estimates**: the coordinator bills from its own token count.
+Every amount is an **integer of nano-USD**; columns and attributes holding one end in `_nusd`.
+Gross, earnings and upstream cost are computed by `core/money.py` (exact, rounded half to
+even to the nano-dollar; its docstring has the rule), and it turns them into dollars. All of
+these are **estimates**: the coordinator bills from its own token count.
 
 Which jobs earn: only `done` jobs of source `coordinator` (or `sandbox`) carry gross and
 earnings; `error` and `cancelled` rows keep their token counts but earn 0 (a failed or cancelled
@@ -55,19 +45,21 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from usepod_desktop.core import paths
 from usepod_desktop.core.config import KINDS, REMOTE_KINDS
 from usepod_desktop.core.errors import UserFacingError
-
-try:  # one source of truth for the share once core/pricing.py exists
-    from usepod_desktop.core.pricing import PROVIDER_SHARE
-except ImportError:  # pragma: no cover - until pricing.py lands
-    #: The provider's share of what the user is billed (PROTOCOL.md section 8).
-    PROVIDER_SHARE = Decimal("0.8")
+from usepod_desktop.core.money import UpstreamRates as _UpstreamPrice
+from usepod_desktop.core.money import (
+    earnings_nusd,
+    gross_nusd,
+    nusd_to_usd,
+    upstream_cost_nusd,
+    usd_text,
+)
 
 if TYPE_CHECKING:
     from usepod_desktop.core.executor import JobOutcome
@@ -76,7 +68,6 @@ __all__ = [
     "DEFAULT_SOURCES",
     "ESTIMATE_NOTE",
     "LEDGER_FILE_NAME",
-    "PROVIDER_SHARE",
     "Dashboard",
     "DayTotals",
     "JobRow",
@@ -85,11 +76,6 @@ __all__ = [
     "ModelTotals",
     "Totals",
     "default_ledger_path",
-    "earnings_nusd",
-    "format_usd",
-    "gross_nusd",
-    "nusd_to_usd",
-    "upstream_cost_nusd",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,16 +94,12 @@ MAX_UNSAVED = 10_000
 #: While rows wait in memory, the writer thread retries this often (seconds).
 RETRY_S = 30.0
 BUSY_TIMEOUT_MS = 5_000
-NANO_PER_USD = 10**9
-NANO_PER_MICRO = 1_000
-PICO_PER_NANO = 1_000
 #: Largest token count a row stores (a backend's wrapped -1 is 2**64-1): larger is clamped.
 MAX_TOKENS = 2**31 - 1
 #: SQLite INTEGER range: money outside it is clamped (only absurd prices get there).
 INT64_MAX = 2**63 - 1
 _MS = timedelta(milliseconds=1)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_SHARE_NUM, _SHARE_DEN = PROVIDER_SHARE.as_integer_ratio()
 
 
 class _UseDefault(enum.Enum):
@@ -127,88 +109,6 @@ class _UseDefault(enum.Enum):
 #: For a `sources` argument: the ledger's own default (`None` means every source).
 USE_DEFAULT = _UseDefault.TOKEN
 SourcesArg = Iterable[str] | None | _UseDefault
-
-# ---------------------------------------------------------------------------------------------
-# Money
-
-
-def _div_half_even(num: int, den: int) -> int:
-    """`num / den` rounded half to even, in integers (`den` > 0)."""
-    q, r = divmod(num, den)
-    twice = 2 * r
-    if twice > den or (twice == den and q % 2 == 1):
-        q += 1
-    return q
-
-
-def _exact_pusd(
-    input_tokens: int, output_tokens: int, input_per_1m: int, output_per_1m: int
-) -> int:
-    return input_tokens * input_per_1m + output_tokens * output_per_1m
-
-
-def gross_nusd(input_tokens: int, output_tokens: int, input_per_1m: int, output_per_1m: int) -> int:
-    """What the user is billed (tokens x price), nano-USD, rounded half to even."""
-    exact = _exact_pusd(input_tokens, output_tokens, input_per_1m, output_per_1m)
-    return _div_half_even(exact, PICO_PER_NANO)
-
-
-def earnings_nusd(
-    input_tokens: int, output_tokens: int, input_per_1m: int, output_per_1m: int
-) -> int:
-    """The provider's share (80%) of the exact billed amount, nano-USD, half to even."""
-    exact = _exact_pusd(input_tokens, output_tokens, input_per_1m, output_per_1m)
-    return _div_half_even(exact * _SHARE_NUM, _SHARE_DEN * PICO_PER_NANO)
-
-
-class _UpstreamPrice(Protocol):
-    """`core.backends.base.UpstreamPrice`: micro-USD per 1M tokens, exact (may be fractional)."""
-
-    @property
-    def input_per_1m(self) -> Decimal: ...
-
-    @property
-    def output_per_1m(self) -> Decimal: ...
-
-
-_EXACT = Context(prec=60)
-
-
-def upstream_cost_nusd(input_tokens: int, output_tokens: int, price: _UpstreamPrice) -> int:
-    """What the operator pays upstream for a job, nano-USD, half to even."""
-    pusd = _EXACT.add(
-        _EXACT.multiply(Decimal(input_tokens), Decimal(price.input_per_1m)),
-        _EXACT.multiply(Decimal(output_tokens), Decimal(price.output_per_1m)),
-    )
-    nusd = _EXACT.divide(pusd, Decimal(PICO_PER_NANO))
-    return int(nusd.quantize(Decimal(1), rounding=ROUND_HALF_EVEN, context=_EXACT))
-
-
-def nusd_to_usd(nusd: int) -> Decimal:
-    """Nano-USD as an exact Decimal of dollars."""
-    return _EXACT.divide(Decimal(nusd), Decimal(NANO_PER_USD))
-
-
-def nusd_to_micro(nusd: int) -> int:
-    """Nano-USD to whole micro-USD (USDC micro-units), half to even."""
-    return _div_half_even(nusd, NANO_PER_MICRO)
-
-
-def format_usd(nusd: int | None, places: int = 6) -> str:
-    """`$0.000312`: dollars with `places` decimals (half to even); `-` for None."""
-    if nusd is None:
-        return "-"
-    value = nusd_to_usd(nusd).quantize(
-        Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN, context=_EXACT
-    )
-    sign = "-" if value < 0 else ""
-    return f"{sign}${abs(value):,.{places}f}"
-
-
-def usd_text(nusd: int | None) -> str | None:
-    """Exact dollars as a string with 9 decimals (`"0.000312000"`), for JSON and CSV."""
-    return None if nusd is None else f"{nusd_to_usd(nusd):.9f}"
-
 
 # ---------------------------------------------------------------------------------------------
 # Rows

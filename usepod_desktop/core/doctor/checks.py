@@ -812,18 +812,15 @@ class _Run:
             self._price_verdict(s, model, market)
 
     def _price_verdict(self, s: str, model: Any, market: MarketPrices) -> None:
-        from usepod_desktop.core.pricing import format_usd_per_1m
+        from usepod_desktop.core.money import format_rate
 
-        ours = (
-            f"{format_usd_per_1m(model.input_per_1m)} in / "
-            f"{format_usd_per_1m(model.output_per_1m)} out"
-        )
+        ours = f"{format_rate(model.input_per_1m)} in / {format_rate(model.output_per_1m)} out"
         byok = ""
         if model.upstream is not None:
             byok = (
                 f"; BYOK: covers the upstream cost "
-                f"{format_usd_per_1m(model.upstream.input_per_1m)} / "
-                f"{format_usd_per_1m(model.upstream.output_per_1m)}"
+                f"{format_rate(model.upstream.input_per_1m)} / "
+                f"{format_rate(model.upstream.output_per_1m)}"
             )
             if model.below_cost:
                 byok = "; BYOK: BELOW the upstream cost"
@@ -832,8 +829,8 @@ class _Run:
             self.add(s, model.model_id, Status.OK, f"{ours}; no public price found{byok}")
             return
         cap_text = (
-            f"{format_usd_per_1m(_round(cap.input_per_1m))} in / "
-            f"{format_usd_per_1m(_round(cap.output_per_1m))} out ({cap.market_id})"
+            f"{format_rate(cap.input_per_1m, places=10)} in / "
+            f"{format_rate(cap.output_per_1m, places=10)} out ({cap.market_id})"
         )
         over_in = Decimal(model.input_per_1m) > cap.input_per_1m
         over_out = Decimal(model.output_per_1m) > cap.output_per_1m
@@ -1139,10 +1136,6 @@ def _closest(wanted: str, candidates: Sequence[str]) -> str | None:
             return c
     found = difflib.get_close_matches(wanted, list(candidates), n=1, cutoff=0.6)
     return found[0] if found else None
-
-
-def _round(value: Decimal) -> Decimal:
-    return value.quantize(Decimal("0.0001"))
 
 
 async def run_doctor(options: DoctorOptions | None = None) -> Report:
