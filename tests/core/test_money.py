@@ -7,13 +7,16 @@ the module's one rounding policy.
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+import usepod_desktop
 from usepod_desktop.core.backends.base import UpstreamPrice
 from usepod_desktop.core.config import ModelPrice, PricingConfig
 from usepod_desktop.core.money import (
@@ -321,3 +324,17 @@ def test_bad_prices_are_refused_with_a_message(text: str, says: str) -> None:
     with pytest.raises(PriceError) as caught:
         parse_usd_per_1m(text)
     assert says in str(caught.value)
+
+
+def test_the_share_is_written_once() -> None:
+    """UI text builds "80%" and "÷ 0.8" from PROVIDER_SHARE; no other module spells them."""
+    package = Path(usepod_desktop.__file__).parent
+    literal = re.compile(r"\b80 ?%|[÷/] ?0\.8\b|0\.8 ?[x×]|Decimal\(\"0\.8\"\)")
+    found = [
+        f"{path.relative_to(package)}:{number}: {line.strip()}"
+        for path in sorted(package.rglob("*.py"))
+        if path.name != "money.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if literal.search(line)
+    ]
+    assert found == []

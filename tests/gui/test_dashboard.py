@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -177,9 +177,9 @@ def assert_money(text: str, expected: Fraction) -> None:
     """`text` is `expected` dollars, rounded to the decimals it shows, with enough decimals
     that a non-zero amount does not read as $0."""
     assert text.startswith("$") or text.startswith("-$"), text
-    shown = text.replace("$", "")
+    shown = text.replace("$", "").replace(",", "")
     places = len(shown.split(".")[1]) if "." in shown else 0
-    want = dollars(expected).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    want = dollars(expected).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
     assert Decimal(shown) == want, (text, dollars(expected))
     if expected != 0:
         assert Decimal(shown) != 0, f"{text} hides {dollars(expected)}"
@@ -187,7 +187,7 @@ def assert_money(text: str, expected: Fraction) -> None:
 
 def exact(expected: Fraction) -> str:
     value = dollars(expected)
-    return f"-${-value:.9f}" if value < 0 else f"${value:.9f}"
+    return f"-${-value:,.9f}" if value < 0 else f"${value:,.9f}"
 
 
 # ---- fixtures -------------------------------------------------------------------------------

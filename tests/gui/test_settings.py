@@ -260,6 +260,11 @@ def test_api_key_goes_to_the_keyring_never_to_agent_toml(
     rig.until(lambda: "acme/chat-1" in pricing.row_edits, what="pricing row")
     index = [r.model_id for r in pricing.rows].index("acme/chat-1")
     assert pricing.table.item(index, 5).text() == "0.30 / 0.60"
+    # the draft uses the core's rule: the advertised price, and the entry's markup
+    edit_in, edit_out = pricing.row_edits["acme/chat-1"]
+    assert edit_in.placeholderText() == "0.39375 (upstream)"
+    assert edit_out.placeholderText() == "0.7875 (upstream)"
+    assert pricing.table.item(index, 4).text() == "0.315 / 0.63"
     assert pricing.table.item(index, 6).text().startswith("+")
     pricing.set_price("acme/chat-1", "0.20", "0.50")
     assert pricing.table.item(index, 6).text().startswith("−")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -20,13 +19,6 @@ from usepod_desktop.gui import icons
 from usepod_desktop.gui.errors import ExceptionReporter
 from usepod_desktop.gui.logview import LogViewer
 from usepod_desktop.gui.mainwindow import StatusWindow
-from usepod_desktop.gui.money import (
-    PriceError,
-    format_usd,
-    format_usd_per_1m,
-    job_earnings_usd,
-    parse_usd_per_1m,
-)
 
 pytestmark = pytest.mark.gui
 
@@ -190,54 +182,3 @@ def test_icons_exist_for_every_state_in_both_variants_and_differ(qapp: QApplicat
     light = QPalette()
     light.setColor(QPalette.ColorRole.Window, QColor("#f0f0f0"))
     assert icons.variant_for(dark) == "on-dark" and icons.variant_for(light) == "on-light"
-
-
-@pytest.mark.parametrize(
-    "text, micro",
-    [
-        ("0.50", 500_000),
-        ("$1.25", 1_250_000),
-        (" 0,75 ", 750_000),
-        ("0.000001", 1),
-        ("12", 12_000_000),
-    ],
-)
-def test_prices_in_dollars_become_micro_usd(text: str, micro: int) -> None:
-    assert parse_usd_per_1m(text) == micro
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "  ",
-        "abc",
-        "0",
-        "0.00",
-        "-1",
-        "nan",
-        "NaN",
-        "inf",
-        "-inf",
-        "1e400",
-        "0.0000001",
-        "1,000.50",
-        "1/2",
-    ],
-)
-def test_bad_prices_are_refused_with_a_message(text: str) -> None:
-    with pytest.raises(PriceError) as caught:
-        parse_usd_per_1m(text)
-    assert str(caught.value)
-
-
-def test_money_formatting() -> None:
-    assert format_usd_per_1m(500_000) == "0.50"
-    assert format_usd_per_1m(123_456) == "0.123456"
-    assert format_usd_per_1m(Decimal("393750"), dollar=True) == "$0.39375"
-    assert format_usd(Decimal("12.345")) == "$12.35"
-    assert format_usd(Decimal("0.0123")) == "$0.0123"
-    assert format_usd(Decimal("0.0000061")) == "$0.000006"
-    assert format_usd(0) == "$0.00"
-    # 1M input + 1M output tokens at $0.50 / $0.75: users pay $1.25, the provider keeps 80%
-    assert job_earnings_usd(1_000_000, 1_000_000, 500_000, 750_000) == Decimal("1.0")

@@ -33,6 +33,7 @@ from usepod_desktop.core.config import (
 )
 from usepod_desktop.core.errors import ConfigError
 from usepod_desktop.core.kinds import KINDS as KIND_SPECS
+from usepod_desktop.core.money import SHARE_PERCENT, SHARE_TEXT
 from usepod_desktop.gui.widgets import INVALID_STYLE, error_label, mark_invalid, set_error
 
 KIND_LABELS: dict[str, str] = {
@@ -135,8 +136,9 @@ class BackendDialog(QDialog):
                 self.key_env.setText(DEFAULT_KEY_ENVS[kind])
             self.hint.setText(
                 "The key itself goes in the API keys tab (stored in the OS keyring). "
-                "Without an explicit price, models are offered at the upstream cost ÷ 0.8 "
-                "× (1 + markup), so your 80% share covers what you pay upstream."
+                "Without an explicit price, models are offered at the upstream cost "
+                f"÷ {SHARE_TEXT} × (1 + markup), so your {SHARE_PERCENT} share covers what you "
+                "pay upstream."
             )
         else:
             self.url.setPlaceholderText(DEFAULT_URLS[kind])

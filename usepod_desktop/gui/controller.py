@@ -14,7 +14,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, QTimer, QUrl, Signal
@@ -25,10 +24,10 @@ from usepod_desktop.core import paths
 from usepod_desktop.core.doctor.history import ConnectionHistory
 from usepod_desktop.core.errors import ConfigError, UserFacingError
 from usepod_desktop.core.events import AgentState, JobFinished
+from usepod_desktop.core.money import earnings_nusd, format_amount
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.bridge import AgentBridge
 from usepod_desktop.gui.errors import show_message, show_user_error
-from usepod_desktop.gui.money import format_usd, job_earnings_usd
 from usepod_desktop.gui.notify import Level, Notifier
 from usepod_desktop.gui.prefs import Prefs
 from usepod_desktop.gui.widgets import APP_TITLE
@@ -68,7 +67,7 @@ class TodayCounter:
         self._today = today
         self.day = today()
         self.jobs = 0
-        self.earnings_usd = Decimal(0)
+        self.earnings_nusd = 0
 
     def add(self, event: JobFinished) -> None:
         outcome = event.outcome
@@ -79,19 +78,20 @@ class TodayCounter:
         if day != self.day:
             if day < self.day:
                 return
-            self.day, self.jobs, self.earnings_usd = day, 0, Decimal(0)
+            self.day, self.jobs, self.earnings_nusd = day, 0, 0
         self.jobs += 1
-        self.earnings_usd += job_earnings_usd(
+        self.earnings_nusd += earnings_nusd(
             outcome.input_tokens,
             outcome.output_tokens,
             outcome.input_per_1m,
             outcome.output_per_1m,
         )
 
-    def summary(self) -> tuple[int, Decimal]:
+    def summary(self) -> tuple[int, int]:
+        """(jobs, estimated earnings in nano-USD), each job rounded as the ledger stores it."""
         if self._today() != self.day:
-            return 0, Decimal(0)
-        return self.jobs, self.earnings_usd
+            return 0, 0
+        return self.jobs, self.earnings_nusd
 
 
 def show_window(window: QWidget) -> None:
@@ -133,7 +133,7 @@ class AppController(QObject):
         self.ledger: Any = None
         self._ledger_detach: Callable[[], None] | None = None
         self._ledger_owned = False
-        self._ledger_summary: tuple[int, Decimal] | None = None
+        self._ledger_summary: tuple[int, int] | None = None
         self.notifications: list[tuple[str, str, Level]] = []
         kwargs = {} if offline_grace_ms is None else {"offline_grace_ms": offline_grace_ms}
         self.notifier = Notifier(self.prefs, self.notify, parent=self, **kwargs)
@@ -307,8 +307,8 @@ class AppController(QObject):
     def paused(self) -> bool:
         return bool(self.agent is not None and self.agent.paused)
 
-    def today_summary(self) -> tuple[int, Decimal]:
-        """(jobs served today, estimated earnings in USD): the ledger's figure when it has
+    def today_summary(self) -> tuple[int, int]:
+        """(jobs served today, estimated earnings in nano-USD): the ledger's figure when it has
         one, else the in-memory count."""
         if self._ledger_summary is not None:
             return self._ledger_summary
@@ -322,16 +322,20 @@ class AppController(QObject):
         return f"{prefix}{self.state.label}" + (f": {reason}" if reason else "")
 
     def figures_text(self) -> str:
-        jobs, usd = self.today_summary()
+        jobs, nusd = self.today_summary()
         what = "demo job(s)" if self.sandbox else "job(s)"
-        earned = "no real earnings" if self.sandbox else f"≈ {format_usd(usd)} estimated"
+        earned = (
+            "no real earnings"
+            if self.sandbox
+            else f"≈ {format_amount(nusd, places=None)} estimated"
+        )
         return f"{self.jobs_running} running · today {jobs} {what}, {earned}"
 
     def tooltip_text(self) -> str:
         """Short (Windows cuts tray tooltips at 127 characters)."""
-        jobs, usd = self.today_summary()
+        jobs, nusd = self.today_summary()
         title = f"{APP_TITLE} (sandbox)" if self.sandbox else APP_TITLE
-        money = "demo" if self.sandbox else f"≈ {format_usd(usd)}"
+        money = "demo" if self.sandbox else f"≈ {format_amount(nusd, places=None)}"
         lines = [
             f"{title}: {self.state.label}",
             f"{self.jobs_running} job(s) running",
@@ -598,7 +602,7 @@ class AppController(QObject):
         async def read() -> None:
             await asyncio.to_thread(ledger.flush, 5.0)
             totals = await asyncio.to_thread(ledger.today, sources=sources)
-            self._ledger_summary = (totals.done, totals.earnings_usd)
+            self._ledger_summary = (totals.done, totals.earnings_nusd)
             self.statusChanged.emit()
 
         def failed(error: UserFacingError) -> None:

@@ -26,7 +26,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import shiboken6
@@ -79,12 +78,11 @@ from usepod_desktop.core.ledger import (
     ModelTotals,
     SourcesArg,
     Totals,
-    nusd_to_usd,
 )
+from usepod_desktop.core.money import NANO_PER_USD, SHARE_PERCENT, format_amount
 from usepod_desktop.core.protocol import HeartbeatFigures
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.icons import app_icon
-from usepod_desktop.gui.money import format_usd
 from usepod_desktop.gui.widgets import (
     ERROR_COLOUR,
     OK_COLOUR,
@@ -106,7 +104,6 @@ REFRESH_MIN_INTERVAL_S = 2.0
 LIVE_INTERVAL_MS = 2000
 DAYS = 30
 RECENT = 50
-NANO_PER_USD = 10**9
 #: "Estimated: the coordinator settles the payout from its own token count."
 ESTIMATE_TEXT = ESTIMATE_NOTE[:1].upper() + ESTIMATE_NOTE[1:] + "."
 SANDBOX_TEXT = (
@@ -165,13 +162,12 @@ RECENT_COLUMNS: tuple[str, ...] = (
 
 def money_text(nusd: int) -> str:
     """Nano-USD as dollars, small amounts with enough decimals to be seen (`$0.000312`)."""
-    return format_usd(nusd_to_usd(nusd))
+    return format_amount(nusd, places=None)
 
 
 def exact_money_text(nusd: int) -> str:
     """Nano-USD as exact dollars, 9 decimals (`$0.000312000`), for tooltips."""
-    value = nusd_to_usd(nusd)
-    return f"-${-value:.9f}" if value < 0 else f"${value:.9f}"
+    return format_amount(nusd, places=9)
 
 
 def count_text(n: int) -> str:
@@ -264,7 +260,7 @@ def tick_text(nusd: int, step: int) -> str:
         decimals = 0
     else:
         decimals = max(2, math.ceil(-math.log10(step / NANO_PER_USD) - 1e-9))
-    return f"${Decimal(nusd) / NANO_PER_USD:,.{decimals}f}"
+    return format_amount(nusd, places=decimals)
 
 
 class EarningsChart(QWidget):
@@ -807,7 +803,7 @@ class DashboardWindow(QWidget):
         earnings = labels[(period, "earnings")]
         earnings.setText(money_text(totals.earnings_nusd))
         earnings.setToolTip(
-            f"{exact_money_text(totals.earnings_nusd)}: your 80% share of "
+            f"{exact_money_text(totals.earnings_nusd)}: your {SHARE_PERCENT} share of "
             f"{exact_money_text(totals.gross_nusd)} billed. {ESTIMATE_TEXT}"
         )
 

@@ -49,6 +49,7 @@ from PySide6.QtWidgets import (
 from usepod_desktop.core import paths
 from usepod_desktop.core.discovery import PROBE_PORTS, ProbeResult
 from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.money import SHARE_PERCENT, format_rate
 from usepod_desktop.core.pairing import (
     BACKEND_HINTS,
     DEFAULT_COORDINATOR,
@@ -66,7 +67,6 @@ from usepod_desktop.core.pairing import (
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.errors import show_user_error
 from usepod_desktop.gui.icons import app_icon
-from usepod_desktop.gui.money import format_usd_per_1m
 from usepod_desktop.gui.widgets import plain, set_tone
 
 if TYPE_CHECKING:
@@ -419,7 +419,7 @@ class PairingWizard(QDialog):
         if result.models:
             self.models_intro.setText(
                 "These models were activated on the website, at these prices "
-                "(you keep 80% of what users pay):"
+                f"(you keep {SHARE_PERCENT} of what users pay):"
             )
         else:
             self.models_intro.setText(
@@ -431,8 +431,8 @@ class PairingWizard(QDialog):
             for col, text in enumerate(
                 (
                     model.model_id,
-                    format_usd_per_1m(model.input_per_1m, dollar=True),
-                    format_usd_per_1m(model.output_per_1m, dollar=True),
+                    format_rate(model.input_per_1m),
+                    format_rate(model.output_per_1m),
                 )
             ):
                 item = QTableWidgetItem(text)

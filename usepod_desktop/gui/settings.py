@@ -57,15 +57,18 @@ from usepod_desktop.core.config import (
 )
 from usepod_desktop.core.errors import ConfigError, UserFacingError
 from usepod_desktop.core.events import AgentState, StateChanged
+from usepod_desktop.core.money import (
+    SHARE_PERCENT,
+    SHARE_TEXT,
+    PriceError,
+    format_rate,
+    parse_usd_per_1m,
+    provider_share_of,
+    resolve_price,
+)
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.backend_dialogs import KIND_LABELS, BackendDialog, DetectDialog
 from usepod_desktop.gui.icons import app_icon
-from usepod_desktop.gui.money import (
-    PROVIDER_SHARE,
-    PriceError,
-    format_usd_per_1m,
-    parse_usd_per_1m,
-)
 from usepod_desktop.gui.prefs import NOTIFICATIONS
 from usepod_desktop.gui.widgets import (
     ERROR_COLOUR,
@@ -88,11 +91,6 @@ log = logging.getLogger(__name__)
 
 TAB_NAMES: tuple[str, ...] = ("coordinator", "backends", "pricing", "keys", "limits", "app")
 Identity = tuple[str, str | None]
-
-try:
-    from usepod_desktop.core.pricing import byok_price
-except ImportError:  # pragma: no cover - core/pricing.py is part of the core
-    byok_price = None  # type: ignore[assignment]
 
 
 @dataclass(slots=True)
@@ -700,6 +698,7 @@ class ModelRow:
     backend: str  # kind, or "" when not discovered
     upstream: Any = None  # UpstreamPrice (Decimal micro-USD per 1M) or None
     below_cost: bool = False
+    entry: tuple[str, str | None] | None = None  # identity of the entry that serves it
 
 
 class PricingTab(QWidget):
@@ -708,7 +707,7 @@ class PricingTab(QWidget):
         "Backend",
         "Input $/1M",
         "Output $/1M",
-        "You keep (80%)",
+        f"You keep ({SHARE_PERCENT})",
         "Upstream cost",
         "Margin",
     )
@@ -773,10 +772,10 @@ class PricingTab(QWidget):
         layout.addWidget(
             _note(
                 "Empty cells use the defaults; for OpenRouter / Venice models without a price of "
-                "their own, the upstream cost ÷ 0.8 × (1 + markup), so your share covers it. "
-                "Users pay the listed price; you receive 80% (figures are estimates: the "
-                "coordinator bills from its own token count). A negative margin, in red, means "
-                "you would pay more upstream than you earn.",
+                f"their own, the upstream cost ÷ {SHARE_TEXT} × (1 + markup), so your share "
+                f"covers it. Users pay the listed price; you receive {SHARE_PERCENT} (figures "
+                "are estimates: the coordinator bills from its own token count). A negative "
+                "margin, in red, means you would pay more upstream than you earn.",
                 self,
             )
         )
@@ -786,10 +785,10 @@ class PricingTab(QWidget):
     # ---- loading
 
     def load(self, config: Config, discovery: Any) -> None:
-        self.default_in.setText(format_usd_per_1m(config.pricing.default_input_per_1m))
-        self.default_out.setText(format_usd_per_1m(config.pricing.default_output_per_1m))
+        self.default_in.setText(_field(config.pricing.default_input_per_1m))
+        self.default_out.setText(_field(config.pricing.default_output_per_1m))
         self.texts = {
-            model_id: [format_usd_per_1m(p.input_per_1m), format_usd_per_1m(p.output_per_1m)]
+            model_id: [_field(p.input_per_1m), _field(p.output_per_1m)]
             for model_id, p in config.pricing.models.items()
         }
         for edit, label in (
@@ -809,7 +808,14 @@ class PricingTab(QWidget):
         """Rows: every advertised model, plus every model with a price of its own."""
         rows: dict[str, ModelRow] = {}
         for model_id, model in self.advertised.items():
-            rows[model_id] = ModelRow(model_id, model.backend, model.upstream, model.below_cost)
+            served_by = getattr(getattr(model, "backend_ref", None), "config", None)
+            rows[model_id] = ModelRow(
+                model_id,
+                model.backend,
+                model.upstream,
+                model.below_cost,
+                getattr(served_by, "identity", None),
+            )
         for model_id in self.texts:
             rows.setdefault(model_id, ModelRow(model_id, ""))
         ordered = sorted(rows.values(), key=lambda r: r.model_id)
@@ -889,38 +895,48 @@ class PricingTab(QWidget):
                 out.append(None)
         return out[0], out[1]
 
-    def _markup_for(self, kind: str) -> float | None:
-        for entry in self.window_.backends_tab.entries:
-            if entry.kind == kind:
+    def _markup_for(self, row: ModelRow) -> float | None:
+        """The draft markup of the entry serving `row` (else the first entry of its kind)."""
+        entries = self.window_.backends_tab.entries
+        for entry in entries:
+            if row.entry is not None and entry.identity == row.entry:
+                return entry.markup
+        for entry in entries:
+            if entry.kind == row.backend:
                 return entry.markup
         return None
 
     def effective(self, row: ModelRow) -> tuple[int | None, int | None, str]:
-        """(input, output, where it comes from) of the price users would pay for `row`."""
+        """(input, output, where it comes from) of the price users would pay for `row`, by the
+        core's rule (`core/money.py` `resolve_price`) applied to the draft."""
         texts = self.texts.get(row.model_id, ["", ""])
+        explicit: dict[str, ModelPrice] = {}
         if texts[0].strip() or texts[1].strip():
             try:
-                return parse_usd_per_1m(texts[0]), parse_usd_per_1m(texts[1]), "your price"
+                explicit[row.model_id] = ModelPrice(
+                    parse_usd_per_1m(texts[0]), parse_usd_per_1m(texts[1])
+                )
             except PriceError:
                 return None, None, "invalid"
-        if row.backend in REMOTE_KINDS:
-            if row.upstream is None or byok_price is None:
-                return None, None, "not offered: upstream price unknown"
-            markup = self._markup_for(row.backend)
-            return (
-                byok_price(row.upstream.input_per_1m, markup),
-                byok_price(row.upstream.output_per_1m, markup),
-                "upstream",
-            )
+        remote = row.backend in REMOTE_KINDS
         d_in, d_out = self._draft_defaults()
-        return d_in, d_out, "default"
+        if not explicit and not remote and (d_in is None or d_out is None):
+            return d_in, d_out, "default"  # a default being typed is not a price yet
+        draft = PricingConfig(d_in or 0, d_out or 0, explicit)
+        choice = resolve_price(
+            row.model_id, row.upstream, draft, remote=remote, markup=self._markup_for(row)
+        )
+        if choice.price is None:
+            return None, None, f"not offered: {choice.reason}"
+        source = {"explicit": "your price", "default": "default"}.get(choice.source or "")
+        return choice.price.input_per_1m, choice.price.output_per_1m, source or "upstream"
 
     def recompute(self) -> None:
         d_in, d_out = self._draft_defaults()
         if d_in is not None and d_out is not None:
             self.keep_label.setText(
-                f"You keep 80%: {format_usd_per_1m(Decimal(d_in) * PROVIDER_SHARE, dollar=True)} "
-                f"input / {format_usd_per_1m(Decimal(d_out) * PROVIDER_SHARE, dollar=True)} "
+                f"You keep {SHARE_PERCENT}: {format_rate(provider_share_of(d_in), places=6)} "
+                f"input / {format_rate(provider_share_of(d_out), places=6)} "
                 "output per million tokens."
             )
         else:
@@ -930,13 +946,13 @@ class PricingTab(QWidget):
             edits = self.row_edits.get(row.model_id)
             if edits is not None:
                 for edit, value in zip(edits, (p_in, p_out), strict=True):
-                    hint = "" if value is None else f"{format_usd_per_1m(value)} ({source})"
+                    hint = "" if value is None else f"{_field(value)} ({source})"
                     edit.setPlaceholderText(hint if source != "your price" else "")
             keep = margin = upstream = ""
             negative = False
             if p_in is not None and p_out is not None:
-                k_in, k_out = Decimal(p_in) * PROVIDER_SHARE, Decimal(p_out) * PROVIDER_SHARE
-                keep = f"{format_usd_per_1m(k_in)} / {format_usd_per_1m(k_out)}"
+                k_in, k_out = provider_share_of(p_in), provider_share_of(p_out)
+                keep = f"{_shown(k_in)} / {_shown(k_out)}"
                 if row.upstream is not None:
                     m_in = k_in - row.upstream.input_per_1m
                     m_out = k_out - row.upstream.output_per_1m
@@ -946,8 +962,7 @@ class PricingTab(QWidget):
                 keep = source
             if row.upstream is not None:
                 upstream = (
-                    f"{format_usd_per_1m(row.upstream.input_per_1m)} / "
-                    f"{format_usd_per_1m(row.upstream.output_per_1m)}"
+                    f"{_shown(row.upstream.input_per_1m)} / {_shown(row.upstream.output_per_1m)}"
                 )
             for col, text in ((4, keep), (5, upstream), (6, margin)):
                 item = self.table.item(i, col)
@@ -1007,8 +1022,18 @@ class PricingTab(QWidget):
         return PricingConfig(defaults[0], defaults[1], overrides), []
 
 
+def _field(micro: int) -> str:
+    """A price as typed in a price field (`0.50`)."""
+    return format_rate(micro, dollar=False)
+
+
+def _shown(micro: Decimal) -> str:
+    """A figure in the $/1M columns, to the micro-dollar (`0.123457`)."""
+    return format_rate(micro, dollar=False, places=6)
+
+
 def _signed(micro: Decimal) -> str:
-    text = format_usd_per_1m(abs(micro))
+    text = _shown(abs(micro))
     return f"−{text}" if micro < 0 else f"+{text}"
 
 
