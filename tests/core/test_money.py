@@ -165,7 +165,7 @@ def test_an_explicit_byok_price_below_cost_is_kept_and_flagged() -> None:
 
 
 def exact_gross_micro(tokens: tuple[int, int], prices: tuple[int, int]) -> Fraction:
-    """tokens x price in micro-USD, exact (docs/protocol.md, pricing)."""
+    """tokens x price in micro-USD, exact."""
     return Fraction(tokens[0] * prices[0] + tokens[1] * prices[1], 1_000_000)
 
 

@@ -27,7 +27,8 @@ backend (OpenRouter, Venice) bills the operator upstream, so a BYOK model withou
 own is listed at `upstream / share x (1 + markup)` rounded **up** to a whole micro-USD
 (:func:`byok_price`), and an explicit price whose share earns less than the upstream cost is
 flagged (:func:`is_below_cost`). :func:`resolve_price` is the whole rule for one model; discovery
-and the settings window both call it. The arithmetic is exact (docs/protocol.md, pricing).
+and the settings window both call it. The rule's arithmetic is exact (a markup of 1e-300 still
+lifts a whole price); an upstream cost is computed to 60 digits, exact for any real price list.
 
 Rounding and text
 -----------------
@@ -200,7 +201,7 @@ def resolve_price(
     remote: bool,
     markup: float | None,
 ) -> PriceChoice:
-    """The price a model is advertised at (docs/protocol.md, pricing).
+    """The price a model is advertised at (the rule in the module docs).
 
     A local backend's model (`remote` False) gets the reference rule: its `[pricing.models]`
     entry, else the defaults; a 0 price means it is not advertised. A BYOK model (`remote`
