@@ -68,3 +68,12 @@ def test_each_process_kind_rotates_its_own_file(tmp_path: Path) -> None:
     unit = service.render_systemd_unit(["/x/usepod-desktop", "run"])
     assert f"Environment={logsetup.PROCESS_KIND_ENV}=service" in unit.splitlines()
     assert f"<key>{logsetup.PROCESS_KIND_ENV}</key>" in service.render_launchd_plist(["/x"])
+
+
+def test_a_registered_prefix_of_a_key_leaves_no_tail() -> None:
+    """A registered secret that is only the start of a longer key-shaped token (another key
+    of the same vendor) must not leave the rest of that token in the text."""
+    logsetup.register_secret("sk-prefix01")
+    out = logsetup.redact("upstream said: bad key sk-prefix01qrstuvwxyz0123")
+    assert "qrstuvwxyz" not in out and "prefix01" not in out
+    assert out == "upstream said: bad key [REDACTED]"

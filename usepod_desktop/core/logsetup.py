@@ -66,13 +66,16 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
+    """`text` with key-shaped tokens and every registered secret replaced by [REDACTED].
+    The patterns run first: a registered value that is only part of a longer key-shaped token
+    must not leave the rest of that token behind."""
+    for pattern in _PATTERNS:
+        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
     with _known_lock:
         known = sorted(_known, key=len, reverse=True)
     for value in known:
         if value in text:
             text = text.replace(value, REDACTED)
-    for pattern in _PATTERNS:
-        text = pattern.sub(lambda m: (m.group(1) if m.groups() else "") + REDACTED, text)
     return text
 
 
