@@ -109,6 +109,56 @@ class ObservabilityConfig:
     log_level: str | None = None
 
 
+WEEKDAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+SERVING_KEYS = frozenset(
+    {
+        "when",
+        "idle_minutes",
+        "pause_when_running",
+        "on_battery",
+        "gpu_temp_pause_c",
+        "gpu_temp_resume_c",
+        "free_gpu_memory_on_pause",
+        "min_switch_s",
+        "schedule",
+    }
+)
+SCHEDULE_KEYS = frozenset({"days", "start", "end"})
+MAX_PROCESS_NAMES = 200
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleWindow:
+    """One `[[serving.schedule]]` window: local wall-clock `start`..`end` ("HH:MM"); `end` before
+    `start` crosses midnight. `days` are the days the window starts on."""
+
+    start: str
+    end: str
+    days: tuple[str, ...] = WEEKDAYS
+
+
+@dataclass(frozen=True, slots=True)
+class ServingConfig:
+    """The `[serving]` table: when this computer serves (our extension; the reference agent
+    ignores unknown top-level tables). See docs in README "Serving rules"."""
+
+    when: str = "always"  # "always" | "idle"
+    idle_minutes: float = 10.0
+    pause_when_running: tuple[str, ...] = ()
+    on_battery: str = "pause"  # "pause" | "serve"
+    gpu_temp_pause_c: float = 0.0  # 0 = off
+    gpu_temp_resume_c: float = 0.0  # 0 = 5 degrees below the pause threshold
+    free_gpu_memory_on_pause: bool = False
+    min_switch_s: float = 60.0
+    schedule: tuple[ScheduleWindow, ...] = ()
+
+    @property
+    def effective_resume_c(self) -> float:
+        if self.gpu_temp_pause_c <= 0:
+            return 0.0
+        return self.gpu_temp_resume_c or self.gpu_temp_pause_c - 5.0
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     coordinator: CoordinatorConfig
@@ -118,6 +168,7 @@ class Config:
     identity_key_path: str | None = None  # as written in the file; None = the default
     limits: LimitsConfig = LimitsConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
+    serving: ServingConfig = ServingConfig()
 
     @property
     def key_path(self) -> Path:
@@ -247,6 +298,7 @@ def config_from_dict(raw: Mapping[str, Any], *, allow_insecure: bool = False) ->
         identity_key_path=identity_key_path,
         limits=limits,
         observability=observability,
+        serving=_serving(raw),
     )
 
 
@@ -357,6 +409,134 @@ def _check_price_ceiling(value: int, name: str) -> None:
         )
 
 
+def _serving(raw: Mapping[str, Any]) -> ServingConfig:
+    """Validate `[serving]` (absent: the defaults, i.e. serve always, pause on battery)."""
+    if "serving" not in raw:
+        return ServingConfig()
+    table = _table(raw, "serving")
+    unknown = sorted(set(table) - SERVING_KEYS)
+    if unknown:
+        raise ConfigError(f"serving: unknown key {unknown[0]!r}", field=f"serving.{unknown[0]}")
+    d = ServingConfig()
+    when = _choice(table, "when", "serving.when", ("always", "idle"), d.when)
+    idle = _number(table, "idle_minutes", "serving.idle_minutes", d.idle_minutes, 0.0, 1440.0)
+    if idle <= 0:
+        raise ConfigError("serving.idle_minutes: must be > 0", field="serving.idle_minutes")
+    names = table.get("pause_when_running", [])
+    if (
+        not isinstance(names, list)
+        or not all(isinstance(n, str) and n.strip() for n in names)
+        or len(names) > MAX_PROCESS_NAMES
+    ):
+        raise ConfigError(
+            f"serving.pause_when_running: expected an array of at most {MAX_PROCESS_NAMES} "
+            "non-empty process names",
+            field="serving.pause_when_running",
+        )
+    on_battery = _choice(table, "on_battery", "serving.on_battery", ("pause", "serve"), "pause")
+    t_pause = _number(table, "gpu_temp_pause_c", "serving.gpu_temp_pause_c", 0.0, 0.0, 150.0)
+    t_resume = _number(table, "gpu_temp_resume_c", "serving.gpu_temp_resume_c", 0.0, 0.0, 150.0)
+    if t_pause > 0 and t_resume >= t_pause:
+        raise ConfigError(
+            "serving.gpu_temp_resume_c: must be below gpu_temp_pause_c "
+            f"({t_resume:g} >= {t_pause:g})",
+            field="serving.gpu_temp_resume_c",
+        )
+    free = table.get("free_gpu_memory_on_pause", False)
+    if not isinstance(free, bool):
+        raise ConfigError(
+            "serving.free_gpu_memory_on_pause: expected true or false",
+            field="serving.free_gpu_memory_on_pause",
+        )
+    min_switch = _number(table, "min_switch_s", "serving.min_switch_s", 60.0, 0.0, 86_400.0)
+    windows_raw = table.get("schedule", [])
+    if not isinstance(windows_raw, list):
+        raise ConfigError(
+            "serving.schedule: expected an array of tables [[serving.schedule]]",
+            field="serving.schedule",
+        )
+    return ServingConfig(
+        when=when,
+        idle_minutes=idle,
+        pause_when_running=tuple(n.strip() for n in names),
+        on_battery=on_battery,
+        gpu_temp_pause_c=t_pause,
+        gpu_temp_resume_c=t_resume,
+        free_gpu_memory_on_pause=free,
+        min_switch_s=min_switch,
+        schedule=tuple(_schedule_window(w, i) for i, w in enumerate(windows_raw)),
+    )
+
+
+def _schedule_window(entry: Any, i: int) -> ScheduleWindow:
+    where = f"serving.schedule[{i}]"
+    if not isinstance(entry, Mapping):
+        raise ConfigError(f"{where}: expected a table", field=where)
+    unknown = sorted(set(entry) - SCHEDULE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", field=f"{where}.{unknown[0]}")
+    start = _clock(entry, "start", f"{where}.start")
+    end = _clock(entry, "end", f"{where}.end")
+    if start == end:
+        raise ConfigError(f"{where}.end: must differ from start ({start})", field=f"{where}.end")
+    days = entry.get("days", list(WEEKDAYS))
+    if (
+        not isinstance(days, list)
+        or not days
+        or not all(isinstance(d, str) and d.lower() in WEEKDAYS for d in days)
+    ):
+        raise ConfigError(
+            f"{where}.days: expected a non-empty array of {', '.join(WEEKDAYS)}",
+            field=f"{where}.days",
+        )
+    return ScheduleWindow(start=start, end=end, days=tuple(d.lower() for d in days))
+
+
+def parse_clock(text: str) -> tuple[int, int] | None:
+    """ "HH:MM" (24-hour) -> (hours, minutes), or None."""
+    parts = text.split(":")
+    if len(parts) != 2 or not all(p.isdigit() and len(p) == 2 for p in parts):
+        return None
+    h, m = int(parts[0]), int(parts[1])
+    if h > 23 or m > 59:
+        return None
+    return h, m
+
+
+def _clock(table: Mapping[str, Any], key: str, name: str) -> str:
+    value = _str(table, key, name, required=True)
+    assert value is not None
+    if parse_clock(value) is None:
+        raise ConfigError(f'{name}: expected a 24-hour time "HH:MM", got {value!r}', field=name)
+    return value
+
+
+def _choice(
+    table: Mapping[str, Any], key: str, name: str, allowed: tuple[str, ...], default: str
+) -> str:
+    value = _str(table, key, name)
+    if value is None:
+        return default
+    if value not in allowed:
+        choices = " or ".join(f'"{a}"' for a in allowed)
+        raise ConfigError(f"{name}: expected {choices}, got {value!r}", field=name)
+    return value
+
+
+def _number(
+    table: Mapping[str, Any], key: str, name: str, default: float, lo: float, hi: float
+) -> float:
+    value = table.get(key)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{name}: expected a number", field=name)
+    value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise ConfigError(f"{name}: must be within [{lo:g}, {hi:g}], got {value:g}", field=name)
+    return value
+
+
 def _quote_key(key: str) -> str:
     return key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
 
@@ -439,6 +619,8 @@ def render_config(config: Config, existing_text: str | None = None) -> str:
         obs = _ensure_table(doc, "observability")
         _sync(obs, "prometheus_addr", config.observability.prometheus_addr)
         _sync(obs, "log_level", config.observability.log_level)
+
+    _sync_serving(doc, config.serving)
 
     return tomlkit.dumps(doc)
 
@@ -591,6 +773,67 @@ def _sync_backends(doc: Any, backends: tuple[BackendConfig, ...]) -> None:
     if [_table_identity(t) for t in aot] != [b.identity for b in backends]:
         by_id = {_table_identity(t): t for t in aot}
         doc["backends"] = AoT([by_id[b.identity] for b in backends])
+
+
+def _toml_number(value: float) -> int | float:
+    """10.0 is written as 10 (as people write it), 0.5 stays 0.5."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _sync_serving(doc: Any, serving: ServingConfig) -> None:
+    """Write `[serving]` when it differs from the defaults or is already there; a key is written
+    when it differs from its default or is already present (comments are kept)."""
+    default = ServingConfig()
+    if serving == default and "serving" not in doc:
+        return
+    table = _ensure_table(doc, "serving")
+    values: dict[str, Any] = {
+        "when": serving.when,
+        "idle_minutes": serving.idle_minutes,
+        "pause_when_running": serving.pause_when_running,
+        "on_battery": serving.on_battery,
+        "gpu_temp_pause_c": serving.gpu_temp_pause_c,
+        "gpu_temp_resume_c": serving.gpu_temp_resume_c,
+        "free_gpu_memory_on_pause": serving.free_gpu_memory_on_pause,
+        "min_switch_s": serving.min_switch_s,
+    }
+    for key, value in values.items():
+        if key not in table and value == getattr(default, key):
+            continue
+        current = table.get(key)
+        unwrapped = current.unwrap() if hasattr(current, "unwrap") else current
+        if isinstance(value, float):
+            if isinstance(unwrapped, int | float) and not isinstance(unwrapped, bool):
+                if float(unwrapped) == value:
+                    continue
+            value = _toml_number(value)
+        elif isinstance(value, tuple):
+            if isinstance(unwrapped, list) and [str(v).strip() for v in unwrapped] == list(value):
+                continue
+        _sync(table, key, value)
+    current_windows = table.get("schedule")
+    wanted = [{"days": list(w.days), "start": w.start, "end": w.end} for w in serving.schedule]
+    if not serving.schedule:
+        if current_windows is not None:
+            del table["schedule"]
+        return
+    if current_windows is not None:
+        try:
+            present = [_schedule_window(w, i) for i, w in enumerate(current_windows.unwrap())]
+        except ConfigError:
+            present = []
+        if present == list(serving.schedule):
+            return
+        del table["schedule"]
+    aot = AoT([])
+    for window in wanted:
+        t = tomlkit.table()
+        if tuple(window["days"]) != WEEKDAYS:
+            t["days"] = window["days"]
+        t["start"] = window["start"]
+        t["end"] = window["end"]
+        aot.append(t)
+    table.append("schedule", aot)
 
 
 def _sync_model_prices(pricing: Any, models: Mapping[str, ModelPrice]) -> None:
