@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ from usepod_desktop.core.ledger import Ledger
 from usepod_desktop.core.link import Link, LinkState, LinkStatus
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.secrets import SecretStore
+from usepod_desktop.core.serving.controller import ServingController
 from usepod_desktop.core.stats import JobStats
 
 if TYPE_CHECKING:
@@ -129,6 +131,9 @@ class Agent:
         self.link: Link | None = None
         self.discovery: DiscoveryResult | None = None
         self.paused = False
+        self.pause_reason = ""
+        #: The `[serving]` rules, the manual pause and the backend watch (core/serving).
+        self.serving = ServingController(self)
         self.state = AgentState.OFFLINE
         self.reason = "not started"
         self.started_at: float | None = None
@@ -175,6 +180,7 @@ class Agent:
             await self.metrics.start()
         self._start_link()
         self._tasks.append(asyncio.create_task(self._rediscovery_loop(), name="rediscovery"))
+        await self.serving.start()
 
     def _start_link(self) -> None:
         assert self.identity is not None
@@ -211,6 +217,7 @@ class Agent:
         if not self._running:
             return
         self._running = False
+        await self.serving.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -230,23 +237,32 @@ class Agent:
 
     # ---- serving controls --------------------------------------------------------------
 
-    async def pause(self) -> None:
-        """Stop taking new jobs (advertise no models); running jobs finish."""
-        if self.paused:
+    async def pause(self, until: datetime | None = None) -> None:
+        """Pause by hand until `until` (aware datetime) or until :meth:`resume`: advertise no
+        models, refuse new jobs; running jobs finish. Kept across restarts."""
+        await self.serving.pause(until)
+
+    async def resume(self) -> None:
+        """End a manual pause (the `[serving]` rules may still keep serving paused)."""
+        await self.serving.resume()
+
+    async def _set_paused(self, paused: bool, reason: str) -> None:
+        """Applied by the serving controller: the one place that pauses or resumes."""
+        self.pause_reason = reason if paused else ""
+        if paused == self.paused:
+            self._refresh_state()
             return
-        self.paused = True
-        self.executor.accepting = False
-        self.executor.refuse_reason = "provider is paused"
+        self.paused = paused
+        self.executor.accepting = not paused
+        self.executor.refuse_reason = f"provider is paused: {reason}" if paused else ""
         await self._send_capabilities_if_changed()
         self._refresh_state()
 
-    async def resume(self) -> None:
-        if not self.paused:
-            return
-        self.paused = False
-        self.executor.accepting = True
-        await self._send_capabilities_if_changed()
-        self._refresh_state()
+    def _set_pause_reason(self, reason: str) -> None:
+        if self.paused and reason != self.pause_reason:
+            self.pause_reason = reason
+            self.executor.refuse_reason = f"provider is paused: {reason}"
+            self._refresh_state()
 
     async def reload_config(self, config: Config | None = None) -> None:
         """Apply a new config without a restart: backends, prices, limits take effect now;
@@ -411,7 +427,7 @@ class Agent:
             status = self.link.status if self.link is not None else LinkStatus(LinkState.OFFLINE)
         if status.state == LinkState.CONNECTED:
             if self.paused:
-                self._set_state(AgentState.PAUSED, "not taking new jobs")
+                self._set_state(AgentState.PAUSED, self.pause_reason or "not taking new jobs")
             else:
                 n = len(self.discovery.models) if self.discovery else 0
                 self._set_state(AgentState.SERVING, f"{n} model(s) advertised")

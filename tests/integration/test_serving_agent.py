@@ -1,0 +1,204 @@
+"""The serving rules applied to a real agent connected to a real sandbox coordinator: rule
+pauses advertise nothing and refuse jobs with `out_of_capacity`, resuming re-advertises, the
+manual pause survives a restart, and a local backend that goes down is withdrawn within
+seconds and re-advertised when it answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import FAST_BACKOFF, make_config
+from usepod_desktop.core import protocol
+from usepod_desktop.core.agent import Agent
+from usepod_desktop.core.backoff import Backoff
+from usepod_desktop.core.config import BackendConfig, Config, ServingConfig, save_config
+from usepod_desktop.core.events import AgentState
+from usepod_desktop.core.protocol import ErrorCode
+from usepod_desktop.core.serving.controller import ServingChanged
+from usepod_desktop.core.serving.sensors import GpuReading, Sensors
+from usepod_desktop.sandbox.coordinator import SandboxCoordinator
+from usepod_desktop.sandbox.fakes import FakeBackend
+
+CHAT = {"messages": [{"role": "user", "content": "hello there agent"}], "max_tokens": 6}
+
+
+class Idle:
+    name = "test idle"
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+
+    def idle_seconds(self) -> float | None:
+        return self.seconds
+
+
+class Gpu:
+    problem = None
+
+    def __init__(self, temp: float | None = 50.0) -> None:
+        self.temp = temp
+
+    def read(self) -> list[GpuReading]:
+        return [GpuReading("Test GPU", self.temp, 10, 1000, 8000, 50)]
+
+
+async def wait_until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+Factory = Callable[..., Any]
+
+
+@pytest.fixture
+async def serving_agent(tmp_path: Path) -> AsyncIterator[Factory]:
+    agents: list[Agent] = []
+
+    async def factory(
+        config: Config, *, idle: Idle, gpu: Gpu | None = None, start: bool = True, **ctl: Any
+    ) -> Agent:
+        path = tmp_path / f"agent-{len(agents)}.toml"
+        save_config(config, path)
+        agent = Agent(
+            config, config_path=path, allow_insecure=True, backoff=Backoff(**FAST_BACKOFF)
+        )
+        agent.serving.sensors = Sensors(
+            idle=idle, processes=frozenset, battery=lambda: False, gpu=gpu or Gpu()
+        )
+        agent.serving.interval = ctl.pop("interval", 0.05)
+        for key, value in ctl.items():
+            setattr(agent.serving, key, value)
+        agents.append(agent)
+        if start:
+            await agent.start()
+        return agent
+
+    yield factory
+    for agent in agents:
+        await agent.stop(grace=0.1)
+
+
+def ids(caps: Any) -> list[str]:
+    return [m["model_id"] for m in caps.models]
+
+
+async def test_idle_rule_pauses_refuses_and_resumes(
+    coordinator: SandboxCoordinator, serving_agent: Factory, tmp_path: Path
+) -> None:
+    idle = Idle(0.0)  # the owner is at the keyboard
+    serving = ServingConfig(when="idle", idle_minutes=5, min_switch_s=0)
+    async with FakeBackend("vllm", ["m"]) as fake:
+        config = make_config(coordinator.url, [BackendConfig("vllm", fake.url)], tmp_path)
+        agent = await serving_agent(config.replace(serving=serving), idle=idle)
+        events: list[ServingChanged] = []
+        agent.events.subscribe(
+            lambda e: events.append(e) if isinstance(e, ServingChanged) else None
+        )
+        caps = await coordinator.wait_for_capabilities(10)
+        assert ids(caps) == []  # paused from the first frame on: nothing advertised
+        await wait_until(lambda: agent.state == AgentState.PAUSED)
+        assert agent.reason == "you are using the computer; resumes after 5 idle minutes"
+        refused = await coordinator.dispatch("m", CHAT)
+        terminal = await refused.wait(5)
+        assert isinstance(terminal, protocol.JobError)
+        assert terminal.error_code == ErrorCode.OUT_OF_CAPACITY
+        assert "paused" in terminal.message and "using the computer" in terminal.message
+        status = agent.serving.status()
+        assert status["paused_by"] == ["idle"] and status["models"] == []
+        # the owner leaves: serving starts by itself
+        idle.seconds = 301.0
+        caps = await coordinator.wait_for_capabilities(10, after=1)
+        assert ids(caps) == ["m"]
+        assert agent.state == AgentState.SERVING
+        assert events[-1].serving and not events[-1].manual
+        handle = await coordinator.dispatch("m", CHAT)
+        assert isinstance(await handle.wait(10), protocol.JobDone)
+        # ...and comes back: paused again at once
+        idle.seconds = 1.0
+        caps = await coordinator.wait_for_capabilities(10, after=2)
+        assert ids(caps) == []
+        assert events[-1] == ServingChanged(
+            False, ("idle",), agent.reason, events[-1].resumes_at, manual=False
+        )
+
+
+async def test_temperature_pause_waits_for_the_resume_threshold(
+    coordinator: SandboxCoordinator, serving_agent: Factory, tmp_path: Path
+) -> None:
+    gpu = Gpu(60.0)
+    serving = ServingConfig(gpu_temp_pause_c=85, gpu_temp_resume_c=75, min_switch_s=0)
+    async with FakeBackend("vllm", ["m"]) as fake:
+        config = make_config(coordinator.url, [BackendConfig("vllm", fake.url)], tmp_path)
+        agent = await serving_agent(config.replace(serving=serving), idle=Idle(None), gpu=gpu)
+        assert ids(await coordinator.wait_for_capabilities(10)) == ["m"]
+        gpu.temp = 88.0
+        assert ids(await coordinator.wait_for_capabilities(10, after=1)) == []
+        assert agent.serving.status()["paused_by"] == ["temperature"]
+        gpu.temp = 80.0  # cooler, but not below the resume threshold: still paused
+        checks = agent.serving.memory
+        await wait_until(lambda: agent.serving.memory is not checks)
+        await asyncio.sleep(0.2)
+        assert agent.paused
+        gpu.temp = 74.0
+        assert ids(await coordinator.wait_for_capabilities(10, after=2)) == ["m"]
+
+
+async def test_manual_pause_survives_a_restart_and_resume_ends_it(
+    coordinator: SandboxCoordinator, serving_agent: Factory, tmp_path: Path
+) -> None:
+    async with FakeBackend("vllm", ["m"]) as fake:
+        config = make_config(coordinator.url, [BackendConfig("vllm", fake.url)], tmp_path)
+        config = config.replace(serving=ServingConfig(min_switch_s=600))
+        agent = await serving_agent(config, idle=Idle(None))
+        assert ids(await coordinator.wait_for_capabilities(10)) == ["m"]
+        await agent.pause()
+        assert ids(await coordinator.wait_for_capabilities(10, after=1)) == []
+        assert agent.reason == "paused by you until you resume"
+        await agent.stop(grace=0.1)
+        # a new process (same data dir): still paused, from its first capabilities frame
+        again = await serving_agent(config, idle=Idle(None))
+        await wait_until(lambda: len(coordinator.sessions) == 2)
+        caps = await coordinator.wait_for_capabilities(10, provider=coordinator.sessions[-1])
+        assert ids(caps) == []
+        assert again.serving.status()["paused_by"] == ["manual"]
+        await again.resume()  # immediate despite min_switch_s = 600
+        caps = await coordinator.wait_for_capabilities(
+            10, after=1, provider=coordinator.sessions[-1]
+        )
+        assert ids(caps) == ["m"]
+
+
+async def test_a_backend_that_goes_down_is_withdrawn_and_comes_back(
+    coordinator: SandboxCoordinator, serving_agent: Factory, tmp_path: Path
+) -> None:
+    """Default timings: checked every 3 s (2 s health timeout), not at the 5-minute pass."""
+    async with FakeBackend("vllm", ["a"]) as one, FakeBackend("ollama", ["b:latest"]) as two:
+        backends = [BackendConfig("vllm", one.url), BackendConfig("ollama", two.url)]
+        agent = await serving_agent(
+            make_config(coordinator.url, backends, tmp_path), idle=Idle(None), interval=3.0
+        )
+        assert ids(await coordinator.wait_for_capabilities(10)) == ["a", "b:latest"]
+        port = two.port
+        await two.stop()
+        down_at = time.monotonic()
+        caps = await coordinator.wait_for_capabilities(10, after=1)
+        withdrawn_s = time.monotonic() - down_at
+        assert ids(caps) == ["a"]
+        assert withdrawn_s < 3.0 + 2.0 + 1.0, withdrawn_s
+        await two.start(port=port or 0)
+        up_at = time.monotonic()
+        caps = await coordinator.wait_for_capabilities(10, after=2)
+        back_s = time.monotonic() - up_at
+        assert ids(caps) == ["a", "b:latest"]
+        assert back_s < 3.0 + 1.0, back_s
+        assert agent.state == AgentState.SERVING
+        print(f"withdrawn after {withdrawn_s:.2f} s, re-advertised after {back_s:.2f} s")
