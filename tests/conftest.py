@@ -55,6 +55,7 @@ def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("USEPOD_CONFIG_DIR", str(home / ".config" / "usepod-agent"))
     monkeypatch.setenv("USEPOD_DATA_DIR", str(home / "data"))
     monkeypatch.setenv("USEPOD_LOG_DIR", str(home / "log"))
+    monkeypatch.setenv("USEPOD_RUNTIME_DIR", str(home / "run"))  # local control socket
     for name in ("OPENROUTER_API_KEY", "VENICE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
     # the update check and the doctor's market price list never leave the machine in tests

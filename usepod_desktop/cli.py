@@ -19,6 +19,9 @@ from usepod_desktop import __version__
 #: Subcommand modules, in the order `--help` lists them.
 COMMANDS: tuple[str, ...] = (
     "run",
+    "pause",
+    "resume",
+    "status",
     "sandbox",
     "setup",
     "discover",

@@ -124,6 +124,7 @@ async def serve(args: argparse.Namespace, config: object) -> int:
     handlers = install_stop_handlers(asyncio.get_running_loop(), stop)
     try:
         await agent.start()
+        await agent.serving.start_control()  # `usepod-desktop pause/resume/status`
         log.info("agent started (public key %s); Ctrl-C to stop", agent.public_key_b64)
         await stop.wait()
         grace = handlers.grace(args.grace)

@@ -260,6 +260,7 @@ class AppController(QObject):
             self.set_problem(AgentState.ERROR, f"the agent could not start: {exc}")
             sys.excepthook(type(exc), exc, exc.__traceback__)
             return
+        await agent.serving.start_control()  # `usepod-desktop pause/resume/status`
         if self.sandbox_session is not None:
             self.sandbox_session.start_demo_jobs(interval_s=options.demo_interval_s)
         await self._refresh_autostart()

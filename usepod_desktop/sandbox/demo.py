@@ -247,6 +247,7 @@ async def _headless(args: argparse.Namespace) -> int:
     # also Windows: Ctrl-C / Ctrl-Break / closing the console stop gracefully
     stop_handlers = install_stop_handlers(asyncio.get_running_loop(), stop)
     await agent.start()
+    await agent.serving.start_control()  # `usepod-desktop pause/resume/status`
     interval = float(getattr(args, "demo_interval", 5.0) or 5.0)
     session.start_demo_jobs(interval_s=interval)
     print(

@@ -93,7 +93,7 @@ class ServingController:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._free_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self.control: Any = None
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -121,7 +121,22 @@ class ServingController:
         self._tasks.append(asyncio.create_task(self._rules_loop(), name="serving-rules"))
         self._tasks.append(asyncio.create_task(self._backend_loop(), name="backend-watch"))
 
+    async def start_control(self, address: str | None = None) -> bool:
+        """Serve `usepod-desktop pause/resume/status` on the local control channel (the
+        headless `run` and the tray app call this; tests and embedded agents need not)."""
+        from usepod_desktop.core.serving.control import ControlServer
+
+        if self.control is None:
+            self.control = ControlServer(self.agent, address)
+            if not await self.control.start():
+                self.control = None
+                return False
+        return True
+
     async def stop(self) -> None:
+        if self.control is not None:
+            await self.control.stop()
+            self.control = None
         tasks, self._tasks = self._tasks, []
         if self._free_task is not None:
             tasks.append(self._free_task)
