@@ -202,3 +202,43 @@ async def test_a_backend_that_goes_down_is_withdrawn_and_comes_back(
         assert back_s < 3.0 + 1.0, back_s
         assert agent.state == AgentState.SERVING
         print(f"withdrawn after {withdrawn_s:.2f} s, re-advertised after {back_s:.2f} s")
+
+
+async def test_free_gpu_memory_on_pause_unloads_and_warms_up_before_advertising(
+    coordinator: SandboxCoordinator, serving_agent: Factory, tmp_path: Path
+) -> None:
+    serving = ServingConfig(free_gpu_memory_on_pause=True, min_switch_s=0)
+    async with FakeBackend(
+        "ollama", ["llama3.2:latest"], tokens_per_second=20, output_tokens=10
+    ) as fake:
+        config = make_config(coordinator.url, [BackendConfig("ollama", fake.url)], tmp_path)
+        agent = await serving_agent(
+            config.replace(serving=serving), idle=Idle(None), pause_grace_s=0.2
+        )
+        assert ids(await coordinator.wait_for_capabilities(10)) == ["llama3.2:latest"]
+        loaded_when_advertised: list[set[str]] = []
+
+        def on_event(event: Any) -> None:
+            session = event.session
+            if event.kind == "capabilities" and session.capabilities[-1].models:
+                loaded_when_advertised.append(set(fake.loaded))
+
+        coordinator.add_listener(on_event)
+        # a job still running when the pause comes: it gets the grace, then its terminal frame
+        running = await coordinator.dispatch("llama3.2:latest", CHAT)
+        await wait_until(lambda: agent.jobs_running == 1)
+        await agent.pause()
+        assert ids(await coordinator.wait_for_capabilities(10, after=1)) == []
+        terminal = await running.wait(10)
+        assert isinstance(terminal, protocol.JobError)
+        assert "free GPU memory" in terminal.message
+        await wait_until(lambda: fake.loaded == set())
+        await wait_until(lambda: bool(agent.serving.status()["gpu_memory"]))
+        assert agent.serving.status()["gpu_memory"] == [
+            f"ollama @ {fake.url}: unloaded llama3.2:latest"
+        ]
+        await agent.resume()
+        assert ids(await coordinator.wait_for_capabilities(10, after=2)) == ["llama3.2:latest"]
+        assert loaded_when_advertised == [{"llama3.2:latest"}]  # loaded before advertised
+        handle = await coordinator.dispatch("llama3.2:latest", CHAT)
+        assert isinstance(await handle.wait(10), protocol.JobDone)

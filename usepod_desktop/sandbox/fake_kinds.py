@@ -258,6 +258,52 @@ def lmstudio_v0_models(models: Sequence[FakeModel]) -> JSON:
     return {"object": "list", "data": data}
 
 
+def lmstudio_v1_models(models: Sequence[FakeModel], loaded: set[str]) -> JSON:
+    """LM Studio 0.4+ ``GET /api/v1/models``: ``key`` and ``loaded_instances`` per model (an
+    instance id is the model key for the first instance)."""
+    out = []
+    for m in models:
+        entry: JSON = {
+            "type": "llm",
+            "publisher": m.id.split("/")[0] if "/" in m.id else "lmstudio-community",
+            "key": m.id,
+            "display_name": m.id.split("/")[-1],
+            "architecture": ollama_arch(m.id),
+            "quantization": {"name": "Q4_K_M", "bits_per_weight": 4},
+            "size_bytes": _size(m.id),
+            "params_string": "3B",
+            "loaded_instances": (
+                [{"id": m.id, "config": {"context_length": m.context_length or 4096}}]
+                if m.id in loaded
+                else []
+            ),
+            "format": "gguf",
+        }
+        if m.context_length is not None:
+            entry["max_context_length"] = m.context_length
+        out.append(entry)
+    return {"models": out}
+
+
+def ollama_ps(models: Sequence[FakeModel], loaded: set[str]) -> JSON:
+    """Ollama ``GET /api/ps``: the models in memory now."""
+    return {
+        "models": [
+            {
+                "name": m.id,
+                "model": m.id,
+                "size": _size(m.id),
+                "digest": _digest(m.id),
+                "details": _ollama_details(m.id),
+                "expires_at": "2099-01-01T00:00:00Z",
+                "size_vram": _size(m.id),
+            }
+            for m in models
+            if m.id in loaded
+        ]
+    }
+
+
 def _ollama_details(model_id: str) -> JSON:
     arch = ollama_arch(model_id)
     return {

@@ -352,7 +352,10 @@ class FakeBackend:
         fail_after_chunks: int = 2,
         error_status: int = 500,
         api_key: str | None = None,
+        sleep_mode: bool = False,
     ) -> None:
+        """`sleep_mode` (vLLM): serve `/sleep`, `/wake_up`, `/is_sleeping`, as vLLM does when
+        started with `--enable-sleep-mode` and `VLLM_SERVER_DEV_MODE=1` (else they are 404)."""
         if kind not in K.KINDS:
             raise ValueError(f"unknown backend kind {kind!r}; expected one of {', '.join(K.KINDS)}")
         if include_usage not in ("auto", "always", "never"):
@@ -369,6 +372,10 @@ class FakeBackend:
         self.error_status = error_status
         self.api_key = api_key
         self.requests: list[RecordedRequest] = []
+        #: Models in (GPU) memory now: Ollama / LM Studio unload and load them.
+        self.loaded: set[str] = {m.id for m in self.models}
+        self.sleep_mode = sleep_mode
+        self.sleeping = False  # vLLM sleep mode: weights offloaded
         self._fail_mode = FailMode(fail_mode)
         self._runner: web.ServerRunner | None = None
         self._server: asyncio.AbstractServer | None = None
@@ -646,6 +653,10 @@ class FakeBackend:
         if self.kind == "vllm":
             routes[("GET", "/health")] = self._vllm_health
             routes[("GET", "/version")] = self._vllm_version
+            if self.sleep_mode:
+                routes[("POST", "/sleep")] = self._vllm_sleep
+                routes[("POST", "/wake_up")] = self._vllm_wake_up
+                routes[("GET", "/is_sleeping")] = self._vllm_is_sleeping
         elif self.kind == "llamacpp":
             routes[("GET", "/health")] = self._llamacpp_health
             routes[("GET", "/v1/health")] = self._llamacpp_health
@@ -653,11 +664,16 @@ class FakeBackend:
             routes[("POST", "/chat/completions")] = self._chat
         elif self.kind == "lmstudio":
             routes[("GET", "/api/v0/models")] = self._lmstudio_v0_models
+            routes[("GET", "/api/v1/models")] = self._lmstudio_v1_models
+            routes[("POST", "/api/v1/models/load")] = self._lmstudio_load
+            routes[("POST", "/api/v1/models/unload")] = self._lmstudio_unload
         elif self.kind == "ollama":
             routes[("GET", "/")] = self._ollama_root
             routes[("GET", "/api/version")] = self._ollama_version
             routes[("GET", "/api/tags")] = self._ollama_tags
             routes[("POST", "/api/show")] = self._ollama_show
+            routes[("POST", "/api/generate")] = self._ollama_generate
+            routes[("GET", "/api/ps")] = self._ollama_ps
         return routes
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -731,6 +747,81 @@ class FakeBackend:
         if model is None:
             return self._json(404, {"error": f"model '{name}' not found"})
         return self._json(200, K.ollama_show(model))
+
+    # ---------------------------------------------------------------- memory (unload/load)
+
+    async def _ollama_generate(self, request: web.BaseRequest, body: Any) -> web.StreamResponse:
+        """`POST /api/generate` without a prompt: load the model, or unload it with
+        `keep_alive: 0` (Ollama's documented way); with a prompt: a short answer."""
+        if not isinstance(body, dict):
+            return self._json(400, {"error": "invalid request body"})
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            return self._json(400, {"error": "model is required"})
+        model = self._find_model(name)
+        if model is None:
+            return self._json(404, {"error": f"model '{name}' not found"})
+        keep_alive = body.get("keep_alive")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z", time.gmtime())
+        answer: JSON = {"model": name, "created_at": stamp, "response": "", "done": True}
+        if not body.get("prompt"):
+            if keep_alive in (0, "0", "0s", "0m"):
+                self.loaded.discard(model.id)
+                answer["done_reason"] = "unload"
+            else:
+                self.loaded.add(model.id)
+                answer["done_reason"] = "load"
+            return self._json(200, answer)
+        self.loaded.add(model.id)
+        answer.update(response=self.expected_text(self.output_tokens), done_reason="stop")
+        return self._json(200, answer)
+
+    async def _ollama_ps(self, request: web.BaseRequest, body: Any) -> web.StreamResponse:
+        return self._json(200, K.ollama_ps(self.models, self.loaded))
+
+    async def _lmstudio_v1_models(self, request: web.BaseRequest, body: Any) -> web.StreamResponse:
+        return self._json(200, K.lmstudio_v1_models(self.models, self.loaded))
+
+    async def _lmstudio_load(self, request: web.BaseRequest, body: Any) -> web.StreamResponse:
+        name = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(name, str) or not name:
+            return self._json(400, {"error": "'model' is required"})
+        model = self._find_model(name)
+        if model is None:
+            return self._json(404, {"error": f"Model '{name}' not found"})
+        self.loaded.add(model.id)
+        return self._json(
+            200,
+            {
+                "type": "llm",
+                "instance_id": model.id,
+                "load_time_seconds": 0.01,
+                "status": "loaded",
+            },
+        )
+
+    async def _lmstudio_unload(self, request: web.BaseRequest, body: Any) -> web.StreamResponse:
+        instance = body.get("instance_id") if isinstance(body, dict) else None
+        if not isinstance(instance, str) or not instance:
+            return self._json(400, {"error": "'instance_id' is required"})
+        if instance not in self.loaded:
+            return self._json(404, {"error": f"No loaded model instance '{instance}'"})
+        self.loaded.discard(instance)
+        return self._json(200, {"instance_id": instance})
+
+    async def _vllm_sleep(self, request: web.BaseRequest, body: Any) -> web.StreamResponse:
+        level = request.query.get("level", "1")
+        if level not in ("1", "2"):
+            return self._json(400, {"error": f"invalid sleep level {level!r}"})
+        self.sleeping = True
+        return web.Response(status=200)
+
+    async def _vllm_wake_up(self, request: web.BaseRequest, body: Any) -> web.StreamResponse:
+        self.sleeping = False
+        return web.Response(status=200)
+
+    async def _vllm_is_sleeping(self, request: web.BaseRequest, body: Any) -> web.StreamResponse:
+        return self._json(200, {"is_sleeping": self.sleeping})
 
     # ---------------------------------------------------------------- inference
 
