@@ -342,7 +342,28 @@ class AppController(QObject):
             f"{self.jobs_running} job(s) running",
             f"Today: {jobs} job(s), {money}",
         ]
+        why = self.serving_line()
+        if why:
+            lines.insert(1, why if len(why) <= 70 else why[:69] + "…")
         return "\n".join(lines)
+
+    def serving_line(self) -> str:
+        """ "Paused: you are using the computer; resumes after 10 idle minutes" (or "" while
+        serving): the reason the `[serving]` rules or the user paused, and when it ends."""
+        agent = self.agent
+        if agent is None:
+            return ""
+        return agent.serving.status_line() if not agent.serving.decision.serving else ""
+
+    def gpu_lines(self) -> list[str]:
+        """One line per GPU (temperature, utilisation, VRAM, power), or why there are none."""
+        if self.agent is None:
+            return []
+        from usepod_desktop.gui.serving_tab import gpu_line
+
+        status = self.agent.serving.status()
+        lines = [gpu_line(g) for g in status.get("gpus") or []]
+        return lines or ([status["gpu_sensor"]] if status.get("gpu_sensor") else [])
 
     def is_demo_backend(self, label: str) -> bool:
         return label in self.demo_labels
@@ -356,6 +377,24 @@ class AppController(QObject):
     def resume(self) -> None:
         if self.agent is not None:
             tasks.spawn(self.agent.resume(), name="resume", on_error=self._error_box)
+
+    def pause_for(self, seconds: float) -> None:
+        """ "Pause for 15 minutes / 1 hour" in the tray menu."""
+        if self.agent is not None:
+            from datetime import UTC, datetime, timedelta
+
+            until = datetime.now(UTC) + timedelta(seconds=seconds)
+            tasks.spawn(self.agent.pause(until), name="pause", on_error=self._error_box)
+
+    def pause_until_tomorrow(self) -> None:
+        """ "Pause until tomorrow": until the next 06:00 local time."""
+        if self.agent is not None:
+            from datetime import UTC, datetime
+
+            from usepod_desktop.core.serving.policy import manual_until
+
+            until = manual_until(datetime.now(UTC), tomorrow=True)
+            tasks.spawn(self.agent.pause(until), name="pause", on_error=self._error_box)
 
     def toggle_pause(self) -> None:
         self.resume() if self.paused else self.pause()

@@ -55,6 +55,7 @@ class Notifier(QObject):
     def connect_bridge(self, bridge: AgentBridge) -> None:
         bridge.stateChanged.connect(self.on_state)
         bridge.backendStatusChanged.connect(self.on_backend)
+        bridge.event.connect(self.on_serving)
 
     # ---- events
 
@@ -95,6 +96,20 @@ class Notifier(QObject):
                 f"{event.label} is answering again; its models are offered.",
                 "info",
             )
+
+    def on_serving(self, event: object) -> None:
+        """A `[serving]` rule paused or resumed serving (a pause the user asked for is not
+        announced back to them)."""
+        from usepod_desktop.core.serving.controller import ServingChanged
+
+        if not isinstance(event, ServingChanged) or event.manual:
+            return
+        if event.serving:
+            self._send(
+                "notify/serving", "Serving again", "Use Pod offers its models again.", "info"
+            )
+        else:
+            self._send("notify/serving", "Serving paused", f"Paused: {event.text}.", "info")
 
     def paired(self, provider_id: str | None = None) -> None:
         """The hook for the pairing flow."""

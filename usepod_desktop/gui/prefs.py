@@ -25,6 +25,7 @@ NOTIFICATIONS: dict[str, tuple[str, bool]] = {
     "notify/disconnect": ("Lost connection to the coordinator (after 10 s offline)", True),
     "notify/backend": ("A backend goes down or comes back", True),
     "notify/pairing": ("Pairing completed", True),
+    "notify/serving": ("Serving paused or resumed by a rule (away, schedule, game, ...)", True),
     UPDATE_CHECK_KEY: (
         'New release: check once a day and show "Update available" in the tray',
         True,

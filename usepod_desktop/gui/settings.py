@@ -89,7 +89,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TAB_NAMES: tuple[str, ...] = ("coordinator", "backends", "pricing", "keys", "limits", "app")
+TAB_NAMES: tuple[str, ...] = (
+    "coordinator",
+    "backends",
+    "pricing",
+    "keys",
+    "limits",
+    "serving",
+    "app",
+)
 Identity = tuple[str, str | None]
 
 
@@ -1370,12 +1378,16 @@ class SettingsWindow(QWidget):
         self.pricing_tab = PricingTab(self)
         self.keys_tab = KeysTab(self)
         self.limits_tab = LimitsTab(self)
+        from usepod_desktop.gui.serving_tab import ServingTab
+
+        self.serving_tab = ServingTab(self)
         self.app_tab = AppTab(self)
         self.tabs.addTab(self.coordinator_tab, "Coordinator")
         self.tabs.addTab(self.backends_tab, "Backends")
         self.tabs.addTab(self.pricing_tab, "Pricing")
         self.tabs.addTab(self.keys_tab, "API keys")
         self.tabs.addTab(self.limits_tab, "Limits")
+        self.tabs.addTab(self.serving_tab, "Serving rules")
         self.tabs.addTab(self.app_tab, "App")
         layout.addWidget(self.tabs, 1)
 
@@ -1421,6 +1433,7 @@ class SettingsWindow(QWidget):
         self.backends_tab.load(agent.config, agent.discovery)
         self.pricing_tab.load(agent.config, agent.discovery)
         self.limits_tab.load(agent.config)
+        self.serving_tab.load(agent.config)
         self._entries_changed()
         self.dirty = False
         self.set_message("")
@@ -1491,7 +1504,9 @@ class SettingsWindow(QWidget):
         problems += more
         limits, more = self.limits_tab.collect()
         problems += more
-        if problems or pricing is None or limits is None:
+        serving, more = self.serving_tab.collect(agent.config.serving)
+        problems += more
+        if problems or pricing is None or limits is None or serving is None:
             return None, insecure, problems
         base = agent.config
         from dataclasses import replace
@@ -1501,6 +1516,7 @@ class SettingsWindow(QWidget):
             backends=backends,
             pricing=pricing,
             limits=limits,
+            serving=serving,
         )
         return config, insecure, []
 
@@ -1593,6 +1609,8 @@ class SettingsWindow(QWidget):
         elif field.startswith("limits"):
             tab, widget = "limits", self.limits_tab.tpm
             _mark(widget, self.limits_tab.tpm_error, error.message)
+        elif field.startswith("serving"):
+            tab, widget = "serving", self.serving_tab.show_error(error.message, field)
         if tab is not None:
             self.select_tab(tab)
         prefix = "Not saved" if isinstance(error, ConfigError) else error.title

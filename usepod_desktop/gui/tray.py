@@ -48,6 +48,8 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
 
     add("action_status", controller.status_text(), enabled=False)
     add("action_figures", controller.figures_text(), enabled=False)
+    for i, line in enumerate(controller.gpu_lines()):
+        add(f"action_gpu_{i}", line, enabled=False)
     update = controller.updates.available
     if update is not None:
         add(
@@ -70,6 +72,12 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
             enabled=has_agent,
             tip="Stop taking new jobs; running jobs finish",
         )
+    for name, text, slot in (
+        ("action_pause_15m", "Pause for 15 minutes", lambda: controller.pause_for(15 * 60)),
+        ("action_pause_1h", "Pause for 1 hour", lambda: controller.pause_for(3600)),
+        ("action_pause_tomorrow", "Pause until tomorrow (06:00)", controller.pause_until_tomorrow),
+    ):
+        add(name, text, slot, enabled=has_agent)
     menu.addSeparator()
     not_ready = "" if has_agent else controller.reason
     add(
