@@ -27,6 +27,7 @@ for name, sub in (
     ("USEPOD_CONFIG_DIR", ".config/usepod-agent"),
     ("USEPOD_DATA_DIR", "data"),
     ("USEPOD_LOG_DIR", "log"),
+    ("USEPOD_RUNTIME_DIR", "run"),
     ("XDG_CONFIG_HOME", ".config"),
 ):
     os.environ[name] = str(HOME / sub)
@@ -45,6 +46,7 @@ from usepod_desktop.core.config import (  # noqa: E402
     LimitsConfig,
     ModelPrice,
     PricingConfig,
+    ServingConfig,
     save_config,
 )
 from usepod_desktop.core.logsetup import setup_logging  # noqa: E402
@@ -129,6 +131,12 @@ async def main() -> None:
             BackendConfig("openrouter", api_key_env="OPENROUTER_API_KEY", markup=0.05),
         ),
         limits=LimitsConfig(max_concurrent=16, max_tokens_per_minute=500_000),
+        serving=ServingConfig(
+            pause_when_running=("steam", "obs64.exe"),
+            gpu_temp_pause_c=85,
+            gpu_temp_resume_c=75,
+            free_gpu_memory_on_pause=True,
+        ),
     )
     path = HOME / ".config" / "usepod-agent" / "agent.toml"
     save_config(config, path, allow_insecure=True)
@@ -171,6 +179,7 @@ async def main() -> None:
         ("pricing", "settings-pricing"),
         ("keys", "settings-api-keys"),
         ("limits", "settings-limits"),
+        ("serving", "settings-serving"),
         ("app", "settings-app"),
     ):
         settings.select_tab(name)
@@ -189,6 +198,20 @@ async def main() -> None:
     capture("settings-invalid-price", frame(settings))
     settings.revert()
     settings.close()
+
+    # paused by hand for an hour: the reason and the end in the menu's status line
+    controller.pause_for(3600)
+    await settle(1.0)
+    tray.rebuild_menu()
+    size = menu.sizeHint()
+    x = min(icon_rect.right() - size.width(), screen.right() - size.width() - 4)
+    menu.popup(QPoint(max(0, x), icon_rect.bottom() + 4))
+    await settle()
+    area = menu.geometry().united(icon_rect).adjusted(-12, -4, 12, 12).intersected(screen)
+    capture("tray-menu-paused", area)
+    menu.hide()
+    controller.resume()
+    await settle(0.5)
 
     dialog = controller.open_test_job()
     assert dialog is not None

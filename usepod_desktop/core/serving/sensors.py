@@ -425,7 +425,7 @@ class NvmlGpu:
         try:
             self._nvml.nvmlInit()
         except Exception as exc:
-            self.problem = f"no NVIDIA GPU sensor ({type(exc).__name__}: {exc})"
+            self.problem = f"no NVIDIA GPU sensor ({str(exc)[:80] or type(exc).__name__})"
             return False
         self._ready = True
         return True
