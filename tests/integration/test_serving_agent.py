@@ -242,3 +242,34 @@ async def test_free_gpu_memory_on_pause_unloads_and_warms_up_before_advertising(
         assert loaded_when_advertised == [{"llama3.2:latest"}]  # loaded before advertised
         handle = await coordinator.dispatch("llama3.2:latest", CHAT)
         assert isinstance(await handle.wait(10), protocol.JobDone)
+
+
+async def test_health_ok_but_model_list_failing_does_not_rediscover_every_tick(
+    coordinator: SandboxCoordinator, serving_agent: Factory, tmp_path: Path
+) -> None:
+    from usepod_desktop.core.backends.base import BackendError
+
+    async with FakeBackend("vllm", ["a"]) as fake:
+        agent = await serving_agent(
+            make_config(coordinator.url, [BackendConfig("vllm", fake.url)], tmp_path),
+            idle=Idle(None),
+            backend_interval=3600.0,  # the test drives the checks itself
+        )
+        assert ids(await coordinator.wait_for_capabilities(10)) == ["a"]
+        backend = agent.pool.backends[0]
+
+        async def broken() -> Any:
+            raise BackendError(ErrorCode.INTERNAL, "model list failed")
+
+        backend.list_models = broken  # type: ignore[method-assign]
+        await agent.rediscover()
+        assert ids(await coordinator.wait_for_capabilities(10, after=1)) == []
+        assert agent.discovery is not None and agent.discovery.reports[0].status == "error"
+        passes: list[object] = []
+        agent.events.subscribe(
+            lambda e: passes.append(e) if type(e).__name__ == "DiscoveryCompleted" else None
+        )
+        assert await agent.serving.check_backends() is True  # health answers: one more try
+        for _ in range(3):
+            assert await agent.serving.check_backends() is False
+        assert len(passes) == 1

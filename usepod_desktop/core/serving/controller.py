@@ -94,6 +94,7 @@ class ServingController:
         self._lock = asyncio.Lock()
         self._free_task: asyncio.Task[None] | None = None
         self.control: Any = None
+        self._health: dict[str, bool] = {}  # backend label -> answered its last health check
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -326,7 +327,7 @@ class ServingController:
         link = agent.link
         if discovery is None or link is None or not link.connected:
             return False
-        checks: list[tuple[bool, Any]] = []
+        checks: list[tuple[str, bool, Any]] = []
         for report in discovery.reports:
             cfg = report.config
             if cfg.kind not in LOCAL_KINDS:
@@ -334,11 +335,18 @@ class ServingController:
             backend, _ = agent.pool.get(cfg)
             if backend is None:
                 continue
-            checks.append((report.status == "ok", backend))
+            # compared with the last health check, not the report: a backend that answers its
+            # health check but fails its model list must not cause a re-discovery every tick
+            previous = self._health.get(cfg.label, report.status == "ok")
+            checks.append((cfg.label, previous, backend))
         if not checks:
             return False
-        results = await asyncio.gather(*(self._healthy(b) for _, b in checks))
-        changed = [b.label for (was_up, b), up in zip(checks, results, strict=True) if up != was_up]
+        results = await asyncio.gather(*(self._healthy(b) for _, _, b in checks))
+        changed = []
+        for (label, previous, _), up in zip(checks, results, strict=True):
+            self._health[label] = up
+            if up != previous:
+                changed.append(f"{label} {'up' if up else 'down'}")
         if not changed:
             return False
         log.info("backend state changed (%s): re-discovering", ", ".join(changed))
