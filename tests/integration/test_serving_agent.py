@@ -273,3 +273,19 @@ async def test_health_ok_but_model_list_failing_does_not_rediscover_every_tick(
         for _ in range(3):
             assert await agent.serving.check_backends() is False
         assert len(passes) == 1
+
+
+async def test_new_rules_in_agent_toml_apply_at_once(
+    coordinator: SandboxCoordinator, serving_agent: Factory, tmp_path: Path
+) -> None:
+    async with FakeBackend("vllm", ["a"]) as fake:
+        config = make_config(coordinator.url, [BackendConfig("vllm", fake.url)], tmp_path)
+        agent = await serving_agent(config, idle=Idle(0.0), interval=3600.0)
+        assert ids(await coordinator.wait_for_capabilities(10)) == ["a"]
+        await agent.reload_config(
+            agent.config.replace(serving=ServingConfig(when="idle", min_switch_s=0))
+        )
+        started = time.monotonic()
+        assert ids(await coordinator.wait_for_capabilities(5, after=1)) == []
+        assert time.monotonic() - started < 2.0
+        assert agent.serving.status()["paused_by"] == ["idle"]

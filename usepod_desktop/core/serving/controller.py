@@ -94,7 +94,11 @@ class ServingController:
         self._lock = asyncio.Lock()
         self._free_task: asyncio.Task[None] | None = None
         self.control: Any = None
-        self._health: dict[str, bool] = {}  # backend label -> answered its last health check
+        self._health: dict[str, bool] = {}
+        self._reloaded = asyncio.Event()
+        self._unsubscribe: Callable[[], None] | None = (
+            None  # backend label -> answered its last health check
+        )
 
     # ---- lifecycle ---------------------------------------------------------------------
 
@@ -117,6 +121,12 @@ class ServingController:
         return self._state_path
 
     async def start(self) -> None:
+        from usepod_desktop.core.events import ConfigReloaded
+
+        self._reloaded = asyncio.Event()
+        self._unsubscribe = self.agent.events.subscribe(
+            lambda e: self._reloaded.set() if isinstance(e, ConfigReloaded) else None
+        )
         await self._load_manual()
         await self.evaluate()
         self._tasks.append(asyncio.create_task(self._rules_loop(), name="serving-rules"))
@@ -135,6 +145,9 @@ class ServingController:
         return True
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         if self.control is not None:
             await self.control.stop()
             self.control = None
@@ -209,7 +222,10 @@ class ServingController:
 
     async def _rules_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.interval)
+            with contextlib.suppress(TimeoutError):
+                # a new agent.toml ([serving] edited in the settings) applies at once
+                await asyncio.wait_for(self._reloaded.wait(), self.interval)
+            self._reloaded.clear()
             try:
                 await self.evaluate()
             except Exception:
@@ -308,6 +324,13 @@ class ServingController:
             result = await gpu_memory.warm_up(backend, models)
             log.info("warm-up before serving again: %s", result.text)
         self.memory_freed = []
+        if unloaded:
+            # a server that lists only loaded models (LM Studio without JIT) lists them again
+            # now: advertise what is there after the warm-up, not what was there before it
+            try:
+                await self.agent.rediscover()
+            except Exception:
+                log.exception("re-discovery after the warm-up failed")
 
     # ---- backend watch -----------------------------------------------------------------
 
