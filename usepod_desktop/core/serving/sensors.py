@@ -33,6 +33,7 @@ from usepod_desktop.core.serving.policy import Readings
 log = logging.getLogger(__name__)
 
 DBUS_TIMEOUT_S = 1.0
+RETRY_AFTER_S = 60.0  # a source that failed is asked again after this (a desktop may start late)
 
 
 class IdleSource(Protocol):
@@ -40,6 +41,25 @@ class IdleSource(Protocol):
 
     def idle_seconds(self) -> float | None:
         """Seconds since the last user input, or None when this source cannot tell."""
+
+
+class _Retrying:
+    """`_failed` is true for RETRY_AFTER_S after a failure, then the source is tried again."""
+
+    _failed_at: float | None = None
+
+    @property
+    def _failed(self) -> bool:
+        if self._failed_at is None:
+            return False
+        if time.monotonic() - self._failed_at >= RETRY_AFTER_S:
+            self._failed_at = None
+            return False
+        return True
+
+    @_failed.setter
+    def _failed(self, value: bool) -> None:
+        self._failed_at = time.monotonic() if value else None
 
 
 # ---------------------------------------------------------------------------- X11
@@ -56,7 +76,7 @@ class _XScreenSaverInfo(ctypes.Structure):
     )
 
 
-class X11Idle:
+class X11Idle(_Retrying):
     """XScreenSaverQueryInfo on `display` (default $DISPLAY): what xprintidle reports."""
 
     name = "X11 XScreenSaver"
@@ -140,7 +160,7 @@ class X11Idle:
 # ---------------------------------------------------------------------------- D-Bus
 
 
-class _DBusIdle:
+class _DBusIdle(_Retrying):
     """One D-Bus method call answering the idle time in milliseconds."""
 
     name = ""
