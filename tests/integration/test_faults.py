@@ -41,9 +41,18 @@ from usepod_desktop.core.events import AgentState, JobFinished
 from usepod_desktop.core.executor import JobOutcome
 from usepod_desktop.core.protocol import ErrorCode
 from usepod_desktop.core.secrets import SecretStore
+from usepod_desktop.core.serving import controller as serving_controller
 from usepod_desktop.sandbox.answers import extract_text
 from usepod_desktop.sandbox.coordinator import JobHandle, SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FailMode, FakeBackend
+
+
+@pytest.fixture(autouse=True)
+def _no_backend_watch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests count the sockets and tasks the agent holds; the serving controller's
+    backend health probe (every 2 s, tested in test_serving_agent.py) would add its own."""
+    monkeypatch.setattr(serving_controller, "DEFAULT_BACKEND_INTERVAL_S", 3600.0)
+
 
 #: No max_tokens: the fake streams its `output_tokens`.
 ENDLESS = {"messages": [{"role": "user", "content": "keep talking"}]}
@@ -503,7 +512,10 @@ async def test_coordinator_that_stops_reading_ends_the_stuck_job_only(
                 2,
                 "upstream closed",
             )
-            assert a.requests[-1].path == "/v1/chat/completions"
+            # (the agent's backend watch may have sent a /health since)
+            assert [r.path for r in a.requests if r.path != "/health"][-1] == (
+                "/v1/chat/completions"
+            )
             assert outcome.bytes_relayed < 150_000_000  # it did not run to the end
 
             # meanwhile: a test job on the same agent (another backend, another sender) and

@@ -9,7 +9,7 @@ Every `interval` seconds it reads the sensors (in a worker thread), asks the pur
   `pause_grace_s`, then end with their terminal frame, and the models are unloaded);
 - resuming: models unloaded on pause are loaded / woken up first, then advertised again.
 
-Local backends are health-checked every `backend_interval` seconds: one that stops answering
+Local backends are health-checked every `backend_interval` (2) seconds: one that stops answering
 has its models withdrawn at once (a re-discovery), and they come back as soon as it answers.
 
 The manual pause is kept in `<data dir>/serving-pause.json`, so a restart does not resume.
@@ -44,7 +44,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_S = 3.0
-DEFAULT_BACKEND_INTERVAL_S = 3.0
+#: Below the adapters' 3 s keep-alive expiry: each check reuses the pooled connection.
+DEFAULT_BACKEND_INTERVAL_S = 2.0
 BACKEND_CHECK_TIMEOUT_S = 2.0
 PAUSE_GRACE_S = 30.0
 STATE_FILE = "serving-pause.json"
@@ -69,7 +70,7 @@ class ServingController:
         *,
         sensors: Sensors | None = None,
         interval: float = DEFAULT_INTERVAL_S,
-        backend_interval: float = DEFAULT_BACKEND_INTERVAL_S,
+        backend_interval: float | None = None,
         pause_grace_s: float = PAUSE_GRACE_S,
         clock: Callable[[], datetime] | None = None,
         tz: tzinfo | None = None,
@@ -78,7 +79,7 @@ class ServingController:
         self.agent = agent
         self._sensors = sensors
         self.interval = interval
-        self.backend_interval = backend_interval
+        self.backend_interval = backend_interval or DEFAULT_BACKEND_INTERVAL_S
         self.pause_grace_s = pause_grace_s
         self.clock = clock or (lambda: datetime.now(UTC))
         self.tz = tz
@@ -356,8 +357,8 @@ class ServingController:
             if cfg.kind not in LOCAL_KINDS:
                 continue
             backend, _ = agent.pool.get(cfg)
-            if backend is None:
-                continue
+            if backend is None or getattr(backend, "inflight", 0):
+                continue  # a backend streaming jobs answers; a failure ends them, then we look
             # compared with the last health check, not the report: a backend that answers its
             # health check but fails its model list must not cause a re-discovery every tick
             previous = self._health.get(cfg.label, report.status == "ok")
