@@ -464,3 +464,34 @@ async def test_prompt_longer_than_the_context_is_a_job_error_with_the_servers_me
     assert error["n_ctx"] == CTX_SIZE
     assert f"request ({error['n_prompt_tokens']} tokens)" in terminal.message
     assert error["message"] in terminal.message
+
+
+async def test_free_gpu_memory_on_pause_says_llamacpp_cannot_unload(
+    llama_server: LlamaServer,
+    coordinator: SandboxCoordinator,
+    start_agent: AgentFactory,
+    tmp_path: Path,
+) -> None:
+    """The real llama-server has no unload API: the pause says so (nothing is sent to the
+    server) and serving resumes with the model still loaded."""
+    from usepod_desktop.core.config import ServingConfig
+
+    config = make_config(coordinator.url, [backend_for("llamacpp", llama_server)], tmp_path)
+    agent = await start_agent(
+        config.replace(serving=ServingConfig(free_gpu_memory_on_pause=True, min_switch_s=0))
+    )
+    await coordinator.wait_for_capabilities(30)
+    await agent.pause()
+    assert (await coordinator.wait_for_capabilities(10, after=1)).models == []
+    deadline = time.monotonic() + 10
+    while not agent.serving.status()["gpu_memory"] and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.05)
+    [line] = agent.serving.status()["gpu_memory"]
+    assert line == (
+        f"llamacpp @ {llama_server.url}: llama.cpp has no unload API; its GPU memory stays in use"
+    )
+    await agent.resume()
+    caps = await coordinator.wait_for_capabilities(10, after=2)
+    assert [m["model_id"] for m in caps.models] == [llama_server.model_id]
+    handle = await coordinator.dispatch(llama_server.model_id, chat("Hi.", 4), deadline_ms=30_000)
+    assert isinstance(await handle.wait(40), protocol.JobDone)
