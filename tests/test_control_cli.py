@@ -131,7 +131,7 @@ async def test_pause_status_resume_against_a_running_headless_agent(
     assert abs(_ts(status["resumes_at"]) - resumes) < 60
 
     code, out, _ = await cli("status")
-    assert code == 0 and "state: paused (paused by you until" in out
+    assert code == 0 and "state: paused (you paused it until" in out
 
     code, out, err = await cli("pause", "--until", "25:00")
     assert code == 2 and "HH:MM" in err and out == ""
@@ -145,7 +145,7 @@ async def test_pause_status_resume_against_a_running_headless_agent(
     assert code == 0
     status = await asyncio.to_thread(request, {"cmd": "status"}, address=str(sock))
     assert status["status"]["resumes_at"] is None
-    assert status["status"]["paused_because"] == "paused by you until you resume"
+    assert status["status"]["paused_because"] == "you paused it until you resume"
 
 
 async def test_no_agent_running_is_one_line_and_exit_3(short_runtime_dir: Path) -> None:

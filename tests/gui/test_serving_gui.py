@@ -63,7 +63,7 @@ def test_tray_pause_for_15_minutes_shows_the_reason_and_resumes(rig: Rig) -> Non
     assert abs(ends - (datetime.now(UTC) + timedelta(minutes=15))) < timedelta(seconds=30)
     local_end = ends.astimezone().strftime("%H:%M")
     rig.until(lambda: f"until {local_end}" in tray.toolTip(), what="tooltip reason")
-    assert f"Paused: paused by you until {local_end}" in menu(tray)["action_status"]
+    assert f"Paused: you paused it until {local_end}" in menu(tray)["action_status"]
     before = rig.caps_count()
     tray.action("action_resume").trigger()  # type: ignore[union-attr]
     assert len(rig.next_caps(before).models) == 2

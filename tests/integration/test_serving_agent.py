@@ -166,7 +166,7 @@ async def test_manual_pause_survives_a_restart_and_resume_ends_it(
         assert ids(await coordinator.wait_for_capabilities(10)) == ["m"]
         await agent.pause()
         assert ids(await coordinator.wait_for_capabilities(10, after=1)) == []
-        assert agent.reason == "paused by you until you resume"
+        assert agent.reason == "you paused it until you resume"
         await agent.stop(grace=0.1)
         # a new process (same data dir): still paused, from its first capabilities frame
         again = await serving_agent(config, idle=Idle(None))

@@ -176,7 +176,7 @@ def test_resumes_at_is_the_latest_known_end() -> None:
     decision = run(r, manual=ManualPause(until))
     assert isinstance(decision, Paused) and decision.kinds == ["manual", "schedule"]
     assert decision.resumes_at == until
-    assert "paused by you until 15:00" in decision.text
+    assert "you paused it until 15:00" in decision.text
 
 
 def test_manual_pause_expires_and_never_expires() -> None:
@@ -186,7 +186,7 @@ def test_manual_pause_expires_and_never_expires() -> None:
         run(rules(), now=NOW + timedelta(minutes=15), manual=ManualPause(until)), Serve
     )
     forever = run(rules(), now=NOW + timedelta(days=400), manual=ManualPause(None))
-    assert isinstance(forever, Paused) and forever.text == "paused by you until you resume"
+    assert isinstance(forever, Paused) and forever.text == "you paused it until you resume"
 
 
 def test_min_switch_holds_resume_but_not_pause() -> None:

@@ -122,9 +122,9 @@ def decide(
 
     if manual is not None and (manual.until is None or manual.until > now_utc):
         if manual.until is None:
-            text = "paused by you until you resume"
+            text = "you paused it until you resume"
         else:
-            text = f"paused by you until {_when(manual.until, local)}"
+            text = f"you paused it until {_when(manual.until, local)}"
         reasons.append(Reason("manual", text, manual.until))
 
     if rules.schedule and not in_schedule(rules.schedule, local):
