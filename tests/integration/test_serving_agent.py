@@ -68,9 +68,15 @@ async def serving_agent(tmp_path: Path) -> AsyncIterator[Factory]:
     agents: list[Agent] = []
 
     async def factory(
-        config: Config, *, idle: Idle, gpu: Gpu | None = None, start: bool = True, **ctl: Any
+        config: Config,
+        *,
+        idle: Idle,
+        gpu: Gpu | None = None,
+        start: bool = True,
+        name: str | None = None,
+        **ctl: Any,
     ) -> Agent:
-        path = tmp_path / f"agent-{len(agents)}.toml"
+        path = tmp_path / (name or f"agent-{len(agents)}.toml")
         save_config(config, path)
         agent = Agent(
             config, config_path=path, allow_insecure=True, backoff=Backoff(**FAST_BACKOFF)
@@ -162,15 +168,20 @@ async def test_manual_pause_survives_a_restart_and_resume_ends_it(
     async with FakeBackend("vllm", ["m"]) as fake:
         config = make_config(coordinator.url, [BackendConfig("vllm", fake.url)], tmp_path)
         config = config.replace(serving=ServingConfig(min_switch_s=600))
-        agent = await serving_agent(config, idle=Idle(None))
+        agent = await serving_agent(config, idle=Idle(None), name="agent.toml")
         assert ids(await coordinator.wait_for_capabilities(10)) == ["m"]
         await agent.pause()
         assert ids(await coordinator.wait_for_capabilities(10, after=1)) == []
         assert agent.reason == "you paused it until you resume"
         await agent.stop(grace=0.1)
-        # a new process (same data dir): still paused, from its first capabilities frame
-        again = await serving_agent(config, idle=Idle(None))
-        await wait_until(lambda: len(coordinator.sessions) == 2)
+        # another agent.toml (the sandbox's, say) has its own pause: it serves
+        other = await serving_agent(config, idle=Idle(None), name="sandbox.toml")
+        await wait_until(lambda: other.state == AgentState.SERVING)
+        assert not other.paused
+        await other.stop(grace=0.1)
+        # a new process with the same agent.toml: still paused, from its first frame on
+        again = await serving_agent(config, idle=Idle(None), name="agent.toml")
+        await wait_until(lambda: len(coordinator.sessions) == 3)
         caps = await coordinator.wait_for_capabilities(10, provider=coordinator.sessions[-1])
         assert ids(caps) == []
         assert again.serving.status()["paused_by"] == ["manual"]

@@ -12,13 +12,15 @@ Every `interval` seconds it reads the sensors (in a worker thread), asks the pur
 Local backends are health-checked every `backend_interval` (2) seconds: one that stops answering
 has its models withdrawn at once (a re-discovery), and they come back as soon as it answers.
 
-The manual pause is kept in `<data dir>/serving-pause.json`, so a restart does not resume.
+The manual pause is kept in `<data dir>/serving-pause-<hash of the agent.toml path>.json`, so a
+restart does not resume (and the sandbox's pause is not the real agent's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -118,7 +120,13 @@ class ServingController:
         if self._state_path is None:
             from usepod_desktop.core import paths
 
-            self._state_path = paths.data_dir() / STATE_FILE
+            name = STATE_FILE
+            config_path = self.agent.config_path
+            if config_path is not None:
+                # one pause per agent.toml: the sandbox's pause is not the real agent's
+                digest = hashlib.sha256(str(Path(config_path).resolve()).encode()).hexdigest()
+                name = f"serving-pause-{digest[:12]}.json"
+            self._state_path = paths.data_dir() / name
         return self._state_path
 
     async def start(self) -> None:
