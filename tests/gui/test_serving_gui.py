@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -197,3 +198,26 @@ def test_rule_pause_and_resume_are_notified_and_switchable(rig: Rig) -> None:
     idle.seconds = 0.0
     rig.until(lambda: rig.agent.paused, what="paused again")
     assert len(notifier.sent) == count
+
+
+def test_the_tray_app_answers_local_control(
+    rig_factory: Callable[..., Rig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import tempfile
+
+    from usepod_desktop.core.serving.control import request
+
+    with tempfile.TemporaryDirectory(prefix="upd-", dir="/tmp") as short:
+        monkeypatch.setenv("USEPOD_RUNTIME_DIR", short)  # a Unix socket path fits 108 bytes
+        rig = rig_factory()
+        sock = f"{short}/control.sock"
+        answer = rig.run(asyncio.to_thread(request, {"cmd": "status"}, address=sock))
+        assert answer["ok"] and answer["status"]["state"] == "serving"
+        assert sorted(answer["status"]["models"]) == ["alpha", "beta"]
+        before = rig.caps_count()
+        until = (datetime.now(UTC) + timedelta(minutes=30)).isoformat()
+        answer = rig.run(asyncio.to_thread(request, {"cmd": "pause", "until": until}, address=sock))
+        assert answer["status"]["paused_by"] == ["manual"]
+        assert rig.next_caps(before).models == []
+        rig.until(lambda: "Paused: you paused it until" in rig.controller.tray.toolTip())
