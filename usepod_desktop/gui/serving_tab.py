@@ -237,15 +237,17 @@ class ServingTab(QWidget):
         self.show_error(None)
         self.refresh_now()
 
-    def collect(self, base: ServingConfig) -> tuple[ServingConfig | None, list[Any]]:
-        from usepod_desktop.gui.settings import Problem
-
+    def collect(
+        self, base: ServingConfig
+    ) -> tuple[ServingConfig | None, list[tuple[QWidget | None, str]]]:
+        """The rules as a ServingConfig, or None and the problems (widget, message), each
+        highlighted on its field."""
         self.show_error(None)
         try:
             schedule = parse_schedule(self.schedule.toPlainText())
         except ValueError as exc:
             self._mark(self.schedule, self.schedule_error, str(exc))
-            return None, [Problem("serving", self.schedule, f"Schedule: {exc}")]
+            return None, [(self.schedule, f"Schedule: {exc}")]
         names = [n.strip() for n in re.split(r"[,\n]", self.processes.text()) if n.strip()]
         table: dict[str, Any] = {
             "when": self.when.currentData(),
@@ -262,7 +264,7 @@ class ServingTab(QWidget):
             serving = parse_serving_table(table)
         except ConfigError as exc:
             widget = self.show_error(exc.message, exc.field)
-            return None, [Problem("serving", widget, exc.message)]
+            return None, [(widget, exc.message)]
         # keep values the widgets round (e.g. 62.5 °C written by hand) when unchanged
         if _rounded(base) == serving:
             return base, []

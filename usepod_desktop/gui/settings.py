@@ -1504,8 +1504,8 @@ class SettingsWindow(QWidget):
         problems += more
         limits, more = self.limits_tab.collect()
         problems += more
-        serving, more = self.serving_tab.collect(agent.config.serving)
-        problems += more
+        serving, found = self.serving_tab.collect(agent.config.serving)
+        problems += [Problem("serving", widget, message) for widget, message in found]
         if problems or pricing is None or limits is None or serving is None:
             return None, insecure, problems
         base = agent.config

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from usepod_desktop.core.backends.base import build_backend
+from usepod_desktop.core.backends.registry import build_backend
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.secrets import SecretStore
 from usepod_desktop.core.serving.gpu_memory import unload, warm_up

@@ -29,7 +29,7 @@ from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from usepod_desktop.core.config import LOCAL_KINDS
+from usepod_desktop.core.kinds import LOCAL_KINDS
 from usepod_desktop.core.serving.policy import (
     Decision,
     ManualPause,
@@ -215,7 +215,7 @@ class ServingController:
         return ManualPause(when.astimezone(UTC))
 
     def _save_manual(self) -> None:
-        from usepod_desktop.core.config import atomic_write_text
+        from usepod_desktop.core.fs import atomic_write_text
 
         path = self.state_path
         if self.manual is None:

@@ -53,17 +53,27 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
+def _adapters() -> tuple[type, type, type, type]:
+    """The adapter classes (the kind table stays in core/kinds.py; we dispatch on the class)."""
+    from usepod_desktop.core.backends.llamacpp import LlamaCppBackend
+    from usepod_desktop.core.backends.lmstudio import LmStudioBackend
+    from usepod_desktop.core.backends.ollama import OllamaBackend
+    from usepod_desktop.core.backends.vllm import VllmBackend
+
+    return OllamaBackend, LmStudioBackend, VllmBackend, LlamaCppBackend
+
+
 async def unload(backend: Any, models: list[str]) -> MemoryResult:
-    kind = getattr(backend, "kind", "")
+    ollama, lmstudio, vllm, llamacpp = _adapters()
     label = backend.label
     try:
-        if kind == "ollama":
+        if isinstance(backend, ollama):
             return await _ollama(backend.base_url, models, unload=True, label=label)
-        if kind == "lmstudio":
+        if isinstance(backend, lmstudio):
             return await _lmstudio_unload(backend.base_url, models, label)
-        if kind == "vllm":
+        if isinstance(backend, vllm):
             return await _vllm(backend.base_url, "/sleep?level=1", label, "put to sleep")
-        if kind == "llamacpp":
+        if isinstance(backend, llamacpp):
             return MemoryResult(
                 False, f"{label}: llama.cpp has no unload API; its GPU memory stays in use"
             )
@@ -75,14 +85,14 @@ async def unload(backend: Any, models: list[str]) -> MemoryResult:
 
 
 async def warm_up(backend: Any, models: list[str]) -> MemoryResult:
-    kind = getattr(backend, "kind", "")
+    ollama, lmstudio, vllm, _ = _adapters()
     label = backend.label
     try:
-        if kind == "ollama":
+        if isinstance(backend, ollama):
             return await _ollama(backend.base_url, models, unload=False, label=label)
-        if kind == "lmstudio":
+        if isinstance(backend, lmstudio):
             return await _lmstudio_load(backend.base_url, models, label)
-        if kind == "vllm":
+        if isinstance(backend, vllm):
             return await _vllm(backend.base_url, "/wake_up", label, "woken up")
         return MemoryResult(False, f"{label}: nothing to warm up")
     except httpx.HTTPError as exc:
