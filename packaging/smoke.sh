@@ -75,8 +75,8 @@ else bad "validate" "$OUT"; fi
 OUT=$("$EXE" --help 2>&1); missing=""
 for f in "$ROOT"/usepod_desktop/commands/*.py; do
   name=$(basename "$f" .py)
-  case $name in __init__|common|gui) continue ;; esac
-  grep -qE "^    $name( |$)" <<<"$OUT" || missing="$missing $name"
+  case $name in __init__|common|gui) continue ;; control) name="pause resume status" ;; esac
+  for sub in $name; do grep -qE "^    $sub( |$)" <<<"$OUT" || missing="$missing $sub"; done
 done
 if [ -z "$missing" ]; then ok "--help lists every subcommand"; else bad "subcommands missing from --help:$missing" "$OUT"; fi
 
