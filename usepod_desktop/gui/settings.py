@@ -130,6 +130,8 @@ def _mark(widget: QWidget, label: QLabel | None, message: str | None) -> None:
         set_error(label, message)
 
 
+SAVED_PREFIX = "Saved to "
+
 # ============================================================================== Coordinator
 
 
@@ -207,6 +209,7 @@ class CoordinatorTab(QWidget):
         colour = {
             AgentState.SERVING: OK_COLOUR,
             AgentState.PAUSED: WARN_COLOUR,
+            AgentState.NO_MODELS: WARN_COLOUR,
             AgentState.ERROR: ERROR_COLOUR,
             AgentState.NEEDS_PAIRING: ERROR_COLOUR,
         }.get(state, "")
@@ -242,6 +245,8 @@ class BackendStatus:
     tone: str  # ok | error | warning | info
     latency_ms: float | None = None
     models: str = ""
+    #: The status cell's tooltip when it says more than the text.
+    detail: str = ""
 
 
 class BackendsTab(QWidget):
@@ -322,6 +327,7 @@ class BackendsTab(QWidget):
         allow_layout.addWidget(self.allow_notice)
         self.allow_list = QListWidget(self.allow_box)
         self.allow_list.setObjectName("allowList")
+        self.allow_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.allow_list.itemChanged.connect(self._allow_item_changed)
         allow_layout.addWidget(self.allow_list)
         splitter.addWidget(top)
@@ -367,7 +373,9 @@ class BackendsTab(QWidget):
             cells = (label, status.text, latency, status.models)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(plain_tooltip(text))
+                item.setToolTip(
+                    plain_tooltip(status.detail if col == 1 and status.detail else text)
+                )
                 if col == 1 and status.tone != "info":
                     colour = {"ok": OK_COLOUR, "error": ERROR_COLOUR, "warning": WARN_COLOUR}[
                         status.tone
@@ -416,6 +424,7 @@ class BackendsTab(QWidget):
         for name in names:
             text = name if name in reported else f"{name}  (not reported now)"
             item = QListWidgetItem(text, self.allow_list)
+            item.setToolTip(name)
             item.setData(Qt.ItemDataRole.UserRole, name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             checked = allowed is not None and name in allowed
@@ -687,11 +696,20 @@ def _status_from_report(report: Any) -> BackendStatus:
     offered = len(report.models_advertised)
     models = f"{offered} of {found} offered" if found else ""
     if status == "ok":
+        paths_ = [w for w in report.warnings if "looks like a local file path" in w]
+        if paths_:  # users would see the operator's directories as the model id
+            return BackendStatus(
+                "up; a model id is a file path",
+                "warning",
+                report.latency_ms,
+                models,
+                "\n".join(paths_),
+            )
         return BackendStatus("up", "ok", report.latency_ms, models)
     if status == "loading":
         return BackendStatus(f"loading: {report.detail}", "warning", report.latency_ms)
     if status == "no_key":
-        return BackendStatus(f"no API key: {report.detail}", "warning")
+        return BackendStatus("no API key", "warning")
     if status == "unreachable":
         return BackendStatus(f"unreachable: {report.detail}", "error", report.latency_ms)
     return BackendStatus(f"error: {report.detail}", "error", report.latency_ms)
@@ -753,6 +771,8 @@ class PricingTab(QWidget):
 
         self.table = QTableWidget(0, len(self.COLUMNS), self)
         self.table.setObjectName("pricingTable")
+        # long ids (org/model-name-…-GGUF, local paths) keep both ends; the tooltip has it all
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
@@ -877,10 +897,38 @@ class PricingTab(QWidget):
         self.texts.setdefault(model_id, ["", ""])[column] = value
         self.window_.mark_dirty()
         self.recompute()
+        self.check_as_typed()
 
     def _defaults_edited(self) -> None:
         self.window_.mark_dirty()
         self.recompute()
+        self.check_as_typed()
+
+    def check_as_typed(self) -> None:
+        """Mark each price that cannot be stored while it is typed (Apply still checks the
+        rest, e.g. a row with only one of its two prices)."""
+        problems: list[str] = []
+        for edit, label, name in (
+            (self.default_in, self.default_in_error, "Default input"),
+            (self.default_out, self.default_out_error, "Default output"),
+        ):
+            try:
+                parse_usd_per_1m(edit.text())
+                _mark(edit, label, None)
+            except PriceError as exc:
+                _mark(edit, label, str(exc))
+                problems.append(f"{name} price: {exc}")
+        for model_id, (edit_in, edit_out) in self.row_edits.items():
+            for side, widget in (("input", edit_in), ("output", edit_out)):
+                text = widget.text()
+                try:
+                    if text.strip():
+                        parse_usd_per_1m(text)
+                    mark_invalid(widget, None)
+                except PriceError as exc:
+                    mark_invalid(widget, str(exc))
+                    problems.append(f"{model_id} {side}: {exc}")
+        set_error(self.problems, "\n".join(problems) or None)
 
     def set_price(self, model_id: str, input_text: str, output_text: str) -> None:
         """Type a price into a model's row (adding the row when needed), as a user would."""
@@ -1459,6 +1507,8 @@ class SettingsWindow(QWidget):
 
     def mark_dirty(self, *_args: object) -> None:
         self.dirty = True
+        if self.message.text().startswith(SAVED_PREFIX):  # no longer true once edited
+            set_tone(self.message, "", "info")
 
     def select_tab(self, name: str) -> None:
         self.tabs.setCurrentIndex(TAB_NAMES.index(name))
@@ -1568,7 +1618,9 @@ class SettingsWindow(QWidget):
             self.saving = False
             self.apply_button.setEnabled(True)
             self.load()
-            self.set_message(f"Saved to {agent.config_path}; the new settings are in effect.", "ok")
+            self.set_message(
+                f"{SAVED_PREFIX}{agent.config_path}; the new settings are in effect.", "ok"
+            )
             self.saved.emit()
 
         def failed(error: UserFacingError) -> None:
