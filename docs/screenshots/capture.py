@@ -95,6 +95,7 @@ async def main() -> None:
     secret = "sk-or-v1-screenshot-0000000000000000"
     keyring.set_keyring(MemoryKeyring())
     coordinator = SandboxCoordinator()
+    coordinator.announce_sandbox = False  # shown as the real coordinator: real figures
     await coordinator.start()
     vllm = FakeBackend(
         "vllm",
