@@ -925,10 +925,9 @@ class PairingFlow:
         )
 
     def _save_identity(self, identity: Identity, provider_id: str) -> None:
-        if self.sandbox:  # a sandbox's provider id is throw-away: the key file only
-            if not self.identity_is_new:
-                return
-            provider_id = identity.provider_id  # type: ignore[assignment]
+        sandbox = self.sandbox  # a sandbox's provider id is throw-away: the key file only
+        if sandbox and not self.identity_is_new:
+            return
         if not self.identity_is_new:
             try:
                 identity.set_provider_id(provider_id)
@@ -943,7 +942,7 @@ class PairingFlow:
             identity_mod.validate_provider_id(provider_id)
         except IdentityError as exc:
             raise PairingError(f"not saving the identity: {exc}") from None
-        identity.provider_id = provider_id
+        identity.provider_id = None if sandbox else provider_id
         try:
             identity.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(identity.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
