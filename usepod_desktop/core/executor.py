@@ -293,7 +293,8 @@ class Executor:
         message: str | None = None
         terminal: str | None = None
         # the backend's own id ([model_aliases] may advertise it under another one)
-        request = JobRequest(job_id, route.served_as, job.request, job.format)
+        served_as = getattr(route, "backend_model_id", None) or route.model_id
+        request = JobRequest(job_id, served_as, job.request, job.format)
         try:
             try:
                 async with asyncio.timeout(job.deadline_ms / 1000):
