@@ -106,19 +106,20 @@ def log_event(event: object) -> None:
 
 def job_line(outcome: object) -> str:
     """`job 3f2a9c1e done: model m1, 12+34 tokens, 1.25 s, ≈ $0.000021 estimated`."""
-    from decimal import Decimal
-
-    from usepod_desktop.core.pricing import provider_earnings
+    from usepod_desktop.core.money import earnings_nusd, format_amount
 
     o: Any = outcome
     what = "done" if o.ok else ("cancelled" if o.cancelled else f"failed ({o.error_code})")
-    gross = Decimal(o.input_tokens) * o.input_per_1m + Decimal(o.output_tokens) * o.output_per_1m
-    usd = provider_earnings(gross / 1_000_000) / 1_000_000 if o.ok else Decimal(0)
+    nusd = (
+        earnings_nusd(o.input_tokens, o.output_tokens, o.input_per_1m, o.output_per_1m)
+        if o.ok
+        else 0
+    )
     source = "" if o.source == "coordinator" else f" [{o.source}]"
     return (
         f"job {o.job_id[:8]} {what}{source}: model {o.model_id}, "
         f"{o.input_tokens}+{o.output_tokens} tokens, {o.duration_ms / 1000:.2f} s, "
-        f"≈ ${usd:.6f} estimated"
+        f"≈ {format_amount(nusd)} estimated"
     )
 
 
