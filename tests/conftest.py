@@ -1,5 +1,11 @@
-"""Test isolation: every test gets its own home, config, data and log dirs, and an in-memory
-keyring, so nothing touches the real home directory or the real OS keyring.
+"""Test isolation: every test gets its own home, config, data, cache, runtime and log dirs, and
+an in-memory keyring, so nothing touches the real home directory or the real OS keyring.
+
+Subprocesses inherit the same isolation through the environment: a file keyring in the test's
+temp dir (`tests.file_keyring`, importable through PYTHONPATH), no D-Bus session bus (a CLI
+child that reached the session bus would D-Bus-activate gnome-keyring, which runs with the
+*bus's* HOME and pops a password prompt on a desktop), and no DISPLAY / WAYLAND_DISPLAY (tests
+that want a display start Xvfb and set their own). Tests marked `keyring_daemon` keep the bus.
 
 Qt runs offscreen (set before any Qt import).
 """
@@ -17,7 +23,8 @@ import keyring.errors
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-REFERENCE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = REPO_ROOT.parent / "shared" / "reference"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -44,9 +51,26 @@ class MemoryKeyring(keyring.backend.KeyringBackend):
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Path:
     home = tmp_path / "home"
     home.mkdir()
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    # Subprocesses (the CLI run as a user would) get a file keyring in this test's dir, never
+    # the OS keyring; tests that need another keyring set their own.
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "tests.file_keyring.FileKeyring")
+    monkeypatch.setenv("USEPOD_TEST_KEYRING_FILE", str(tmp_path / "test-keyring.json"))
+    path = os.environ.get("PYTHONPATH", "")
+    if str(REPO_ROOT) not in path.split(os.pathsep):
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO_ROOT), path) if p))
+    for name in ("DISPLAY", "WAYLAND_DISPLAY"):
+        monkeypatch.delenv(name, raising=False)
+    if not request.node.get_closest_marker("keyring_daemon"):
+        monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("USERPROFILE", str(home))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))

@@ -127,3 +127,23 @@ def test_service_install_start_reports_a_failing_systemctl(
     assert "ran: systemctl --user daemon-reload (exit 127)" in out.stdout
     assert "systemctl: command not found" in out.stderr
     assert "starting the service failed" in out.stderr
+
+
+def test_autostart_on_with_config_keeps_it_and_a_refresh_keeps_it_too(
+    isolated_home: Path, tmp_path: Path
+) -> None:
+    """Issue 19 item 15: `autostart on --config F` starts the app with F at login."""
+    config = tmp_path / "my agent.toml"
+    out = cli("autostart", "on", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    expected = [*_program(), "--config", str(config)]
+    assert out.stdout.splitlines()[-1] == f"at login it runs: {shlex.join(expected)}"
+    assert autostart.current_command("linux") == expected
+    # every launch repoints a stale entry at this program: the option stays
+    assert not autostart.is_stale("linux")
+    assert autostart.refresh("linux", command=["/new/place/usepod-desktop"]) is True
+    assert autostart.current_command("linux") == [
+        "/new/place/usepod-desktop",
+        "--config",
+        str(config),
+    ]

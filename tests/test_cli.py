@@ -63,6 +63,32 @@ def test_validate_missing_config(tmp_path: Path) -> None:
     out = cli("validate", cwd=tmp_path)
     assert out.returncode != 0
     assert "no agent.toml found" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "usepod-desktop setup" in out.stderr
+    out = cli("run", "--config", str(tmp_path / "nope.toml"))
+    assert out.returncode == 2 and "usepod-desktop setup" in out.stderr
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "discover", "enroll"])
+def test_config_saved_as_utf16_is_one_line_naming_the_encoding(
+    config_file: Path, command: str
+) -> None:
+    """What Notepad's "Unicode" writes: one line, never a UnicodeDecodeError traceback."""
+    config_file.write_bytes(config_file.read_text().encode("utf-16"))
+    out = cli(command, "--config", str(config_file))
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "saved as UTF-16, not UTF-8" in lines[0] and "Traceback" not in out.stderr
+    config_file.write_bytes("# caf\xe9\n".encode("latin-1") + b"[coordinator]\n")
+    out = cli(command, "--config", str(config_file))
+    assert out.returncode == 2 and "is not UTF-8 text (byte 0xe9 at offset 5)" in out.stderr
+
+
+def test_config_with_a_utf8_bom_is_accepted(config_file: Path) -> None:
+    config_file.write_bytes(b"\xef\xbb\xbf" + config_file.read_bytes())
+    out = cli("validate", "--config", str(config_file))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok: parsed 2 backend(s)"
 
 
 def test_validate_ws_needs_allow_insecure(config_file: Path) -> None:
@@ -87,3 +113,25 @@ def test_keys_status_without_key() -> None:
     out = cli("keys", "status", "VENICE_API_KEY")
     assert out.returncode == 0
     assert "VENICE_API_KEY" in out.stdout and "no key" in out.stdout
+
+
+def test_keys_set_warns_for_a_name_no_backend_uses(config_file: Path) -> None:
+    """Issue 19 item 16: a typo in NAME is said, not silently stored for nothing."""
+    assert 'api_key_env = "OPENROUTER_API_KEY"' in config_file.read_text()
+    typo = cli("keys", "set", "OPENROUTR_API_KEY", "--config", str(config_file), stdin="sk-x\n")
+    assert typo.returncode == 0, typo.stderr
+    assert "warning: no backend in" in typo.stderr and "OPENROUTR_API_KEY" in typo.stderr
+    assert "they use OPENROUTER_API_KEY" in typo.stderr
+    assert "sk-x" not in typo.stderr + typo.stdout
+    right = cli("keys", "set", "OPENROUTER_API_KEY", "--config", str(config_file), stdin="sk-y\n")
+    assert right.returncode == 0 and "warning" not in right.stderr
+    assert "stored OPENROUTER_API_KEY" in right.stdout
+
+
+@pytest.mark.parametrize("command", ["enroll", "version"])
+def test_every_command_help_has_a_description(command: str) -> None:
+    out = cli(command, "--help")
+    assert out.returncode == 0
+    _usage, _, rest = out.stdout.partition("\n\n")
+    description = rest.split("\n\n")[0].strip()
+    assert description and not description.startswith(("options:", "positional")), out.stdout

@@ -29,7 +29,9 @@ CODE_LINE = re.compile(r"2\. Enter the code\s+(\S+)")
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[tuple[SandboxCoordinator, PairingDesk]]:
+    """The sandbox playing the real coordinator (no `"sandbox": true` in its answers)."""
     coord = SandboxCoordinator(ws_heartbeat=None)
+    coord.announce_sandbox = False
     desk = enable_pairing(coord)
     await coord.start()
     yield coord, desk
@@ -202,8 +204,8 @@ async def test_setup_expired_code_exits_1_with_one_line(
     status, _, err = await out.finish()
     assert status == 1
     assert err.strip().splitlines() == [
-        f"error: pair code {code} expired before it was approved; run `usepod-desktop setup` "
-        "again for a new code"
+        f"error: pair code {code} expired before it was approved; run `usepod-desktop setup "
+        f"--coordinator {coord.http_url} --config {target}` again for a new code"
     ]
     assert not target.exists() and not paths.default_identity_path().exists()
     assert stored_secrets(keyring_file) == {}
@@ -275,6 +277,7 @@ async def test_sandbox_pairing_prompt_then_the_agent_runs_as_the_paired_provider
     procs.append(sandbox)
     box = Output(sandbox)
     base = (await box.until(r"usepod-desktop setup --coordinator (http://\S+)")).group(1)
+    await box.until(r"--config sandbox\.toml")  # never the real agent.toml
     await box.until("`codes` lists waiting codes")
 
     target = tmp_path / "paired.toml"
@@ -289,7 +292,7 @@ async def test_sandbox_pairing_prompt_then_the_agent_runs_as_the_paired_provider
     )
     procs.append(setup)
     out = Output(setup)
-    code = (await out.until(CODE_LINE)).group(1)
+    code = (await out.until(r"sandbox's terminal: type\s+approve (\S+)")).group(1)
     await box.until(f"pairing code {code} requested")
     await box.until(f"pairing code {code}: the agent offers vllm at http://localhost:{vllm.port}")
     assert sandbox.stdin is not None
@@ -325,3 +328,57 @@ def test_probe_port_parsing_and_big_letters() -> None:
     art = big_text("AB-12", "#")
     assert len(art) == 5 and art[2].startswith("#####  #### ")
     assert big_text("a?") == []
+
+
+async def test_setup_with_a_local_sandbox_keeps_the_real_config_and_identity(
+    keyring_file: Path, procs: list[asyncio.subprocess.Process], tmp_path: Path
+) -> None:
+    """Issue 19 items 3 and 6: a standalone `usepod-desktop sandbox --pairing` says it is one;
+    setup then never replaces the real agent.toml or writes its provider id into the identity,
+    and prints instructions that work against it."""
+    real_config = paths.default_config_path()
+    real_config.parent.mkdir(parents=True)
+    real_config.write_text('[coordinator]\nurl = "wss://api.usepod.ai/provider/connect"\n')
+    before = real_config.read_bytes()
+    real_identity = identity_mod.load_or_create(paths.default_identity_path())
+    real_identity.set_provider_id("prov_real")
+    identity_bytes = paths.default_identity_path().read_bytes()
+    coord = SandboxCoordinator(ws_heartbeat=None)
+    desk = enable_pairing(coord)
+    await coord.start()
+    try:
+        # without --config: refused before anything is written
+        proc = await start(keyring_file, "setup", "--coordinator", coord.http_url, *probe_args())
+        procs.append(proc)
+        status, text, err = await Output(proc).finish()
+        assert status == 1, text + err
+        assert "is a local sandbox coordinator" in err and "--config" in err
+        assert real_config.read_bytes() == before
+
+        target = tmp_path / "sandbox.toml"
+        proc = await start(
+            keyring_file,
+            "setup",
+            "--coordinator",
+            coord.http_url,
+            "--config",
+            str(target),
+            *probe_args(),
+        )
+        procs.append(proc)
+        out = Output(proc)
+        await out.until("local sandbox coordinator: no account, no real earnings")
+        code = (await out.until(r"sandbox's terminal: type\s+approve (\S+)")).group(1)
+        await desk.wait_for_request(10, polled=True)
+        desk.approve(code, ["m"])
+        status, text, err = await out.finish()
+        assert status == 0, err
+        assert "/host/pair" not in text  # the sandbox has no such page
+        run_line = f"usepod-desktop run --config {target} --allow-insecure"
+        assert run_line in text
+        assert f"start the tray app: usepod-desktop --config {target} --allow-insecure" in text
+    finally:
+        await coord.stop()
+    assert real_config.read_bytes() == before
+    assert paths.default_identity_path().read_bytes() == identity_bytes  # no sandbox id in it
+    assert identity_mod.load(paths.default_identity_path()).provider_id == "prov_real"

@@ -95,6 +95,7 @@ async def main() -> None:
     secret = "sk-or-v1-screenshot-0000000000000000"
     keyring.set_keyring(MemoryKeyring())
     coordinator = SandboxCoordinator()
+    coordinator.announce_sandbox = False  # shown as the real coordinator: real figures
     await coordinator.start()
     vllm = FakeBackend(
         "vllm",
@@ -228,10 +229,25 @@ async def main() -> None:
     window.move(60, 80)
     await settle()
     capture("status-window", frame(window))
+    window.hide()
 
-    await controller.shutdown()
+    # every backend down: connected, but no model offered (its own icon and menu lines)
     for fake in (vllm, ollama, hosted):
         await fake.stop()
+    agent = controller.agent
+    assert agent is not None
+    await agent.rediscover()
+    await settle(1.0)
+    tray.rebuild_menu()
+    size = menu.sizeHint()
+    x = min(icon_rect.right() - size.width(), screen.right() - size.width() - 4)
+    menu.popup(QPoint(max(0, x), icon_rect.bottom() + 4))
+    await settle()
+    area = menu.geometry().united(icon_rect).adjusted(-12, -4, 12, 12).intersected(screen)
+    capture("tray-no-models", area)
+    menu.hide()
+
+    await controller.shutdown()
     await coordinator.stop()
 
 

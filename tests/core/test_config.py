@@ -148,7 +148,10 @@ def test_empty_models_list_means_advertise_nothing() -> None:
 
 def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ConfigError, match=r"no agent\.toml found; pass --config or place one at"):
+    with pytest.raises(
+        ConfigError,
+        match=r"no agent\.toml found: run `usepod-desktop setup` .*, or place one at",
+    ):
         load_config()
     (tmp_path / "agent.toml").write_text(MINIMAL)
     assert load_config().coordinator.url.startswith("wss://coord.example")
@@ -237,3 +240,29 @@ def test_render_never_contains_env_values(
     monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-v1-supersecretvalue")
     out = render_config(parse_config(reference_toml))
     assert "supersecretvalue" not in out
+
+
+def test_model_aliases_table_parses_validates_and_round_trips(
+    tmp_path: Path, reference_toml: str
+) -> None:
+    """Issue 19 item 14: a top-level table of its own (not keys inside [[backends]])."""
+    text = reference_toml + '\n[model_aliases]\n"/srv/models/smol.gguf" = "smol-135m"\n'
+    config = parse_config(text)
+    assert dict(config.model_aliases) == {"/srv/models/smol.gguf": "smol-135m"}
+    assert parse_config(reference_toml).model_aliases == {}
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    save_config(config.replace(limits=LimitsConfig(max_concurrent=4)), path)
+    again = load_config(path)
+    assert dict(again.model_aliases) == {"/srv/models/smol.gguf": "smol-135m"}
+    assert again.limits.max_concurrent == 4
+    save_config(again.replace(model_aliases={}), path)
+    assert "model_aliases" not in path.read_text()
+    for bad, field in (
+        ('"a" = 3', 'model_aliases."a"'),
+        ('"a" = ""', 'model_aliases."a"'),
+        ('"a" = "x"\n"b" = "x"', 'model_aliases."b"'),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            parse_config(reference_toml + f"\n[model_aliases]\n{bad}\n")
+        assert caught.value.field in (field, field.replace('"', "")), caught.value

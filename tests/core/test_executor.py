@@ -55,6 +55,10 @@ class Route:
     input_per_1m: int = 500_000
     output_per_1m: int = 750_000
 
+    @property
+    def served_as(self) -> str:  # as AdvertisedModel: the backend's own id
+        return self.model_id
+
 
 class Wire:
     """Collects what the executor sends, parsed with the coordinator-side parser."""

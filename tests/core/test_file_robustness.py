@@ -328,6 +328,7 @@ async def test_identity_file_only_ever_gains_its_provider_id(origin: str, tmp_pa
         SandboxCoordinator(ws_heartbeat=None) as coordinator,
         FakeBackend("vllm", ["m"], output_tokens=3) as fake,
     ):
+        coordinator.announce_sandbox = False  # the real coordinator's provider id is kept
         config = Config(
             coordinator=CoordinatorConfig(coordinator.url),
             pricing=PricingConfig(500_000, 750_000),

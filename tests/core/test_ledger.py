@@ -590,6 +590,7 @@ async def test_jobs_served_through_the_sandbox_coordinator_are_recorded(tmp_path
         SandboxCoordinator(ws_heartbeat=None) as coord,
         FakeBackend("vllm", ["model-a"], output_tokens=6) as fake,
     ):
+        coord.announce_sandbox = False  # playing the real coordinator: real earnings
         config = Config(
             coordinator=CoordinatorConfig(url=coord.url),
             pricing=PricingConfig(500_000, 750_000),

@@ -61,7 +61,9 @@ FAST = {"initial": 0.02, "maximum": 0.1}
 
 @pytest.fixture
 async def sandbox() -> AsyncIterator[tuple[SandboxCoordinator, PairingDesk]]:
+    """The sandbox playing the real coordinator (no `"sandbox": true` in its answers)."""
     coord = SandboxCoordinator(ws_heartbeat=None)
+    coord.announce_sandbox = False
     desk = enable_pairing(coord)
     await coord.start()
     yield coord, desk

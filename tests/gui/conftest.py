@@ -178,6 +178,7 @@ def rig_factory(qloop: qasync.QEventLoop) -> Iterator[Callable[..., Rig]]:
         from usepod_desktop.gui.controller import AppController, StartOptions
 
         coordinator = SandboxCoordinator()
+        coordinator.announce_sandbox = False  # playing the real coordinator: real earnings
         fake = FakeBackend(
             "vllm", list(models), tokens_per_second=tokens_per_second, output_tokens=output_tokens
         )

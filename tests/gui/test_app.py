@@ -4,6 +4,7 @@ sandbox mode."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -218,7 +219,7 @@ def test_the_app_runs_once_per_user_and_quits_on_sigterm(tmp_path: Path) -> None
             assert time.monotonic() < deadline, "the app did not start"
             time.sleep(0.05)
         text = log_file.read_text()
-        assert "Needs pairing: Not paired yet: run `usepod-desktop setup`" in text
+        assert "Needs pairing: not paired yet; choose “Pair this computer…”" in text
         # the second launch hands over before it sets up logging: it never opens a log file
         second = subprocess.run(
             [sys.executable, "-m", "usepod_desktop"],
@@ -240,6 +241,71 @@ def test_the_app_runs_once_per_user_and_quits_on_sigterm(tmp_path: Path) -> None
     assert first.returncode == 0, err
 
 
+def test_agent_toml_saved_as_utf16_shows_the_error_state(qloop: qasync.QEventLoop) -> None:
+    """Issue 19 item 2: the tray app shows its error state, never nothing."""
+    from usepod_desktop.core import paths
+
+    path = paths.default_config_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes('[coordinator]\nurl = "wss://x"\n'.encode("utf-16"))
+    controller = AppController(open_url=lambda _u: True)
+    controller.show_ui(tray_available=True)
+    run(qloop, controller.start(StartOptions()))
+    assert controller.agent is None
+    assert controller.state == AgentState.ERROR
+    assert "saved as UTF-16, not UTF-8" in controller.reason
+    assert controller.tray is not None and controller.tray.icon_key[0] == AgentState.ERROR
+
+
+def test_an_invalid_agent_toml_is_watched_and_reloaded_once_fixed(
+    qloop: qasync.QEventLoop,
+) -> None:
+    """Issue 19 item 5: the tray app is not stuck after an invalid agent.toml: it shows the
+    file, offers to open and reload it, and picks up a fixed file by itself."""
+    from tests.gui.conftest import write_config
+    from usepod_desktop.core import paths
+    from usepod_desktop.core.config import BackendConfig
+    from usepod_desktop.sandbox.coordinator import SandboxCoordinator
+    from usepod_desktop.sandbox.fakes import FakeBackend
+
+    coord = SandboxCoordinator(ws_heartbeat=None)
+    fake = FakeBackend("vllm", ["m"])
+    run(qloop, coord.start())
+    run(qloop, fake.start())
+    opened: list[str] = []
+    controller = AppController(open_url=lambda u: bool(opened.append(u.toLocalFile())) or True)
+    try:
+        path = write_config(coord.url, (BackendConfig("vllm", fake.url),))
+        good = path.read_text()
+        path.write_text(good + "\n[limits]\nmax_concurrent = 999\n")
+        assert path == paths.default_config_path()
+        controller.show_ui(tray_available=True)
+        run(qloop, controller.start(StartOptions(allow_insecure=True)))
+        assert controller.agent is None and controller.state == AgentState.ERROR
+        assert "limits.max_concurrent" in controller.reason
+        assert controller.config_problem_path == path
+        tray = controller.tray
+        assert tray is not None
+        tray.menu.aboutToShow.emit()
+        open_action = tray.action("action_open_config")
+        assert open_action is not None and str(path) in open_action.toolTip()
+        open_action.trigger()
+        assert opened == [str(path)]
+        assert tray.action("action_reload_config") is not None
+        # fixed in an editor: picked up without a restart
+        path.write_text(good)
+        until(qloop, lambda: controller.agent is not None, what="the agent to start")
+        until(qloop, lambda: controller.state == AgentState.SERVING, what="serving")
+        assert controller.config_problem_path is None
+        tray.menu.aboutToShow.emit()
+        assert tray.action("action_reload_config") is None
+    finally:
+        with contextlib.suppress(Exception):
+            run(qloop, controller.shutdown(), 20)
+        run(qloop, fake.stop())
+        run(qloop, coord.stop())
+
+
 def test_no_agent_toml_means_needs_pairing(qloop: qasync.QEventLoop) -> None:
     controller = AppController(open_url=lambda _u: True)
     controller.show_ui(tray_available=True)
@@ -250,7 +316,9 @@ def test_no_agent_toml_means_needs_pairing(qloop: qasync.QEventLoop) -> None:
     tray = controller.tray
     assert tray is not None and tray.icon_key[0] == AgentState.NEEDS_PAIRING
     tray.menu.aboutToShow.emit()
-    assert NOT_PAIRED in tray.action("action_status").text()
+    status = tray.action("action_status").text()
+    assert status == f"Needs pairing: {NOT_PAIRED}"  # GUI words, not a command line
+    assert "`" not in status and len(status) <= 64
     assert not tray.action("action_settings").isEnabled()
     assert not tray.action("action_pause").isEnabled()
     assert tray.action("action_quit").isEnabled()

@@ -45,6 +45,29 @@ def test_a_brief_reconnect_says_nothing_a_long_outage_is_announced_once(
     assert [s[0] for s in sent] == ["Lost connection", "Connected again"]
 
 
+def test_no_models_is_announced_after_its_grace_and_once(qloop: qasync.QEventLoop) -> None:
+    sent: list[tuple[str, str, str]] = []
+    notifier = Notifier(
+        Prefs(), lambda t, m, level: sent.append((t, m, level)), no_models_grace_ms=100
+    )
+    reason = "vllm @ http://127.0.0.1:8000 is down (connection refused): start it"
+    notifier.on_state(StateChanged(AgentState.SERVING, "1 model(s) advertised"))
+    notifier.on_state(StateChanged(AgentState.NO_MODELS, reason))
+    spin(qloop, 0.03)
+    notifier.on_state(StateChanged(AgentState.SERVING, "1 model(s) advertised"))  # a blip
+    spin(qloop, 0.2)
+    assert sent == []
+    notifier.on_state(StateChanged(AgentState.NO_MODELS, reason))
+    notifier.on_state(StateChanged(AgentState.NO_MODELS, reason + "!"))  # still: no restart
+    spin(qloop, 0.25)
+    assert sent == [
+        ("No models offered", f"Use Pod is connected but offers no model: {reason}!.", "warning")
+    ]
+    notifier.on_state(StateChanged(AgentState.SERVING, "1 model(s) advertised"))
+    assert [s[0] for s in sent] == ["No models offered", "Serving again"]
+    assert not any(s[0] == "Lost connection" for s in sent)  # connected all along
+
+
 def test_never_connected_is_not_a_lost_connection(qloop: qasync.QEventLoop) -> None:
     notifier, sent = _notifier()
     notifier.on_state(StateChanged(AgentState.CONNECTING, "connecting"))
@@ -98,3 +121,30 @@ def test_real_agent_backend_loss_and_coordinator_outage(rig_factory: Callable[..
     rig.until(lambda: "Lost connection" in titles(), timeout=5, what="loss notification")
     rig.run(rig.coordinator.start())
     rig.until(lambda: "Connected again" in titles(), timeout=10, what="back notification")
+
+
+def test_today_counter_counts_only_its_own_source() -> None:
+    """Issue 19 item 3: without a ledger the tray counts from events; a sandbox job is never
+    a real earning, and only sandbox jobs count in sandbox mode."""
+    from datetime import UTC, datetime
+
+    from usepod_desktop.core.events import JobFinished
+    from usepod_desktop.core.executor import JobOutcome
+    from usepod_desktop.gui.controller import TodayCounter
+
+    now = datetime.now(UTC)
+
+    def job(source: str) -> JobFinished:
+        outcome = JobOutcome("j", "m", "vllm", "openai", now, now, 1.0, 10, 1000, 1000, 10)
+        outcome.input_per_1m = outcome.output_per_1m = 1_000_000
+        outcome.source = source
+        return JobFinished(outcome)
+
+    real = TodayCounter()
+    for source in ("coordinator", "sandbox", "test"):
+        real.add(job(source))
+    assert real.summary()[0] == 1
+    demo = TodayCounter()
+    for source in ("coordinator", "sandbox", "test"):
+        demo.add(job(source), "sandbox")
+    assert demo.summary()[0] == 1

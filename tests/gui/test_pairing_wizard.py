@@ -42,6 +42,7 @@ class Sandbox:
     def __init__(self, loop: qasync.QEventLoop) -> None:
         self.loop = loop
         self.coord = SandboxCoordinator(ws_heartbeat=None)
+        self.coord.announce_sandbox = False  # playing the real coordinator
         self.desk: PairingDesk = enable_pairing(self.coord)
         self.vllm = FakeBackend("vllm", ["model-a", "model-b"])
         run(loop, self.coord.start())
@@ -181,6 +182,44 @@ def test_cancel_on_any_page_writes_nothing(
     assert not paths.default_identity_path().exists()
     assert TOKEN_KEY not in memory_keyring.store
     assert paired == []
+
+
+def test_the_wizard_can_pair_with_another_coordinator(
+    qloop: qasync.QEventLoop, sandbox: Sandbox, memory_keyring: MemoryKeyring
+) -> None:
+    """Issue 19 item 13: a sandbox or staging coordinator, not only production; a sandbox is
+    approved in its terminal (it has no web page)."""
+    sandbox.coord.announce_sandbox = True
+    real = paths.default_config_path()
+    real.parent.mkdir(parents=True)
+    real.write_text('[coordinator]\nurl = "wss://api.usepod.ai/provider/connect"\n')
+    wizard = PairingWizard(
+        "https://api.usepod.ai",
+        paths.default_config_path(),
+        probe_ports=sandbox.ports,
+        flow_options=FLOW,
+        open_url=lambda _u: True,
+    )
+    wizard.show()
+    edit = wizard.coordinator_edit
+    assert edit.text() == "https://api.usepod.ai"
+    until(qloop, wizard.next_button.isEnabled, what="the probe")
+    edit.setText("ftp://nowhere")
+    wizard.next_button.click()
+    assert wizard.page == PAGE_BACKENDS and "coordinator URL" in wizard.page1_error.text()
+    edit.setText(sandbox.coord.http_url)
+    wizard.next_button.click()
+    assert wizard.page == PAGE_CODE and wizard.flow is not None
+    assert wizard.flow.base == sandbox.coord.http_url
+    request = sandbox.request()
+    until(qloop, lambda: wizard.code_label.text() == request.pair_code, what="the code")
+    assert f"approve {request.pair_code}" in wizard.page_link.text()
+    assert "/host/pair" not in wizard.page_link.text()
+    assert not wizard.open_button.isEnabled()
+    assert wizard.flow.config_path == real.with_name("sandbox.toml")  # the real one stays
+    assert "your agent.toml stays" in wizard.page_link.text()
+    wizard.cancel_button.click()
+    spin(qloop, 0.1)
 
 
 def test_unreachable_coordinator_is_shown_and_errors_offer_a_retry(

@@ -66,6 +66,46 @@ def test_icon_follows_connection_loss_and_recovery(rig: Rig) -> None:
     rig.until(lambda: tray.icon_key[0] == AgentState.SERVING, timeout=15, what="back online")
 
 
+def test_no_backend_up_is_its_own_warning_icon_tooltip_and_menu_line(rig: Rig) -> None:
+    """Issue 19 item 1: connected with zero advertised models is not a green "Serving"."""
+    tray = rig.controller.tray
+    label = f"vllm @ {rig.fake.url}"
+    port = int(rig.fake.url.rsplit(":", 1)[1])
+    rig.run(rig.fake.stop())
+    before = rig.caps_count()
+    rig.run(rig.agent.rediscover())
+    assert rig.next_caps(before).models == []
+    rig.until(lambda: tray.icon_key[0] == AgentState.NO_MODELS, what="no-models icon")
+    assert _image(tray.icon()) == _image(state_icon(AgentState.NO_MODELS))
+    assert _image(tray.icon()) != _image(state_icon(AgentState.SERVING))
+    tip = tray.toolTip()
+    assert "No models offered" in tip and "Serving" not in tip and label in tip
+    assert max(len(line) for line in tip.splitlines()) <= 80
+    status = _menu_action(tray, "action_status")
+    assert status.text().startswith("No models offered: ")
+    assert f"{label} is down" in status.toolTip() and "fix its URL in Settings" in status.toolTip()
+    assert len(status.text()) <= 64
+    fix = _menu_action(tray, "action_fix_backends")
+    assert fix.isEnabled() and label in fix.toolTip()
+    rig.run(rig.fake.start(port))
+    rig.run(rig.agent.rediscover())
+    rig.until(lambda: tray.icon_key[0] == AgentState.SERVING, what="serving again")
+    assert _menu_action(tray, "action_status").text() == "Serving: 2 model(s) advertised"
+    assert tray.action("action_fix_backends") is None
+
+
+def test_pair_this_computer_is_offered_when_paired_too(rig: Rig) -> None:
+    """Issue 19 item 13: pair again (another account, another coordinator) from the menu."""
+    tray = rig.controller.tray
+    assert rig.agent.state == AgentState.SERVING and not rig.controller.needs_pairing
+    pair = _menu_action(tray, "action_pair")
+    assert pair.isEnabled() and pair.text() == "Pair this computer…"
+    opened: list[bool] = []
+    rig.controller.open_pairing = lambda: opened.append(True)  # type: ignore[method-assign]
+    pair.trigger()
+    assert opened == [True]
+
+
 def test_tooltip_counts_todays_jobs_and_estimated_earnings(rig: Rig) -> None:
     tray = rig.controller.tray
     assert "Today: 0 job(s)" in tray.toolTip()
@@ -106,6 +146,30 @@ def test_open_log_folder_and_start_at_login(rig: Rig) -> None:
     rig.until(lambda: not autostart.enabled(), what="autostart removed")
     # the menu's cached state follows (and the background task is done before teardown)
     rig.until(lambda: not rig.controller.start_at_login(), what="cached state cleared")
+
+
+def test_start_at_login_keeps_the_config_and_says_what_it_does_in_sandbox_mode(
+    rig: Rig,
+) -> None:
+    """Issue 19 item 15."""
+    from usepod_desktop.core import autostart
+
+    tray = rig.controller.tray
+    rig.controller.options.config = str(rig.config_path)
+    _menu_action(tray, "action_autostart").trigger()
+    rig.until(lambda: autostart.enabled(), what="autostart entry")
+    command = autostart.current_command()
+    assert command is not None and command[-2:] == ["--config", str(rig.config_path)]
+    rig.until(lambda: rig.controller.start_at_login(), what="cached state")
+    _menu_action(tray, "action_autostart").trigger()
+    rig.until(lambda: not rig.controller.start_at_login(), what="cached state cleared")
+    rig.controller.sandbox = True
+    try:
+        action = _menu_action(tray, "action_autostart")
+        assert action.text() == "Start the app at login (not the sandbox)"
+        assert "starts Use Pod normally" in action.toolTip()
+    finally:
+        rig.controller.sandbox = False
 
 
 def test_quit_stops_the_agent_gracefully(rig: Rig) -> None:

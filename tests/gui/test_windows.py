@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import qasync
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication, QMessageBox, QPushButton
+from PySide6.QtWidgets import QApplication, QMessageBox, QPlainTextEdit, QPushButton
 
 from tests.gui.conftest import Rig, run, until
 from usepod_desktop.core.errors import UserFacingError
@@ -84,6 +84,52 @@ def test_log_view_tails_filters_and_follows_rotation(
     assert view.visible_text().endswith("fresh file")
     view.findChild(QPushButton, "openLogFolder").click()
     assert opened == [True]
+    view.close()
+
+
+def test_log_view_wraps_long_lines_and_each_level_shows_only_its_records(
+    qloop: qasync.QEventLoop, tmp_path: Path
+) -> None:
+    """Issue 19 item 12: long lines wrap; every filter choice shows exactly its levels."""
+    path = tmp_path / "usepod-desktop.log"
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+    long_reason = "vllm @ http://127.0.0.1:8000 is down (connection refused): start it " * 4
+    path.write_text(
+        "".join(
+            f"2026-05-02 10:11:12,12{i} {name:<7} core.x: {name.lower()}-record\n"
+            for i, name in enumerate(levels)
+        )
+        + f"2026-05-02 10:11:13,000 WARNING core.agent: {long_reason}\n"
+    )
+    view = LogViewer(path)
+    view.resize(500, 300)
+    view.show()
+    view.poll()
+    for choice, shown in (
+        (logging.DEBUG, levels),
+        (logging.INFO, levels[1:]),
+        (logging.WARNING, levels[2:]),
+        (logging.ERROR, levels[3:]),
+    ):
+        view.set_min_level(choice)
+        text = view.visible_text()
+        for name in levels:
+            assert (f"{name.lower()}-record" in text) == (name in shown), (choice, text)
+    view.set_min_level(logging.WARNING)
+    assert view.text.lineWrapMode() == QPlainTextEdit.LineWrapMode.WidgetWidth
+    block = view.text.document().lastBlock()
+    assert long_reason.strip() in block.text()
+    assert block.layout().lineCount() > 1  # wrapped, no horizontal scrolling
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.INFO)
+    try:
+        view.set_min_level(logging.DEBUG)
+        assert "--log-level debug" in view.level_note.text()
+        view.set_min_level(logging.INFO)
+        assert view.level_note.text() == ""
+    finally:
+        root.setLevel(previous)
     view.close()
 
 

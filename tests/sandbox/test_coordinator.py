@@ -277,7 +277,9 @@ async def test_preassigned_provider_id(
     agent = new_agent(coord, agents, tmp_path)
     coord.provider_ids[agent.identity.public_key_b64] = "prov_chosen"
     reply = await agent.connect()
-    assert reply == AuthOk("prov_chosen")
+    assert reply == AuthOk("prov_chosen", sandbox=True)  # it says it is a sandbox
+    coord.announce_sandbox = False  # playing the real coordinator: the field is absent
+    assert await agent.connect() == AuthOk("prov_chosen")
 
 
 async def test_handshake_requires_auth_response_first(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+from pathlib import Path
 
 from usepod_desktop.commands.common import handle_user_errors
 
@@ -15,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         help="start the tray app at login: on, off or status",
         description="Turn starting the tray app at login on or off, or show whether it is on. "
         "It is off until you turn it on. Linux: an XDG autostart entry; macOS: a LaunchAgent; "
-        "Windows: the HKCU Run registry value. For a rig without a screen use `service`.",
+        "Windows: the HKCU Run registry value. With --config FILE the app starts with that "
+        "agent.toml. For a rig without a screen use `service`.",
     )
     p.add_argument("action", choices=("on", "off", "status"))
 
@@ -30,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
     from usepod_desktop.core import autostart
 
     if args.action == "on":
-        entry = autostart.enable()
+        command = None
+        if args.config:  # start the app at login with this agent.toml, not the default one
+            config = str(Path(args.config).expanduser().absolute())
+            command = [*autostart.launch_command(), "--config", config]
+        entry = autostart.enable(command=command)
         print("start at login: on")
         if entry.path is not None:
             print(f"wrote {entry.path}:")

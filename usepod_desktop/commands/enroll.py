@@ -12,6 +12,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         "enroll",
         parents=parents,
         help="print the public key and provider id (creates the identity if missing)",
+        description="Print this computer's identity: its public key (what the coordinator "
+        "knows it by), its provider id once enrolled, and the enrollment code from agent.toml "
+        "if there is one. The identity key file (identity.key_path in agent.toml, default "
+        "~/.usepod-agent/identity.key) is created when it is missing. To pair with an "
+        "account, use `usepod-desktop setup`.",
     )
 
 

@@ -26,6 +26,27 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     p.add_argument("name", metavar="NAME", help="the api_key_env name, e.g. OPENROUTER_API_KEY")
 
 
+def _unused_name_warning(args: argparse.Namespace, name: str) -> str | None:
+    """Why `name` looks like a typo: no backend of agent.toml reads it (None: one does, or
+    there is no agent.toml to check against)."""
+    from usepod_desktop.core.config import find_config, load_config
+    from usepod_desktop.core.errors import ConfigError
+
+    try:
+        path = find_config(getattr(args, "config", None))
+        config = load_config(path, allow_insecure=True)
+    except ConfigError:
+        return None
+    used = sorted({b.api_key_env for b in config.backends if b.api_key_env})
+    if name in used:
+        return None
+    which = f"they use {', '.join(used)}" if used else "none of them needs an API key"
+    return (
+        f"no backend in {path} uses {name} ({which}); the key is stored, but nothing will "
+        "read it until a backend's api_key_env names it"
+    )
+
+
 @handle_user_errors
 def run(args: argparse.Namespace) -> int:
     from usepod_desktop.core.secrets import SERVICE, SecretStore
@@ -34,6 +55,9 @@ def run(args: argparse.Namespace) -> int:
     store = SecretStore()
     name: str = args.name
     if args.action == "set":
+        unused = _unused_name_warning(args, name)
+        if unused:
+            print(f"warning: {unused}", file=sys.stderr)
         if sys.stdin.isatty():
             value = getpass.getpass(f"API key for {name} (input hidden): ")
         else:

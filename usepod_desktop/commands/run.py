@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+from typing import Any
 
 from usepod_desktop.commands.common import handle_user_errors, load_config
 from usepod_desktop.core.stopping import (  # re-exported: tests and callers use this module
@@ -84,6 +85,44 @@ def process_kind(environ: dict[str, str] | None = None) -> str:
     return "service" if env.get(PROCESS_KIND_ENV) == "service" else "run"
 
 
+#: States worth a WARNING in the journal (connected but useless, or stuck).
+_WARN_STATES = {"no_models", "error", "needs_pairing"}
+#: States the coordinator link already logs (one line per reconnect).
+_LINK_LOGS = {"offline", "connecting"}
+
+
+def log_event(event: object) -> None:
+    """The journal's view of the agent: state changes, and one INFO line per finished job."""
+    from usepod_desktop.core.events import JobFinished, StateChanged
+
+    if isinstance(event, StateChanged):
+        if event.state.value in _LINK_LOGS:
+            return  # the link logs each reconnect once, with its reason and delay
+        level = logging.WARNING if event.state.value in _WARN_STATES else logging.INFO
+        log.log(level, "state: %s (%s)", event.state.value, event.reason)
+    elif isinstance(event, JobFinished):
+        log.info("%s", job_line(event.outcome))
+
+
+def job_line(outcome: object) -> str:
+    """`job 3f2a9c1e done: model m1, 12+34 tokens, 1.25 s, ≈ $0.000021 estimated`."""
+    from usepod_desktop.core.money import earnings_nusd, format_amount
+
+    o: Any = outcome
+    what = "done" if o.ok else ("cancelled" if o.cancelled else f"failed ({o.error_code})")
+    nusd = (
+        earnings_nusd(o.input_tokens, o.output_tokens, o.input_per_1m, o.output_per_1m)
+        if o.ok
+        else 0
+    )
+    source = "" if o.source == "coordinator" else f" [{o.source}]"
+    return (
+        f"job {o.job_id[:8]} {what}{source}: model {o.model_id}, "
+        f"{o.input_tokens}+{o.output_tokens} tokens, {o.duration_ms / 1000:.2f} s, "
+        f"≈ {format_amount(nusd)} estimated"
+    )
+
+
 @handle_user_errors
 def run(args: argparse.Namespace) -> int:
     from usepod_desktop.core.logsetup import setup_logging
@@ -101,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
 async def serve(args: argparse.Namespace, config: object) -> int:
     from usepod_desktop.core.agent import Agent
     from usepod_desktop.core.config import find_config
-    from usepod_desktop.core.events import StateChanged
     from usepod_desktop.core.ledger import Ledger
 
     ledger = Ledger()  # a broken database is reported and never stops serving
@@ -112,18 +150,17 @@ async def serve(args: argparse.Namespace, config: object) -> int:
         config_path=find_config(args.config),  # type: ignore[arg-type]
         allow_insecure=bool(args.allow_insecure),
         ledger=ledger,
+        instance_kind=process_kind(),  # named to a second process on this identity
     )
-    agent.events.subscribe(
-        lambda e: (
-            log.info("state: %s (%s)", e.state.value, e.reason)
-            if isinstance(e, StateChanged)
-            else None
-        )
-    )
+    agent.events.subscribe(log_event)
     stop = asyncio.Event()
     handlers = install_stop_handlers(asyncio.get_running_loop(), stop)
     try:
-        await agent.start()
+        try:
+            await agent.start()
+        except BaseException:  # e.g. another process serves under this identity: one line
+            await asyncio.to_thread(ledger.close)
+            raise
         await agent.serving.start_control()  # `usepod-desktop pause/resume/status`
         log.info("agent started (public key %s); Ctrl-C to stop", agent.public_key_b64)
         await stop.wait()

@@ -146,13 +146,15 @@ def build_request(model: str, prompt: str, max_tokens: int) -> dict[str, Any]:
 def _banner(url: str) -> None:
     _say(f"Sandbox coordinator listening on {url}")
     _say()
-    _say("Point the agent at it: put this in agent.toml")
+    _say("Point an agent at it with a config file of its own (e.g. sandbox.toml; your real")
+    _say("agent.toml stays as it is). Jobs from a sandbox are recorded as sandbox jobs, never")
+    _say("as earnings:")
     _say()
     _say("    [coordinator]")
     _say(f'    url = "{url}"')
     _say()
     _say("and start it with --allow-insecure (a ws:// URL is not encrypted), e.g.")
-    _say("    usepod-desktop run --allow-insecure --config agent.toml")
+    _say("    usepod-desktop run --allow-insecure --config sandbox.toml")
     _say()
     _say("Type a prompt and press Enter to send it as a job. Ctrl-D or Ctrl-C quits.")
 

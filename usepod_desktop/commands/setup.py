@@ -153,7 +153,14 @@ async def _pair(flow: PairingFlow, screen: Screen, *, explicit_config: bool) -> 
     try:
         await flow.prepare()
         code = await flow.issue()
-        screen.banner(code)
+        if code.sandbox and not explicit_config and flow.config_path.exists():
+            return fail(
+                f"{flow.base} is a local sandbox coordinator: pairing with it would replace "
+                f"your agent.toml at {flow.config_path}; pass --config FILE to write a "
+                "separate one (e.g. --config sandbox.toml)",
+                1,
+            )
+        screen.banner(code, config_path=flow.config_path)
         countdown = asyncio.create_task(screen.countdown(flow, code))
         try:
             outcome = await flow.wait(code)
@@ -163,7 +170,7 @@ async def _pair(flow: PairingFlow, screen: Screen, *, explicit_config: bool) -> 
         if isinstance(outcome, Expired):
             return fail(
                 f"pair code {code.pair_code} expired before it was approved; run "
-                "`usepod-desktop setup` again for a new code",
+                f"`{setup_again(flow, explicit_config)}` again for a new code",
                 1,
             )
         result = await flow.complete(outcome)
@@ -172,6 +179,18 @@ async def _pair(flow: PairingFlow, screen: Screen, *, explicit_config: bool) -> 
         return fail(str(exc), 1)
     screen.success(result, explicit_config=explicit_config)
     return 0
+
+
+def setup_again(flow: PairingFlow, explicit_config: bool) -> str:
+    """The setup command line that pairs with the same coordinator (and config file) again."""
+    from usepod_desktop.core.pairing import normalize_base
+
+    command = ["usepod-desktop", "setup"]
+    if flow.base != normalize_base(DEFAULT_COORDINATOR):
+        command += ["--coordinator", flow.base]
+    if explicit_config:
+        command += ["--config", str(flow.config_path)]
+    return shlex.join(command)
 
 
 # --------------------------------------------------------------------------- output
@@ -252,12 +271,20 @@ class Screen:
             self.say(f"  {mark} {b.kind:<9} at {b.url}  ({len(b.models)} model(s): {names})")
         self.say()
 
-    def banner(self, code: PairCode) -> None:
-        self.say("Pair this computer with your Use Pod account:")
-        self.say()
-        self.say(f"  1. Open  {code.page_url}")
-        self.say(f"  2. Enter the code  {code.pair_code}")
-        self.say()
+    def banner(self, code: PairCode, *, config_path: Path | None = None) -> None:
+        if code.sandbox:
+            self.say("This is a local sandbox coordinator: no account, no real earnings.")
+            if config_path is not None:
+                self.say(f"Pairing writes {config_path} pointing at it.")
+            self.say()
+            self.say(f"Approve the code in the sandbox's terminal: type  approve {code.pair_code}")
+            self.say()
+        else:
+            self.say("Pair this computer with your Use Pod account:")
+            self.say()
+            self.say(f"  1. Open  {code.page_url}")
+            self.say(f"  2. Enter the code  {code.pair_code}")
+            self.say()
         art = big_text(code.pair_code, "█" if self.fancy else "#")
         for line in art:
             self.say("     " + line)
@@ -265,8 +292,9 @@ class Screen:
             self.say()
         self.say("     " + spaced(code.pair_code))
         self.say()
-        self.say("  then choose the models and prices to offer and approve.")
-        self.say()
+        if not code.sandbox:
+            self.say("  then choose the models and prices to offer and approve.")
+            self.say()
 
     async def countdown(self, flow: PairingFlow, code: PairCode) -> None:
         """A live `Waiting for approval... 9:41 left` line (a line a minute without a tty)."""
@@ -310,12 +338,12 @@ class Screen:
             self.say("  Host token saved in the OS keyring.")
         for warning in result.warnings:
             self.say(f"  Note: {warning}")
-        command = ["usepod-desktop", "run"]
+        options: list[str] = []
         if explicit_config:
-            command += ["--config", str(result.config_path)]
+            options += ["--config", str(result.config_path)]
         if result.insecure:
-            command.append("--allow-insecure")
+            options.append("--allow-insecure")
         self.say()
         self.say("Start serving:")
-        self.say("  " + " ".join(shlex.quote(part) for part in command))
-        self.say("or start the tray app: usepod-desktop")
+        self.say("  " + shlex.join(["usepod-desktop", "run", *options]))
+        self.say("or start the tray app: " + shlex.join(["usepod-desktop", *options]))

@@ -1,8 +1,8 @@
 """The agent facade: the one object the GUI and the headless runner talk to.
 
 It owns the config, the identity, the backend pool and discovery, the coordinator link and the
-executor; it derives one observable state (offline, connecting, serving, paused, error, needs
-pairing) and publishes events on :attr:`Agent.events`. No Qt here.
+executor; it derives one observable state (offline, connecting, serving, no models offered,
+paused, error, needs pairing) and publishes events on :attr:`Agent.events`. No Qt here.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from usepod_desktop.core.events import (
 )
 from usepod_desktop.core.executor import Executor, JobOutcome
 from usepod_desktop.core.identity import Identity
+from usepod_desktop.core.identity_lock import IdentityLock
 from usepod_desktop.core.ledger import Ledger
 from usepod_desktop.core.link import Link, LinkState, LinkStatus
 from usepod_desktop.core.logsetup import register_secret
@@ -69,6 +70,29 @@ class BackendTest:
     latency_ms: float | None
     detail: str
     models: list[str]
+
+
+def no_models_reason(result: DiscoveryResult) -> str:
+    """Why nothing is advertised, naming each backend that is down and what to do."""
+    if not result.reports:
+        return "no backend is configured: add one in Settings (or agent.toml)"
+    down = [r for r in result.reports if r.status != "ok"]
+    if not down:
+        return (
+            "the backends answer but list no model: load a model in the backend, "
+            "or check the model filters in Settings"
+        )
+    parts = []
+    for report in down[:3]:
+        if report.status == "no_key":
+            hint = f"set {report.config.api_key_env} with `usepod-desktop keys set` or in Settings"
+        elif report.status == "loading":
+            hint = "wait for it to finish loading"
+        else:
+            hint = "start it, or fix its URL in Settings"
+        parts.append(f"{report.config.label} is down ({report.detail}): {hint}")
+    more = f" (and {len(down) - 3} more)" if len(down) > 3 else ""
+    return "; ".join(parts) + more
 
 
 class _LocalSender:
@@ -106,10 +130,13 @@ class Agent:
         backoff: Backoff | None = None,
         ledger: Ledger | None = None,
         ledger_source: str | None = None,
+        instance_kind: str = "run",
     ) -> None:
         """`ledger`: record every finished job there (the caller owns and closes it);
         `ledger_source="sandbox"` marks coordinator jobs as sandbox jobs. Prometheus metrics are
-        served while the agent runs when `observability.prometheus_addr` is set."""
+        served while the agent runs when `observability.prometheus_addr` is set.
+        `instance_kind` ("tray", "run", "service") names this process in the one-process-per-
+        identity lock's message to a second one (core/identity_lock.py)."""
         self.config = config
         self.config_path = config_path
         self.allow_insecure = allow_insecure
@@ -146,6 +173,8 @@ class Agent:
         self.ledger_source = ledger_source
         self._ledger_detach: Callable[[], None] | None = None
         self.metrics: MetricsServer | None = None
+        self.instance_kind = instance_kind
+        self.identity_lock: IdentityLock | None = None
 
     @classmethod
     def from_file(
@@ -167,9 +196,19 @@ class Agent:
         """Load (or create) the identity and connect; returns once the link task runs."""
         if self._running:
             return
+        lock = IdentityLock(self.config.key_path, self.instance_kind)
+        await asyncio.to_thread(lock.acquire)  # IdentityInUse: another process serves as us
+        self.identity_lock = lock
         self._running = True
         self.started_at = time.monotonic()
-        self.identity = await asyncio.to_thread(identity_mod.load_or_create, self.config.key_path)
+        try:
+            self.identity = await asyncio.to_thread(
+                identity_mod.load_or_create, self.config.key_path
+            )
+        except BaseException:
+            self._running = False
+            self._release_identity_lock()
+            raise
         if self.ledger is not None:
             self._ledger_detach = self.ledger.attach(self, source=self.ledger_source)
         if self.config.observability.prometheus_addr:
@@ -233,7 +272,13 @@ class Agent:
         if self._ledger_detach is not None:
             self._ledger_detach()
             self._ledger_detach = None
+        self._release_identity_lock()
         self._set_state(AgentState.OFFLINE, "stopped")
+
+    def _release_identity_lock(self) -> None:
+        lock, self.identity_lock = self.identity_lock, None
+        if lock is not None:
+            lock.release()
 
     # ---- serving controls --------------------------------------------------------------
 
@@ -279,6 +324,10 @@ class Agent:
             return
         if old.coordinator != config.coordinator or old.key_path != config.key_path:
             if old.key_path != config.key_path:
+                lock = IdentityLock(config.key_path, self.instance_kind)
+                await asyncio.to_thread(lock.acquire)  # before the old one goes
+                self._release_identity_lock()
+                self.identity_lock = lock
                 self.identity = await asyncio.to_thread(
                     identity_mod.load_or_create, config.key_path
                 )
@@ -372,6 +421,8 @@ class Agent:
                     self._backend_up[label] = up
                     self.events.emit(BackendStatusChanged(label, up, report.detail))
             self.events.emit(DiscoveryCompleted(result))
+            if self.link is not None:
+                self._refresh_state()
             return result
 
     def _advertised_key(self) -> tuple[Any, ...]:
@@ -428,6 +479,8 @@ class Agent:
         if status.state == LinkState.CONNECTED:
             if self.paused:
                 self._set_state(AgentState.PAUSED, self.pause_reason or "not taking new jobs")
+            elif self.discovery is not None and not self.discovery.models:
+                self._set_state(AgentState.NO_MODELS, no_models_reason(self.discovery))
             else:
                 n = len(self.discovery.models) if self.discovery else 0
                 self._set_state(AgentState.SERVING, f"{n} model(s) advertised")

@@ -569,7 +569,16 @@ def is_stale(
     if existing is None:
         return False
     argv = list(command) if command is not None else launch_command(platform=kind)
-    return existing != argv
+    return _program_of(existing) != argv
+
+
+def _program_of(argv: Sequence[str]) -> list[str]:
+    """The program part of an entry's argv: what comes before its first option (`--config F`
+    written by `autostart on --config F` is the user's, not part of the program)."""
+    for i, arg in enumerate(argv):
+        if i and arg.startswith("--"):
+            return list(argv[:i])
+    return list(argv)
 
 
 def refresh(
@@ -585,9 +594,22 @@ def refresh(
     if not enabled(kind, registry=registry):
         return False
     argv = list(command) if command is not None else launch_command(platform=kind)
-    if current_command(kind, registry=registry) == argv:
+    existing = current_command(kind, registry=registry) or []
+    program = _program_of(existing)
+    if program == argv:
         return False
     if kind == "darwin" and macos_translocation_problem(argv[0]) is not None:
         return False  # never repoint a good entry at a temporary copy
-    _write(argv, kind, registry)
+    _write(argv + _kept_options(existing[len(program) :]), kind, registry)
     return True
+
+
+def _kept_options(options: Sequence[str]) -> list[str]:
+    """What a repointed entry keeps: `--config FILE` (from `autostart on --config FILE`)."""
+    kept: list[str] = []
+    for i, arg in enumerate(options):
+        if arg == "--config" and i + 1 < len(options):
+            kept += [arg, options[i + 1]]
+        elif arg.startswith("--config="):
+            kept.append(arg)
+    return kept

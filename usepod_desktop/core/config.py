@@ -169,6 +169,10 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     serving: ServingConfig = ServingConfig()
+    #: `[model_aliases]`: a backend's own model id -> the id to advertise (e.g. a llama.cpp
+    #: model listed under its file path). A top-level table of its own: the reference agent
+    #: ignores unknown top-level tables but rejects unknown keys inside `[[backends]]`.
+    model_aliases: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def key_path(self) -> Path:
@@ -190,7 +194,11 @@ def find_config(explicit: str | Path | None = None) -> Path:
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}", field="--config")
+            raise ConfigError(
+                f"config file not found: {path} (`usepod-desktop setup` pairs this computer "
+                "and writes agent.toml)",
+                field="--config",
+            )
         return path
     candidate = paths.default_config_path()
     if candidate.is_file():
@@ -199,7 +207,9 @@ def find_config(explicit: str | Path | None = None) -> Path:
     if local.is_file():
         return local
     raise ConfigError(
-        f"no agent.toml found; pass --config or place one at {candidate}", field="--config"
+        f"no agent.toml found: run `usepod-desktop setup` to pair this computer and write "
+        f"one, pass --config, or place one at {candidate}",
+        field="--config",
     )
 
 
@@ -207,11 +217,41 @@ def load_config(path: str | Path | None = None, *, allow_insecure: bool = False)
     """Find, read and validate agent.toml."""
     found = find_config(path)
     remember_loaded(found)  # before reading: a change in between makes a later save refuse
+    return parse_config(read_config_text(found), allow_insecure=allow_insecure)
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_SAVE_AS_UTF8 = "save it as UTF-8 (in Notepad: File > Save as > Encoding: UTF-8)"
+
+
+def read_config_text(path: Path) -> str:
+    """agent.toml as text: UTF-8, with or without a byte-order mark (Notepad writes one).
+
+    Anything else (UTF-16, what Notepad's "Unicode" saves; Latin-1; binary) is one ConfigError
+    line naming the encoding problem, never a UnicodeDecodeError traceback."""
     try:
-        text = found.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"cannot read {found}: {exc.strerror}") from None
-    return parse_config(text, allow_insecure=allow_insecure)
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    return decode_config_bytes(data, path)
+
+
+def decode_config_bytes(data: bytes, path: Path) -> str:
+    """The text of agent.toml's bytes (see :func:`read_config_text`)."""
+    if data.startswith(_UTF8_BOM):
+        data = data[len(_UTF8_BOM) :]
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(data) > 1 and b"\x00" in data[:64]):
+        raise ConfigError(
+            f"{path} is saved as UTF-16, not UTF-8: {_SAVE_AS_UTF8}", field="encoding"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}): "
+            f"{_SAVE_AS_UTF8}",
+            field="encoding",
+        ) from None
 
 
 def parse_config(text: str, *, allow_insecure: bool = False) -> Config:
@@ -299,7 +339,40 @@ def config_from_dict(raw: Mapping[str, Any], *, allow_insecure: bool = False) ->
         limits=limits,
         observability=observability,
         serving=_serving(raw),
+        model_aliases=_model_aliases(raw),
     )
+
+
+MAX_MODEL_ID_CHARS = 256
+
+
+def _model_aliases(raw: Mapping[str, Any]) -> dict[str, str]:
+    if "model_aliases" not in raw:
+        return {}
+    table = _table(raw, "model_aliases")
+    aliases: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for backend_id, advertised in table.items():
+        where = f"model_aliases.{_quote_key(str(backend_id))}"
+        if not isinstance(advertised, str) or not advertised.strip():
+            raise ConfigError(
+                f"{where}: expected the model id to advertise (a string)", field=where
+            )
+        advertised = advertised.strip()
+        if len(advertised) > MAX_MODEL_ID_CHARS or any(ord(c) < 32 for c in advertised):
+            raise ConfigError(
+                f"{where}: not a usable model id (at most {MAX_MODEL_ID_CHARS} printable "
+                "characters)",
+                field=where,
+            )
+        if advertised in owner:
+            raise ConfigError(
+                f"{where}: {advertised!r} is already the alias of {owner[advertised]!r}",
+                field=where,
+            )
+        owner[advertised] = str(backend_id)
+        aliases[str(backend_id)] = advertised
+    return aliases
 
 
 def validate_coordinator_url(url: str, *, allow_insecure: bool) -> None:
@@ -626,6 +699,15 @@ def render_config(config: Config, existing_text: str | None = None) -> str:
         _sync(obs, "log_level", config.observability.log_level)
 
     _sync_serving(doc, config.serving)
+    if config.model_aliases or "model_aliases" in doc:
+        if not config.model_aliases:
+            del doc["model_aliases"]
+        else:
+            aliases = _ensure_table(doc, "model_aliases")
+            for gone in [k for k in aliases if k not in config.model_aliases]:
+                del aliases[gone]
+            for backend_id, advertised in config.model_aliases.items():
+                _sync(aliases, backend_id, advertised)
 
     return tomlkit.dumps(doc)
 
@@ -680,8 +762,9 @@ def save_config(config: Config, path: str | Path, *, allow_insecure: bool = True
             "(Revert in the settings) and apply your changes again"
         )
     existing = None
-    if raw is not None:  # as read_text() reads it: universal newlines
-        existing = raw.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    if raw is not None:  # as read_text() reads it: universal newlines; a BOM is dropped
+        decoded = decode_config_bytes(raw, target)
+        existing = decoded.replace("\r\n", "\n").replace("\r", "\n")
     text = render_config(config, existing)
     reparsed = parse_config(text, allow_insecure=allow_insecure)
     if reparsed != config:

@@ -26,9 +26,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import httpx
@@ -101,6 +102,13 @@ class AdvertisedModel:
     upstream: UpstreamPrice | None
     below_cost: bool
     backend_ref: Backend = field(repr=False, compare=False)
+    #: The id the backend itself knows the model by, when `[model_aliases]` renamed it.
+    backend_model_id: str | None = None
+
+    @property
+    def served_as(self) -> str:
+        """The model id to send to the backend (jobs for the advertised id go there)."""
+        return self.backend_model_id or self.model_id
 
     def to_wire(self) -> dict[str, Any]:
         """The model's entry in the capabilities frame (the reference's field order)."""
@@ -353,6 +361,34 @@ def _price(
     return choice.price, choice.below_cost, choice.warning
 
 
+_WEIGHT_FILES = (".gguf", ".bin", ".safetensors", ".pt", ".pth", ".onnx", ".ggml")
+
+
+def looks_like_a_path(model_id: str) -> bool:
+    """A model listed under a local file path (llama.cpp's `-m .venv/.../model.gguf`): users
+    would see the operator's directories and an unusable id."""
+    text = model_id.strip()
+    if text.startswith(("/", "./", "../", "~/", "\\")) or re.match(r"^[A-Za-z]:[\\/]", text):
+        return True
+    return text.lower().endswith(_WEIGHT_FILES) or "/." in text or "\\" in text
+
+
+def suggested_id(model_id: str) -> str:
+    """`/x/y/SmolLM2-135M-Q8_0.gguf` -> `SmolLM2-135M-Q8_0`."""
+    name = re.split(r"[\\/]", model_id.rstrip("/\\"))[-1]
+    for ext in _WEIGHT_FILES:
+        if name.lower().endswith(ext):
+            return name[: -len(ext)] or name
+    return name
+
+
+def path_id_warning(model_id: str) -> str:
+    return (
+        f"{model_id}: looks like a local file path, which users would see as the model id; "
+        f'name it in agent.toml: [model_aliases] "{model_id}" = "{suggested_id(model_id)}"'
+    )
+
+
 async def discover(config: Config, pool: BackendPool) -> DiscoveryResult:
     """One discovery pass over `config.backends` (see the module docs). Never raises for a
     backend's failure: it is reported and skipped."""
@@ -377,13 +413,18 @@ async def discover(config: Config, pool: BackendPool) -> DiscoveryResult:
                     report.warnings.append(f"{wanted}: in the allow-list but not offered")
             allowed = set(allow)
             models = [m for m in models if m.model_id in allowed]
-        for model in models:
+        for found in models:
+            alias = config.model_aliases.get(found.model_id)
+            model = replace(found, model_id=alias) if alias else found  # priced as advertised
+            if alias is None and looks_like_a_path(found.model_id):
+                report.warnings.append(path_id_warning(found.model_id))
             price, below, warning = _price(cfg, model, config)
             if warning:
                 report.warnings.append(warning)
             if price is None:
                 continue
             candidate = AdvertisedModel(
+                backend_model_id=found.model_id if alias else None,
                 model_id=model.model_id,
                 input_per_1m=price.input_per_1m,
                 output_per_1m=price.output_per_1m,
@@ -407,7 +448,7 @@ async def discover(config: Config, pool: BackendPool) -> DiscoveryResult:
             pool._log_warnings(cfg, report.warnings)
             continue
         for model_id in report.models_found:
-            owner = winner_of.get(model_id)
+            owner = winner_of.get(config.model_aliases.get(model_id, model_id))
             if owner is backend:
                 report.models_advertised.append(model_id)
             elif owner is not None and (cfg.models is None or model_id in cfg.models):

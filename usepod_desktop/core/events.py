@@ -21,6 +21,8 @@ class AgentState(StrEnum):
     OFFLINE = "offline"
     CONNECTING = "connecting"
     SERVING = "serving"
+    #: Connected, but no model is advertised (every backend down, no key, nothing loaded).
+    NO_MODELS = "no_models"
     PAUSED = "paused"
     ERROR = "error"
     NEEDS_PAIRING = "needs_pairing"
@@ -31,6 +33,7 @@ class AgentState(StrEnum):
             AgentState.OFFLINE: "Offline",
             AgentState.CONNECTING: "Connecting",
             AgentState.SERVING: "Serving",
+            AgentState.NO_MODELS: "No models offered",
             AgentState.PAUSED: "Paused",
             AgentState.ERROR: "Error",
             AgentState.NEEDS_PAIRING: "Needs pairing",

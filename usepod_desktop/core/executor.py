@@ -292,7 +292,9 @@ class Executor:
         code: str | None = None
         message: str | None = None
         terminal: str | None = None
-        request = JobRequest(job_id, route.model_id, job.request, job.format)
+        # the backend's own id ([model_aliases] may advertise it under another one)
+        served_as = getattr(route, "backend_model_id", None) or route.model_id
+        request = JobRequest(job_id, served_as, job.request, job.format)
         try:
             try:
                 async with asyncio.timeout(job.deadline_ms / 1000):

@@ -176,6 +176,8 @@ class Link:
         self.ssl_context = ssl_context
         self.on_status = on_status
         self.on_provider_id = on_provider_id
+        #: The coordinator said `"sandbox": true` in auth_ok (docs/sandbox.md).
+        self.sandbox = False
         self.status = LinkStatus(LinkState.OFFLINE)
         self.sessions = 0  # completed handshakes, for the UI and tests
         self.last_auth_failure: str | None = None
@@ -284,7 +286,8 @@ class Link:
             self._set(LinkState.AUTHENTICATING, self.url)
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                 provider_id = await self._handshake(ws)
-            if provider_id and provider_id != self.identity.provider_id:
+            # a sandbox's provider ids are throw-away: never written into the shared identity
+            if provider_id and provider_id != self.identity.provider_id and not self.sandbox:
                 try:
                     validate_provider_id(provider_id)
                 except IdentityError as exc:  # logged and ignored: the session goes on
@@ -327,6 +330,9 @@ class Link:
             raise AuthRejected(safe_remote_text(answer.reason))
         assert isinstance(answer, protocol.AuthOk)
         self.last_auth_failure = None
+        self.sandbox = answer.sandbox
+        if answer.sandbox:
+            log.info("the coordinator is a local sandbox: its jobs are recorded as sandbox jobs")
         return answer.provider_id or self.identity.provider_id
 
     async def _expect(self, ws: ClientConnection, *kinds: type) -> Any:
@@ -347,7 +353,7 @@ class Link:
 
     async def _receive(self, ws: ClientConnection) -> None:
         executor = self.executor
-        send = ws.send
+        send: Any = _SandboxSender(ws.send) if self.sandbox else ws.send
         async for raw in ws:
             try:
                 frame = protocol.parse_inbound(raw)
@@ -379,6 +385,18 @@ class Link:
                 log.exception("link status listener failed")
 
 
+class _SandboxSender:
+    """`ws.send` for a sandbox session: the executor records its jobs with source "sandbox"."""
+
+    source = "sandbox"
+
+    def __init__(self, send: Callable[[str], Awaitable[None]]) -> None:
+        self._send = send
+
+    async def __call__(self, text: str) -> None:
+        await self._send(text)
+
+
 def default_ssl_context() -> ssl.SSLContext:
     """Certificate-verifying TLS for wss://: the OS trust store, plus certifi's CA bundle in a
     frozen build (a PyInstaller bundle cannot rely on the system's OpenSSL paths)."""
@@ -394,6 +412,8 @@ def default_ssl_context() -> ssl.SSLContext:
 
 
 def _describe(exc: BaseException) -> str:
+    """One line in the words pairing and the backends use ("cannot resolve host name"), never
+    a Python exception text like `gaierror: [Errno -2] ...`."""
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, ConnectionClosed):
@@ -408,5 +428,9 @@ def _describe(exc: BaseException) -> str:
         return f"TLS certificate rejected: {exc.verify_message}"
     if isinstance(exc, websockets.exceptions.InvalidStatus):
         return f"coordinator answered HTTP {exc.response.status_code}"
+    if isinstance(exc, OSError):
+        from usepod_desktop.core.backends.openai_compat import connect_failure_text
+
+        return connect_failure_text(exc)
     text = str(exc).splitlines()[0] if str(exc) else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

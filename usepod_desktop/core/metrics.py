@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 #: Time to first byte of an inference job: from tens of ms (a warm local model) to a minute.
 TTFB_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-CONNECTED_STATES = frozenset({AgentState.SERVING, AgentState.PAUSED})
+CONNECTED_STATES = frozenset({AgentState.SERVING, AgentState.NO_MODELS, AgentState.PAUSED})
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

@@ -187,6 +187,9 @@ class PairCode:
     expires_at: datetime
     deadline: float
     poll_token: str = field(repr=False)
+    #: The answer said `"sandbox": true`: a local sandbox, approved in its own terminal (there
+    #: is no web page) and whose provider id is not written into the shared identity.
+    sandbox: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,8 +547,9 @@ class PairingFlow:
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base = normalize_base(coordinator)
-        self.page_url = pair_page_url(self.base)
+        self.set_coordinator(coordinator)
+        #: Set by issue(): the coordinator is a local sandbox (docs/sandbox.md).
+        self.sandbox = False
         self.config_path = Path(config_path) if config_path else paths.default_config_path()
         self._identity_path = identity_path
         self.secrets = secrets or SecretStore()
@@ -771,13 +775,21 @@ class PairingFlow:
             lifetime = CODE_LIFETIME_S
             expires_at = now + timedelta(seconds=lifetime)
         assert expires_at is not None
+        self.sandbox = body.get("sandbox") is True
         return PairCode(
             pair_code=pair_code.strip(),
             page_url=self.page_url,
             expires_at=expires_at,
             deadline=self.clock() + lifetime,
             poll_token=poll_token,
+            sandbox=self.sandbox,
         )
+
+    def set_coordinator(self, coordinator: str) -> None:
+        """Pair with another coordinator (a sandbox, staging) before :meth:`issue`; raises
+        PairingError for a URL that is not http(s)/ws(s)."""
+        self.base = normalize_base(coordinator)
+        self.page_url = pair_page_url(self.base)
 
     # ---- step 5
 
@@ -913,6 +925,9 @@ class PairingFlow:
         )
 
     def _save_identity(self, identity: Identity, provider_id: str) -> None:
+        sandbox = self.sandbox  # a sandbox's provider id is throw-away: the key file only
+        if sandbox and not self.identity_is_new:
+            return
         if not self.identity_is_new:
             try:
                 identity.set_provider_id(provider_id)
@@ -927,7 +942,7 @@ class PairingFlow:
             identity_mod.validate_provider_id(provider_id)
         except IdentityError as exc:
             raise PairingError(f"not saving the identity: {exc}") from None
-        identity.provider_id = provider_id
+        identity.provider_id = None if sandbox else provider_id
         try:
             identity.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(identity.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

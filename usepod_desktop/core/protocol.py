@@ -155,9 +155,12 @@ class AuthChallenge:
 
 @dataclass(frozen=True, slots=True)
 class AuthOk:
-    """`provider_id` is None when absent, null or empty."""
+    """`provider_id` is None when absent, null or empty. `sandbox` is true only when the frame
+    says `"sandbox": true`, which the local sandbox coordinator sends and the real one never
+    does (docs/sandbox.md): its jobs are not real earnings."""
 
     provider_id: str | None
+    sandbox: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,11 +369,13 @@ def auth_challenge(nonce: bytes) -> str:
     return _dumps({"type": "auth_challenge", "nonce": _b64(nonce)})
 
 
-def auth_ok(provider_id: str | None) -> str:
-    """`auth_ok`; `provider_id` is omitted when None."""
+def auth_ok(provider_id: str | None, *, sandbox: bool = False) -> str:
+    """`auth_ok`; `provider_id` is omitted when None; `sandbox` adds `"sandbox": true`."""
     frame: dict[str, Any] = {"type": "auth_ok"}
     if provider_id is not None:
         frame["provider_id"] = provider_id
+    if sandbox:
+        frame["sandbox"] = True
     return _dumps(frame)
 
 
@@ -579,7 +584,9 @@ def _p_auth_challenge(r: _Reader) -> AuthChallenge:
 
 
 def _p_auth_ok(r: _Reader) -> AuthOk:
-    return AuthOk(provider_id=r.opt_string("provider_id") or None)
+    return AuthOk(
+        provider_id=r.opt_string("provider_id") or None, sandbox=r.get("sandbox", False) is True
+    )
 
 
 def _p_auth_failed(r: _Reader) -> AuthFailed:

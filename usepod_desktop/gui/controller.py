@@ -14,9 +14,10 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QObject, QTimer, QUrl, Signal
+from PySide6.QtCore import QFileSystemWatcher, QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QSystemTrayIcon, QWidget
 
@@ -30,7 +31,7 @@ from usepod_desktop.gui.bridge import AgentBridge
 from usepod_desktop.gui.errors import show_message, show_user_error
 from usepod_desktop.gui.notify import Level, Notifier
 from usepod_desktop.gui.prefs import Prefs
-from usepod_desktop.gui.widgets import APP_TITLE
+from usepod_desktop.gui.widgets import APP_TITLE, elide
 
 if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
@@ -44,7 +45,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NOT_PAIRED = "Not paired yet: run `usepod-desktop setup` or try `usepod-desktop --sandbox`"
+CONFIG_RELOAD_DEBOUNCE_MS = 300
+#: The GUI's words (the menu and the status window offer "Pair this computer..." next to it).
+NOT_PAIRED = "not paired yet; choose “Pair this computer…”"
+#: Where there is no pairing wizard (a build without it): the command-line way.
+NOT_PAIRED_CLI = "Not paired yet: run `usepod-desktop setup` or try `usepod-desktop --sandbox`"
 TRAY_RECHECK_MS = 5000
 
 
@@ -61,7 +66,8 @@ class StartOptions:
 
 class TodayCounter:
     """Jobs served today and their estimated earnings, counted from JobFinished events (used
-    when there is no ledger, or while it cannot be read). Test jobs do not count."""
+    when there is no ledger, or while it cannot be read). Test jobs do not count; sandbox jobs
+    only in sandbox mode."""
 
     def __init__(self, today: Callable[[], date] = date.today) -> None:
         self._today = today
@@ -69,9 +75,11 @@ class TodayCounter:
         self.jobs = 0
         self.earnings_nusd = 0
 
-    def add(self, event: JobFinished) -> None:
+    def add(self, event: JobFinished, counted: str = "coordinator") -> None:
+        """Count `event` when it is a done job of source `counted` (sandbox jobs are never
+        counted as real earnings, test jobs never at all)."""
         outcome = event.outcome
-        if not outcome.ok or outcome.source == "test":
+        if not outcome.ok or outcome.source != counted:
             return
         ended = outcome.ended_at
         day = ended.astimezone().date() if isinstance(ended, datetime) else self._today()
@@ -162,6 +170,17 @@ class AppController(QObject):
         self._ledger_timer.setSingleShot(True)
         self._ledger_timer.setInterval(500)
         self._ledger_timer.timeout.connect(self.refresh_today)
+        #: The agent.toml that could not be loaded (None: no such problem). While it is set,
+        #: the file (and its folder: editors and our own saves replace the file) is watched
+        #: and a change starts the agent again; "Reload agent.toml" does the same by hand.
+        self.config_problem_path: Path | None = None
+        self._config_watch = QFileSystemWatcher(self)
+        self._config_watch.fileChanged.connect(self._config_changed)
+        self._config_watch.directoryChanged.connect(self._config_changed)
+        self._reload_timer = QTimer(self)
+        self._reload_timer.setSingleShot(True)
+        self._reload_timer.setInterval(CONFIG_RELOAD_DEBOUNCE_MS)
+        self._reload_timer.timeout.connect(self.reload_config_file)
 
     # ---- the agent ---------------------------------------------------------------------
 
@@ -228,6 +247,7 @@ class AppController(QObject):
 
         self.options = options
         self.sandbox = options.sandbox
+        self._watch_config(None)
         self.set_problem(AgentState.CONNECTING, "starting")
         self.updates.start()
         try:
@@ -243,8 +263,13 @@ class AppController(QObject):
                         self.set_problem(AgentState.ERROR, exc.message)
                     return
                 allow = options.allow_insecure or self.prefs.allow_insecure
-                config = await asyncio.to_thread(load_config, path, allow_insecure=allow)
-                agent = Agent(config, config_path=path, allow_insecure=allow)
+                try:
+                    config = await asyncio.to_thread(load_config, path, allow_insecure=allow)
+                except ConfigError as exc:
+                    self._watch_config(path)
+                    self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
+                    return
+                agent = Agent(config, config_path=path, allow_insecure=allow, instance_kind="tray")
         except UserFacingError as exc:
             self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
             return
@@ -284,7 +309,9 @@ class AppController(QObject):
         config = await session.start(base)
         self.sandbox_session = session
         self.demo_labels = set(session.demo_labels)
-        return Agent(config, config_path=session.config_path, allow_insecure=True)
+        return Agent(
+            config, config_path=session.config_path, allow_insecure=True, instance_kind="tray"
+        )
 
     # ---- what the tray shows -----------------------------------------------------------
 
@@ -337,8 +364,10 @@ class AppController(QObject):
         jobs, nusd = self.today_summary()
         title = f"{APP_TITLE} (sandbox)" if self.sandbox else APP_TITLE
         money = "demo" if self.sandbox else f"≈ {format_amount(nusd, places=None)}"
-        lines = [
-            f"{title}: {self.state.label}",
+        lines = [f"{title}: {self.state.label}"]
+        if self.state == AgentState.NO_MODELS:  # which backend is down, cut to fit
+            lines.append(elide(self.reason, 70))
+        lines += [
             f"{self.jobs_running} job(s) running",
             f"Today: {jobs} job(s), {money}",
         ]
@@ -399,6 +428,36 @@ class AppController(QObject):
     def toggle_pause(self) -> None:
         self.resume() if self.paused else self.pause()
 
+    # ---- an invalid agent.toml: watch it, reload it --------------------------------------
+
+    def _watch_config(self, path: Path | None) -> None:
+        watched = self._config_watch.files() + self._config_watch.directories()
+        if watched:
+            self._config_watch.removePaths(watched)
+        self.config_problem_path = path
+        if path is not None:
+            self._config_watch.addPaths([str(path), str(path.parent)])
+
+    def _config_changed(self, _path: str) -> None:
+        if self.config_problem_path is not None and not self.stopping:
+            self._reload_timer.start()  # an editor writes in steps: wait until it is done
+
+    def reload_config_file(self) -> None:
+        """Start again from agent.toml (after it was invalid): "Reload agent.toml"."""
+        if self.agent is not None or self.stopping:
+            return
+        tasks.spawn(self.start(self.options), name="reload agent.toml")
+
+    def open_config_file(self) -> bool:
+        """Open the invalid agent.toml in the desktop's editor (to fix it)."""
+        path = self.config_problem_path
+        if path is None:
+            return False
+        ok = bool(self.open_url(QUrl.fromLocalFile(str(path))))
+        if not ok:
+            show_message(None, "agent.toml", f"agent.toml is at {path}")
+        return ok
+
     def open_settings(self, tab: str | None = None) -> SettingsWindow | None:
         if self.agent is None:
             self.show_status_window()
@@ -433,7 +492,7 @@ class AppController(QObject):
         try:
             from usepod_desktop.gui.pairing import open_pairing_wizard
         except ImportError:
-            show_message(None, "Pairing", NOT_PAIRED)
+            show_message(None, "Pairing", NOT_PAIRED_CLI)
             return None
         return open_pairing_wizard(self)
 
@@ -529,11 +588,18 @@ class AppController(QObject):
         self._autostart_on = await asyncio.to_thread(self._read_autostart)
 
     def set_start_at_login(self, on: bool) -> None:
+        config: str | None = None
+        if self.options.config and not self.sandbox:  # start with this app's agent.toml
+            config = str(Path(self.options.config).expanduser().absolute())
+
         async def change() -> None:
             from usepod_desktop.core import autostart
 
             if on:
-                await asyncio.to_thread(autostart.enable)
+                command = autostart.launch_command()
+                if config is not None:
+                    command += ["--config", config]
+                await asyncio.to_thread(autostart.enable, command=command)
             else:
                 await asyncio.to_thread(autostart.disable)
             await self._refresh_autostart()
@@ -611,7 +677,7 @@ class AppController(QObject):
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, JobFinished):
-            self.today.add(event)
+            self.today.add(event, "sandbox" if self.sandbox else "coordinator")
             if self.ledger is not None and not self._ledger_timer.isActive():
                 self._ledger_timer.start()  # at most one ledger read per 0.5 s
         self.statusChanged.emit()

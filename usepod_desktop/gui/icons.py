@@ -43,6 +43,7 @@ PERSONALIZE_KEY = r"Software\Microsoft\Windows\CurrentVersion\Themes\Personalize
 STATE_COLOURS: dict[AgentState, tuple[str, str]] = {
     AgentState.SERVING: ("#1a9447", "#3fd177"),
     AgentState.PAUSED: ("#d38300", "#ffb81f"),
+    AgentState.NO_MODELS: ("#c25e00", "#ff9a3c"),
     AgentState.CONNECTING: ("#1f6fd1", "#5ea6ff"),
     AgentState.OFFLINE: ("#6b6b6b", "#b4b4b4"),
     AgentState.ERROR: ("#d12c26", "#ff5b52"),

@@ -74,6 +74,10 @@ class LogViewer(QWidget):
         self.level.setCurrentIndex(1)
         self.level.currentIndexChanged.connect(self.render)
         top.addWidget(self.level)
+        #: Says when the chosen level shows less than asked (debug records are not written).
+        self.level_note = QLabel("", self)
+        self.level_note.setObjectName("logLevelNote")
+        top.addWidget(self.level_note)
         self.where = QLabel(str(self.path), self)
         self.where.setStyleSheet("QLabel { color: palette(placeholder-text); }")
         top.addWidget(self.where, 1)
@@ -89,7 +93,8 @@ class LogViewer(QWidget):
         self.text.setObjectName("logText")
         self.text.setReadOnly(True)
         self.text.setMaximumBlockCount(MAX_LINES)
-        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        # long lines (tracebacks, reasons naming a backend) wrap at the window's width
+        self.text.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.SystemFont.FixedFont))
         layout.addWidget(self.text, 1)
         self.timer = QTimer(self)
@@ -161,6 +166,12 @@ class LogViewer(QWidget):
         self._append([line for level, line in fresh if level >= self.min_level])
 
     def render(self) -> None:
+        written = logging.getLogger().getEffectiveLevel()
+        self.level_note.setText(
+            "(debug lines are written only with --log-level debug)"
+            if self.min_level < written
+            else ""
+        )
         self.text.clear()
         self._append([line for level, line in self.lines if level >= self.min_level])
 

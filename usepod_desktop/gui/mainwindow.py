@@ -127,6 +127,11 @@ class StatusWindow(QMainWindow):
         self.quit_button.setEnabled(not c.stopping)
         self.pair_button.setVisible(c.needs_pairing)
         supported, why = c.autostart_supported()
+        if supported and c.sandbox:  # the entry starts the real app, never the sandbox
+            self.autostart.setText("Start the app at login (not the sandbox)")
+            why = "At login this starts Use Pod normally, serving with your agent.toml"
+        else:
+            self.autostart.setText("Start at login")
         self.autostart.setEnabled(supported)
         self.autostart.setToolTip(why)
         self.autostart.blockSignals(True)

@@ -4,6 +4,8 @@
   `offline_grace_ms` (10 s) after it was serving, so a coordinator deploy (a reconnect within a
   second or two) says nothing; "Connected again" follows only a loss that was announced.
 - A backend going down, or coming back after it was reported down.
+- Connected but no model offered (every backend down, no key, nothing loaded), when that lasts
+  `no_models_grace_ms` (30 s): start-up discovery and a backend restart say nothing.
 - Pairing completed (:meth:`Notifier.paired`, called by the pairing flow).
 
 The switches are in :class:`usepod_desktop.gui.prefs.Prefs` (the settings window's "App" tab).
@@ -24,7 +26,8 @@ Level = Literal["info", "warning", "error"]
 Sink = Callable[[str, str, Level], None]
 
 OFFLINE_GRACE_MS = 10_000
-_ONLINE = (AgentState.SERVING, AgentState.PAUSED)
+NO_MODELS_GRACE_MS = 30_000
+_ONLINE = (AgentState.SERVING, AgentState.NO_MODELS, AgentState.PAUSED)
 
 
 class Notifier(QObject):
@@ -34,6 +37,7 @@ class Notifier(QObject):
         sink: Sink,
         *,
         offline_grace_ms: int = OFFLINE_GRACE_MS,
+        no_models_grace_ms: int = NO_MODELS_GRACE_MS,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -49,6 +53,12 @@ class Notifier(QObject):
         self._timer.setSingleShot(True)
         self._timer.setInterval(offline_grace_ms)
         self._timer.timeout.connect(self._offline_too_long)
+        self._no_models = False
+        self._no_models_announced = False
+        self._no_models_timer = QTimer(self)
+        self._no_models_timer.setSingleShot(True)
+        self._no_models_timer.setInterval(no_models_grace_ms)
+        self._no_models_timer.timeout.connect(self._no_models_too_long)
         #: What was shown, newest last (title, message): for the tests and for debugging.
         self.sent: list[tuple[str, str]] = []
 
@@ -60,6 +70,17 @@ class Notifier(QObject):
     # ---- events
 
     def on_state(self, event: StateChanged) -> None:
+        self._no_models = event.state == AgentState.NO_MODELS
+        if self._no_models:
+            if not self._no_models_announced and not self._no_models_timer.isActive():
+                self._no_models_timer.start()
+        else:
+            self._no_models_timer.stop()
+            if self._no_models_announced and event.state == AgentState.SERVING:
+                self._no_models_announced = False
+                self._send(
+                    "notify/backend", "Serving again", "Use Pod offers models again.", "info"
+                )
         self._online = event.state in _ONLINE
         self._last_reason = event.reason
         if self._online:
@@ -125,6 +146,7 @@ class Notifier(QObject):
         """Quitting: say nothing more (the agent going offline is what the user asked for)."""
         self.suspended = True
         self._timer.stop()
+        self._no_models_timer.stop()
 
     # ---- internals
 
@@ -137,6 +159,17 @@ class Notifier(QObject):
             "notify/disconnect",
             "Lost connection",
             f"Use Pod lost its connection to the coordinator{reason}. It keeps retrying.",
+            "warning",
+        )
+
+    def _no_models_too_long(self) -> None:
+        if not self._no_models:
+            return
+        self._no_models_announced = True
+        self._send(
+            "notify/backend",
+            "No models offered",
+            f"Use Pod is connected but offers no model: {self._last_reason}.",
             "warning",
         )
 

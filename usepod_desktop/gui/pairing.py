@@ -37,6 +37,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QStackedWidget,
@@ -200,6 +201,15 @@ class PairingWizard(QDialog):
         row.addWidget(self.detect_button)
         row.addStretch(1)
         v.addLayout(row)
+        where = QHBoxLayout()
+        where.addWidget(QLabel("Coordinator:", page))
+        self.coordinator_edit = QLineEdit(self.flow.base if self.flow is not None else "", page)
+        self.coordinator_edit.setObjectName("pairingCoordinator")
+        self.coordinator_edit.setToolTip(
+            "Where to pair: Use Pod itself, or another coordinator (a local sandbox, staging)"
+        )
+        where.addWidget(self.coordinator_edit, 1)
+        v.addLayout(where)
         self.page1_error = plain(QLabel(page))
         self.page1_error.setObjectName("page1Error")
         self.page1_error.setWordWrap(True)
@@ -279,6 +289,7 @@ class PairingWizard(QDialog):
         v.addWidget(self.models_intro)
         self.models_table = QTableWidget(0, 3, page)
         self.models_table.setObjectName("activatedModels")
+        self.models_table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.models_table.setHorizontalHeaderLabels(
             ["Model", "Input ($ per 1M tokens)", "Output ($ per 1M tokens)"]
         )
@@ -355,6 +366,13 @@ class PairingWizard(QDialog):
         self.none_found.setVisible(not found)
 
     def _next(self) -> None:
+        assert self.flow is not None
+        try:
+            self.flow.set_coordinator(self.coordinator_edit.text())
+        except UserFacingError as exc:
+            set_tone(self.page1_error, exc.message, "error")
+            return
+        self.page1_error.hide()
         self.pages.setCurrentIndex(PAGE_CODE)
         self.next_button.hide()
         self._new_code()
@@ -395,9 +413,25 @@ class PairingWizard(QDialog):
         self.code = code
         self.code_label.setText(code.pair_code)
         url = code.page_url
-        self.page_link.setText(f"Open <a href='{escape(url)}'>{escape(url)}</a> and enter:")
+        if code.sandbox:  # a local sandbox has no web page: it is approved in its terminal
+            flow = self.flow
+            kept = ""
+            if flow is not None and flow.config_path.exists():
+                # never replace the real agent.toml with a sandbox's (docs/sandbox.md)
+                flow.config_path = flow.config_path.with_name("sandbox.toml")
+                self.config_path = flow.config_path
+                kept = f" Pairing writes {escape(str(flow.config_path))}; your agent.toml stays."
+            self.page_link.setText(
+                "A local sandbox coordinator (no real earnings): in its terminal, type "
+                f"<b>approve {escape(code.pair_code)}</b>.{kept}"
+            )
+            waiting = "Waiting for the approval in the sandbox's terminal..."
+        else:
+            self.page_link.setText(f"Open <a href='{escape(url)}'>{escape(url)}</a> and enter:")
+            waiting = "Waiting for you to approve this computer on the website..."
         self._enable_code_actions(True)
-        set_tone(self.code_status, "Waiting for you to approve this computer on the website...")
+        self.open_button.setEnabled(not code.sandbox)
+        set_tone(self.code_status, waiting)
         self._tick()
         self._timer.start()
 
@@ -596,6 +630,8 @@ def _serve_after_pairing(controller: AppController, result: PairingResult) -> No
         options = controller.options
         if result.config_path != paths.default_config_path() or options.config:
             options = dataclasses.replace(options, config=str(result.config_path))
+        if result.insecure:  # paired with a ws:// coordinator (a local sandbox) on purpose
+            options = dataclasses.replace(options, allow_insecure=True)
         await controller.start(options)
 
     tasks.spawn(

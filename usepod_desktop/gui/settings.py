@@ -25,6 +25,7 @@ from PySide6.QtGui import QCloseEvent, QColor, QGuiApplication
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
+    QComboBox,
     QFormLayout,
     QGridLayout,
     QGroupBox,
@@ -75,6 +76,7 @@ from usepod_desktop.gui.widgets import (
     INVALID_STYLE,
     OK_COLOUR,
     WARN_COLOUR,
+    elide_middle,
     error_label,
     mark_invalid,
     plain,
@@ -129,6 +131,8 @@ def _mark(widget: QWidget, label: QLabel | None, message: str | None) -> None:
     if label is not None:
         set_error(label, message)
 
+
+SAVED_PREFIX = "Saved to "
 
 # ============================================================================== Coordinator
 
@@ -207,6 +211,7 @@ class CoordinatorTab(QWidget):
         colour = {
             AgentState.SERVING: OK_COLOUR,
             AgentState.PAUSED: WARN_COLOUR,
+            AgentState.NO_MODELS: WARN_COLOUR,
             AgentState.ERROR: ERROR_COLOUR,
             AgentState.NEEDS_PAIRING: ERROR_COLOUR,
         }.get(state, "")
@@ -242,6 +247,8 @@ class BackendStatus:
     tone: str  # ok | error | warning | info
     latency_ms: float | None = None
     models: str = ""
+    #: The status cell's tooltip when it says more than the text.
+    detail: str = ""
 
 
 class BackendsTab(QWidget):
@@ -322,6 +329,7 @@ class BackendsTab(QWidget):
         allow_layout.addWidget(self.allow_notice)
         self.allow_list = QListWidget(self.allow_box)
         self.allow_list.setObjectName("allowList")
+        self.allow_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.allow_list.itemChanged.connect(self._allow_item_changed)
         allow_layout.addWidget(self.allow_list)
         splitter.addWidget(top)
@@ -367,7 +375,9 @@ class BackendsTab(QWidget):
             cells = (label, status.text, latency, status.models)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(plain_tooltip(text))
+                item.setToolTip(
+                    plain_tooltip(status.detail if col == 1 and status.detail else text)
+                )
                 if col == 1 and status.tone != "info":
                     colour = {"ok": OK_COLOUR, "error": ERROR_COLOUR, "warning": WARN_COLOUR}[
                         status.tone
@@ -416,6 +426,7 @@ class BackendsTab(QWidget):
         for name in names:
             text = name if name in reported else f"{name}  (not reported now)"
             item = QListWidgetItem(text, self.allow_list)
+            item.setToolTip(name)
             item.setData(Qt.ItemDataRole.UserRole, name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             checked = allowed is not None and name in allowed
@@ -687,11 +698,20 @@ def _status_from_report(report: Any) -> BackendStatus:
     offered = len(report.models_advertised)
     models = f"{offered} of {found} offered" if found else ""
     if status == "ok":
+        paths_ = [w for w in report.warnings if "looks like a local file path" in w]
+        if paths_:  # users would see the operator's directories as the model id
+            return BackendStatus(
+                "up; a model id is a file path",
+                "warning",
+                report.latency_ms,
+                models,
+                "\n".join(paths_),
+            )
         return BackendStatus("up", "ok", report.latency_ms, models)
     if status == "loading":
         return BackendStatus(f"loading: {report.detail}", "warning", report.latency_ms)
     if status == "no_key":
-        return BackendStatus(f"no API key: {report.detail}", "warning")
+        return BackendStatus("no API key", "warning")
     if status == "unreachable":
         return BackendStatus(f"unreachable: {report.detail}", "error", report.latency_ms)
     return BackendStatus(f"error: {report.detail}", "error", report.latency_ms)
@@ -753,6 +773,8 @@ class PricingTab(QWidget):
 
         self.table = QTableWidget(0, len(self.COLUMNS), self)
         self.table.setObjectName("pricingTable")
+        # long ids (org/model-name-…-GGUF, local paths) keep both ends; the tooltip has it all
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.table.setHorizontalHeaderLabels(self.COLUMNS)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
@@ -774,6 +796,30 @@ class PricingTab(QWidget):
         add_row.addWidget(self.new_model, 1)
         add_row.addWidget(self.add_model)
         layout.addLayout(add_row)
+        # [model_aliases]: offer a model under another id (a llama.cpp file path, say)
+        alias_row = QHBoxLayout()
+        alias_row.addWidget(QLabel("Offer", self))
+        self.alias_source = QComboBox(self)
+        self.alias_source.setObjectName("aliasSource")
+        self.alias_source.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.alias_source.setMinimumContentsLength(24)
+        self.alias_source.currentIndexChanged.connect(self._alias_source_changed)
+        alias_row.addWidget(self.alias_source, 1)
+        alias_row.addWidget(QLabel("as", self))
+        self.alias_edit = QLineEdit(self)
+        self.alias_edit.setObjectName("aliasId")
+        self.alias_edit.setPlaceholderText("the model id users see (empty: the backend's own)")
+        alias_row.addWidget(self.alias_edit, 1)
+        self.alias_set = QPushButton("Set", self)
+        self.alias_set.setObjectName("aliasSet")
+        self.alias_set.clicked.connect(self._set_alias)
+        alias_row.addWidget(self.alias_set)
+        layout.addLayout(alias_row)
+        #: The draft `[model_aliases]`: a backend's own model id -> the id to advertise.
+        self.aliases: dict[str, str] = {}
+        self.backend_ids: list[str] = []
         self.problems = error_label(self)
         self.problems.setObjectName("pricingProblems")
         layout.addWidget(self.problems)
@@ -793,6 +839,7 @@ class PricingTab(QWidget):
     # ---- loading
 
     def load(self, config: Config, discovery: Any) -> None:
+        self.aliases = dict(config.model_aliases)
         self.default_in.setText(_field(config.pricing.default_input_per_1m))
         self.default_out.setText(_field(config.pricing.default_output_per_1m))
         self.texts = {
@@ -810,7 +857,52 @@ class PricingTab(QWidget):
 
     def set_discovery(self, discovery: Any) -> None:
         self.advertised = {m.model_id: m for m in getattr(discovery, "models", []) or []}
+        found = [mid for r in getattr(discovery, "reports", []) or [] for mid in r.models_found]
+        self.backend_ids = sorted(set(found) | set(self.aliases))
+        self._fill_alias_sources()
         self.refresh_rows()
+
+    def _fill_alias_sources(self) -> None:
+        from usepod_desktop.core.discovery import looks_like_a_path
+
+        current = self.alias_source.currentData()
+        self.alias_source.blockSignals(True)
+        self.alias_source.clear()
+        # file paths first: they are what needs a name
+        for mid in sorted(self.backend_ids, key=lambda m: (not looks_like_a_path(m), m)):
+            shown = elide_middle(mid, 60)
+            if mid in self.aliases:
+                shown += f"  (offered as {self.aliases[mid]})"
+            self.alias_source.addItem(shown, mid)
+            self.alias_source.setItemData(
+                self.alias_source.count() - 1, mid, Qt.ItemDataRole.ToolTipRole
+            )
+        unnamed = [m for m in self.backend_ids if looks_like_a_path(m) and m not in self.aliases]
+        if unnamed and current not in unnamed and current not in self.aliases:
+            current = min(unnamed)  # what needs a name comes up by itself
+        index = self.alias_source.findData(current)
+        self.alias_source.setCurrentIndex(max(index, 0))
+        self.alias_source.blockSignals(False)
+        self._alias_source_changed()
+
+    def _alias_source_changed(self, *_args: object) -> None:
+        source = self.alias_source.currentData()
+        self.alias_edit.setText(self.aliases.get(source, "") if source else "")
+
+    def set_alias(self, backend_id: str, advertised: str) -> None:
+        """Offer `backend_id` as `advertised` (empty: under its own id); applied with Apply."""
+        advertised = advertised.strip()
+        if advertised and advertised != backend_id:
+            self.aliases[backend_id] = advertised
+        else:
+            self.aliases.pop(backend_id, None)
+        self.window_.mark_dirty()
+        self._fill_alias_sources()
+
+    def _set_alias(self) -> None:
+        source = self.alias_source.currentData()
+        if source:
+            self.set_alias(source, self.alias_edit.text())
 
     def refresh_rows(self) -> None:
         """Rows: every advertised model, plus every model with a price of its own."""
@@ -877,10 +969,38 @@ class PricingTab(QWidget):
         self.texts.setdefault(model_id, ["", ""])[column] = value
         self.window_.mark_dirty()
         self.recompute()
+        self.check_as_typed()
 
     def _defaults_edited(self) -> None:
         self.window_.mark_dirty()
         self.recompute()
+        self.check_as_typed()
+
+    def check_as_typed(self) -> None:
+        """Mark each price that cannot be stored while it is typed (Apply still checks the
+        rest, e.g. a row with only one of its two prices)."""
+        problems: list[str] = []
+        for edit, label, name in (
+            (self.default_in, self.default_in_error, "Default input"),
+            (self.default_out, self.default_out_error, "Default output"),
+        ):
+            try:
+                parse_usd_per_1m(edit.text())
+                _mark(edit, label, None)
+            except PriceError as exc:
+                _mark(edit, label, str(exc))
+                problems.append(f"{name} price: {exc}")
+        for model_id, (edit_in, edit_out) in self.row_edits.items():
+            for side, widget in (("input", edit_in), ("output", edit_out)):
+                text = widget.text()
+                try:
+                    if text.strip():
+                        parse_usd_per_1m(text)
+                    mark_invalid(widget, None)
+                except PriceError as exc:
+                    mark_invalid(widget, str(exc))
+                    problems.append(f"{model_id} {side}: {exc}")
+        set_error(self.problems, "\n".join(problems) or None)
 
     def set_price(self, model_id: str, input_text: str, output_text: str) -> None:
         """Type a price into a model's row (adding the row when needed), as a user would."""
@@ -1459,6 +1579,8 @@ class SettingsWindow(QWidget):
 
     def mark_dirty(self, *_args: object) -> None:
         self.dirty = True
+        if self.message.text().startswith(SAVED_PREFIX):  # no longer true once edited
+            set_tone(self.message, "", "info")
 
     def select_tab(self, name: str) -> None:
         self.tabs.setCurrentIndex(TAB_NAMES.index(name))
@@ -1517,6 +1639,7 @@ class SettingsWindow(QWidget):
             pricing=pricing,
             limits=limits,
             serving=serving,
+            model_aliases=dict(self.pricing_tab.aliases),
         )
         return config, insecure, []
 
@@ -1568,7 +1691,9 @@ class SettingsWindow(QWidget):
             self.saving = False
             self.apply_button.setEnabled(True)
             self.load()
-            self.set_message(f"Saved to {agent.config_path}; the new settings are in effect.", "ok")
+            self.set_message(
+                f"{SAVED_PREFIX}{agent.config_path}; the new settings are in effect.", "ok"
+            )
             self.saved.emit()
 
         def failed(error: UserFacingError) -> None:

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 from usepod_desktop.core.errors import UserFacingError
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.icons import app_icon
-from usepod_desktop.gui.widgets import set_tone
+from usepod_desktop.gui.widgets import elide_middle, set_tone
 
 if TYPE_CHECKING:
     from usepod_desktop.gui.controller import AppController
@@ -73,6 +73,8 @@ except ImportError:  # pragma: no cover - a build without the sandbox package
             return out
 
 
+#: Longer model ids are cut in the middle (the tooltip has the whole id).
+MODEL_ID_CHARS = 60
 DEFAULT_PROMPT = "Say hello and tell me which model you are, in one sentence."
 
 
@@ -156,7 +158,11 @@ class TestJobDialog(QDialog):
         current = self.model.currentData()
         self.model.clear()
         for model in models:
-            self.model.addItem(f"{model.model_id}   ({model.backend})", model.model_id)
+            shown = elide_middle(model.model_id, MODEL_ID_CHARS)
+            self.model.addItem(f"{shown}   ({model.backend})", model.model_id)
+            self.model.setItemData(
+                self.model.count() - 1, model.model_id, Qt.ItemDataRole.ToolTipRole
+            )
         if current is not None:
             index = self.model.findData(current)
             if index >= 0:

@@ -13,12 +13,16 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from usepod_desktop.core.events import AgentState
 from usepod_desktop.gui.icons import state_icon, tray_variant
+from usepod_desktop.gui.widgets import elide, elide_middle
 
 _THEME_EVENTS = (
     QEvent.Type.ApplicationPaletteChange,
     QEvent.Type.PaletteChange,
     QEvent.Type.ThemeChange,
 )
+
+#: The status line in the menu is cut here (about 450 px); its tooltip has the whole text.
+STATUS_LINE_CHARS = 64
 
 if TYPE_CHECKING:
     from usepod_desktop.gui.controller import AppController
@@ -46,7 +50,9 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
         menu.addAction(action)
         return action
 
-    add("action_status", controller.status_text(), enabled=False)
+    status = controller.status_text()
+    # A menu line stays short; the whole text is in its tooltip (and in the status window).
+    add("action_status", elide(status, STATUS_LINE_CHARS), enabled=False, tip=status)
     add("action_figures", controller.figures_text(), enabled=False)
     for i, line in enumerate(controller.gpu_lines()):
         add(f"action_gpu_{i}", line, enabled=False)
@@ -61,6 +67,31 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
     menu.addSeparator()
     if controller.needs_pairing:
         add("action_pair", "Pair this computer…", lambda: controller.open_pairing())
+        menu.addSeparator()
+    bad_config = controller.config_problem_path
+    if bad_config is not None and not controller.stopping:
+        where = str(bad_config)
+        add(
+            "action_open_config",
+            f"Open {elide_middle(where, 48)}…",
+            lambda: controller.open_config_file(),
+            tip=f"{where} (fix it and save: it is reloaded)",
+        )
+        add(
+            "action_reload_config",
+            "Reload agent.toml",
+            controller.reload_config_file,
+            tip="Read agent.toml again (done by itself when the file is saved)",
+        )
+        menu.addSeparator()
+    if controller.state == AgentState.NO_MODELS:
+        add(
+            "action_fix_backends",
+            "Fix backends in Settings…",
+            lambda: controller.open_settings(),
+            enabled=has_agent,
+            tip=controller.reason,
+        )
         menu.addSeparator()
     if controller.paused:
         add("action_resume", "Resume serving", controller.resume, enabled=has_agent)
@@ -87,6 +118,14 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
         enabled=has_agent,
         tip=not_ready,
     )
+    if not controller.needs_pairing and not controller.sandbox and not controller.stopping:
+        # paired already: pair again (another account, or another coordinator)
+        add(
+            "action_pair",
+            "Pair this computer…",
+            lambda: controller.open_pairing(),
+            tip="Pair again, with another account or another coordinator",
+        )
     add(
         "action_test_job",
         "Send test job…",
@@ -105,7 +144,14 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
     add("action_log_folder", "Open log folder", lambda: controller.open_log_folder())
     menu.addSeparator()
     supported, why = controller.autostart_supported()
-    autostart = add("action_autostart", "Start at login", enabled=supported, tip=why)
+    label = "Start at login"
+    if supported and controller.sandbox:  # the entry starts the real app, never the sandbox
+        label = "Start the app at login (not the sandbox)"
+        why = (
+            "At login this starts Use Pod normally, serving with your agent.toml; "
+            "the sandbox only runs when you start it with --sandbox"
+        )
+    autostart = add("action_autostart", label, enabled=supported, tip=why)
     autostart.setCheckable(True)
     autostart.setChecked(supported and controller.start_at_login())
     autostart.toggled.connect(controller.set_start_at_login)

@@ -83,3 +83,18 @@ def set_tone(label: QLabel, text: str, tone: Tone = "info") -> None:
     label.setStyleSheet(f"QLabel {{ color: {colour}; }}" if colour else "")
     label.setText(text)
     label.setVisible(bool(text))
+
+
+def elide(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters with an ellipsis at the end (for menu and tooltip lines
+    whose full text goes in a tooltip)."""
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def elide_middle(text: str, limit: int) -> str:
+    """`text` cut in the middle to `limit` characters (paths and model ids: both ends matter)."""
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    tail = limit - 1 - head
+    return text[:head] + "…" + text[-tail:]

@@ -449,6 +449,9 @@ class SandboxCoordinator:
         self.reject_auth = reject_auth
         #: A key this coordinator has not enrolled yet must send this code (mutable).
         self.require_enrollment_code = require_enrollment_code
+        #: Say `"sandbox": true` in auth_ok (docs/sandbox.md); tests set False to play the
+        #: real coordinator, which never sends it.
+        self.announce_sandbox = True
         self.ws_heartbeat = ws_heartbeat
         self.auth_timeout = auth_timeout
         self.close_timeout = close_timeout
@@ -857,7 +860,9 @@ class SandboxCoordinator:
         session.provider_id = provider_id
         session.authenticated_at = _perf()
         self.providers[provider_id] = session
-        await ws.send_str(protocol.auth_ok(provider_id))
+        await ws.send_str(
+            protocol.auth_ok(provider_id, sandbox=self.announce_sandbox)
+        )  # docs/sandbox.md
         log.info(
             "provider %s connected (agent %s, connection #%d)",
             provider_id,

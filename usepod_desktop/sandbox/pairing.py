@@ -332,13 +332,14 @@ class PairingDesk:
         self._by_token[pairing.poll_token] = pairing
         log.info("pairing code %s issued", code)
         self._notify("issued", pairing)
-        return web.json_response(
-            {
-                "pair_code": code,
-                "poll_token": pairing.poll_token,
-                "expires_at": _rfc3339(pairing.expires_at),
-            }
-        )
+        answer: dict[str, Any] = {
+            "pair_code": code,
+            "poll_token": pairing.poll_token,
+            "expires_at": _rfc3339(pairing.expires_at),
+        }
+        if self.coordinator.announce_sandbox:
+            answer["sandbox"] = True  # a local sandbox, approved in its terminal (docs/sandbox.md)
+        return web.json_response(answer)
 
     def _forget_old(self) -> None:
         """Keep at most MAX_KEPT_REQUESTS requests: the oldest expired ones go first."""
@@ -485,7 +486,9 @@ def terminal_help(http_url: str) -> str:
     """What `usepod-desktop sandbox --pairing` prints under its banner."""
     return (
         "Pairing is on: pair an agent with\n"
-        f"    usepod-desktop setup --coordinator {http_url}\n"
+        f"    usepod-desktop setup --coordinator {http_url} --config sandbox.toml\n"
+        "(a file of its own: your real agent.toml stays as it is; start the agent with\n"
+        "    usepod-desktop run --allow-insecure --config sandbox.toml)\n"
         "then type `approve CODE` here (optionally with models and dollar prices per 1M\n"
         "tokens: `approve CODE model-a=0.30/0.45 model-b`); `codes` lists waiting codes,\n"
         "`expire CODE` expires one."

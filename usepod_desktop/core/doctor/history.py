@@ -1,8 +1,8 @@
 """How the coordinator connection went: connected since when, reconnects in the last hour.
 
 Fed by the agent's :class:`~usepod_desktop.core.events.StateChanged` events (connected means
-serving or paused), so it needs nothing from the link itself. The tray app attaches one to its
-agent; the Diagnose window reads it.
+serving, no models offered or paused), so it needs nothing from the link itself. The tray app
+attaches one to its agent; the Diagnose window reads it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from usepod_desktop.core.events import AgentState, StateChanged
 
-CONNECTED = frozenset({AgentState.SERVING, AgentState.PAUSED})
+CONNECTED = frozenset({AgentState.SERVING, AgentState.NO_MODELS, AgentState.PAUSED})
 _KEEP = 1000
 
 
