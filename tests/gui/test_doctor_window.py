@@ -161,6 +161,24 @@ def test_update_check_opt_out(qloop: object, feeds: FeedServer) -> None:
     assert UPDATE_CHECK_KEY in NOTIFICATIONS
 
 
+def test_a_watcher_that_outlived_its_loop_does_nothing_when_its_timer_fires(qapp: object) -> None:
+    """A controller left behind (at exit, or by an earlier test) keeps its update timer: when
+    it fires with no event loop it must do nothing, not raise into the Qt event loop."""
+    import asyncio
+
+    asked: list[int] = []
+
+    def check() -> UpdateInfo:
+        asked.append(1)
+        raise AssertionError("must not ask without a loop")
+
+    watcher = UpdateWatcher(Prefs(), check=check, rng=random.Random(1))
+    asyncio.set_event_loop(None)  # what is left after a loop was closed and unset
+    watcher.check_now()  # raised RuntimeError: no current event loop
+    assert asked == []
+    watcher.deleteLater()
+
+
 def test_menu_without_update_has_no_update_entry(rig: Rig) -> None:
     from PySide6.QtWidgets import QMenu
 

@@ -701,7 +701,7 @@ class AppController(QObject):
 
     def refresh_today(self) -> None:
         ledger = self.ledger
-        if ledger is None or self.stopping:
+        if ledger is None or self.stopping or not tasks.loop_available():
             return
         sources = ("sandbox",) if self.sandbox else ("coordinator",)
 

@@ -32,6 +32,20 @@ def event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.get_event_loop_policy().get_event_loop()
 
 
+def loop_available() -> bool:
+    """Is there a loop :func:`spawn` can use? Timer slots ask first: a timer of a window or
+    controller that outlived its loop (at exit, or between tests) must do nothing, not fail."""
+    try:
+        asyncio.get_running_loop()
+        return True
+    except RuntimeError:
+        pass
+    try:
+        return not asyncio.get_event_loop_policy().get_event_loop().is_closed()
+    except RuntimeError:
+        return False
+
+
 def spawn(
     coro: Coroutine[Any, Any, T],
     *,

@@ -58,7 +58,7 @@ class UpdateWatcher(QObject):
         self.timer.stop()
 
     def check_now(self) -> None:
-        if not self.prefs.update_check_enabled:
+        if not self.prefs.update_check_enabled or not tasks.loop_available():
             return
 
         async def ask() -> UpdateInfo | None:
