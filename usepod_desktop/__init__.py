@@ -6,6 +6,6 @@
 __version__ = "0.1.0"
 
 #: The reference agent's protocol level we speak (sent as `agent_version` on the wire).
-PROTOCOL_VERSION = "0.3.2"
+PROTOCOL_VERSION = "0.3.3"
 
 APP_NAME = "usepod-desktop"
