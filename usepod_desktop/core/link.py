@@ -196,7 +196,7 @@ class Link:
         ssl_context: ssl.SSLContext | None = None,
         on_status: StatusListener | None = None,
         on_provider_id: Callable[[str], Awaitable[None]] | None = None,
-        send_stall_timeout: float = SEND_STALL_TIMEOUT_S,
+        send_stall_timeout: float | None = None,
     ) -> None:
         scheme = urlsplit(url).scheme
         if scheme == "ws" and not allow_insecure:
@@ -214,7 +214,9 @@ class Link:
         self.ssl_context = ssl_context
         self.on_status = on_status
         self.on_provider_id = on_provider_id
-        self.send_stall_timeout = send_stall_timeout
+        self.send_stall_timeout = (
+            SEND_STALL_TIMEOUT_S if send_stall_timeout is None else send_stall_timeout
+        )
         self.stalled_sessions = 0  # sessions aborted because the socket stopped draining
         self.status = LinkStatus(LinkState.OFFLINE)
         self.sessions = 0  # completed handshakes, for the UI and tests
