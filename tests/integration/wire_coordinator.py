@@ -36,6 +36,7 @@ class Session:
     signature_ok: bool = False
     frames: list[dict[str, Any]] = field(default_factory=list)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    reading: asyncio.Event = field(default_factory=asyncio.Event)
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def send(self, *frames: str | dict[str, Any]) -> None:
@@ -52,7 +53,9 @@ class Session:
 
     def stop_reading(self) -> None:
         """Stop reading from the socket: the agent's writes stall once the kernel buffers
-        between us are full (a coordinator whose reader is stuck)."""
+        between us are full (a coordinator whose reader is stuck). The handler stops
+        consuming too, or websockets would resume reading as its queue drains."""
+        self.reading.clear()
         self.ws.transport.pause_reading()
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
@@ -145,6 +148,7 @@ class WireCoordinator:
         loop = asyncio.get_running_loop()
         self.connect_times.append(loop.time())
         session = Session(ws, len(self.sessions) + 1)
+        session.reading.set()
         self.sessions.append(session)
         nonce = os.urandom(32) if self.nonce is None else self.nonce
         session.nonce = nonce
@@ -171,6 +175,7 @@ class WireCoordinator:
             await ws.send(ok)
             self._wake(session)
             async for raw in ws:
+                await session.reading.wait()
                 session.frames.append(json.loads(raw))
                 self._wake(session)
                 if self.close_at == "capabilities" and session.frames[-1]["type"] == (
