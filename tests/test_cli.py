@@ -87,3 +87,62 @@ def test_keys_status_without_key() -> None:
     out = cli("keys", "status", "VENICE_API_KEY")
     assert out.returncode == 0
     assert "VENICE_API_KEY" in out.stdout and "no key" in out.stdout
+
+
+def test_short_config_flag_either_side(config_file: Path) -> None:
+    for args in (("-c", str(config_file), "validate"), ("validate", "-c", str(config_file))):
+        out = cli(*args)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ok: parsed 2 backend(s)"
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        ("max_concurrent        = 8", "max_concurrent = 999"),  # a bad value
+        ("[pricing]", "[pricing"),  # not TOML
+        ('kind = "vllm"', 'kind = "gpu-cluster"'),  # unknown backend kind
+    ],
+)
+def test_validate_invalid_exits_1_with_one_line(
+    config_file: Path, breakage: tuple[str, str]
+) -> None:
+    text = config_file.read_text()
+    assert breakage[0] in text
+    config_file.write_text(text.replace(breakage[0], breakage[1], 1))
+    out = cli("validate", "-c", str(config_file))
+    assert out.returncode == 1, out.stderr  # the reference's exit code for an invalid file
+    assert out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+
+
+def test_validate_missing_file_exits_1(tmp_path: Path) -> None:
+    out = cli("validate", "-c", str(tmp_path / "nope.toml"))
+    assert out.returncode == 1
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--log-level", "loud", "version"), "invalid log level 'loud'"),
+        (("version", "--log-level", "loud"), "invalid log level 'loud'"),
+        (("run", "--grace", "-3"), "--grace: must be at least 0 seconds"),
+        (("run", "--grace", "nan"), "--grace: must be at least 0 seconds"),
+        (("run", "--grace", "soon"), "--grace: expected a number of seconds"),
+        (("run", "--demo-interval", "0"), "--demo-interval: must be more than 0 seconds"),
+        (("run", "--demo-interval", "-1"), "--demo-interval: must be more than 0 seconds"),
+    ],
+)
+def test_bad_values_are_argparse_errors(args: tuple[str, ...], message: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "warn", "Error", "info", "warning"])
+def test_good_log_levels_are_accepted(config_file: Path, level: str) -> None:
+    out = cli("--log-level", level, "validate", "-c", str(config_file))
+    assert out.returncode == 0, out.stderr
