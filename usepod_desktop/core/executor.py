@@ -247,19 +247,20 @@ class Executor:
         return True
 
     def abort_all(self) -> int:
-        """The connection dropped: stop every job upstream. No frames (there is no socket)."""
-        stopped = list(self._running.values())
-        self._running.clear()
-        for running in stopped:
+        """The connection dropped: stop every job upstream. No frames (there is no socket).
+
+        The jobs stay counted in `running` until they have unwound (their upstream requests
+        closed): nothing can be admitted on a dead connection anyway."""
+        for running in self._running.values():
             self._stop(running)
-        return len(stopped)
+        return len(self._running)
 
     def _stop(self, running: _Running) -> None:
         running.cancelled_by_coordinator = True
         task = running.task
         assert task is not None
-        if not task.done():
-            self._unwinding.add(task)
+        if not task.done() and self._running.get(running.job.job_id) is not running:
+            self._unwinding.add(task)  # its slot is already free: still wait for it on stop
             task.add_done_callback(self._unwinding.discard)
         if running.started:
             task.cancel()

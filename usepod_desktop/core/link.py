@@ -432,16 +432,27 @@ class Link:
         limit = self.send_stall_timeout
         tick = min(1.0, limit / 4)
         loop = asyncio.get_running_loop()
+        last_size: int | None = None
+        progress_at = 0.0
         while True:
             await asyncio.sleep(tick)
             since = getattr(ws, "paused_since", None)
-            if since is not None and loop.time() - since >= limit:
+            if since is None:
+                last_size = None
+                continue
+            # a slow coordinator that still reads is not stalled: any shrinking of the
+            # buffer between two ticks counts as progress
+            size = ws.transport.get_write_buffer_size()
+            if last_size is None or size < last_size:
+                progress_at = since if last_size is None else loop.time()
+            last_size = size
+            if loop.time() - max(since, progress_at) >= limit:
                 self.stalled_sessions += 1
                 log.warning(
                     "coordinator has not read what we sent for %.0f s (%d bytes waiting); "
                     "dropping the connection",
                     limit,
-                    ws.transport.get_write_buffer_size(),
+                    size,
                 )
                 ws.transport.abort()
                 return
