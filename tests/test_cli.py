@@ -75,13 +75,15 @@ def test_config_saved_as_utf16_is_one_line_naming_the_encoding(
     """What Notepad's "Unicode" writes: one line, never a UnicodeDecodeError traceback."""
     config_file.write_bytes(config_file.read_text().encode("utf-16"))
     out = cli(command, "--config", str(config_file))
-    assert out.returncode == 2, out.stderr
+    # validate exits 1 on an invalid file, as the reference does; the others 2
+    assert out.returncode == (1 if command == "validate" else 2), out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
     assert "saved as UTF-16, not UTF-8" in lines[0] and "Traceback" not in out.stderr
     config_file.write_bytes("# caf\xe9\n".encode("latin-1") + b"[coordinator]\n")
     out = cli(command, "--config", str(config_file))
-    assert out.returncode == 2 and "is not UTF-8 text (byte 0xe9 at offset 5)" in out.stderr
+    assert out.returncode == (1 if command == "validate" else 2)
+    assert "is not UTF-8 text (byte 0xe9 at offset 5)" in out.stderr
 
 
 def test_config_with_a_utf8_bom_is_accepted(config_file: Path) -> None:
@@ -135,3 +137,62 @@ def test_every_command_help_has_a_description(command: str) -> None:
     _usage, _, rest = out.stdout.partition("\n\n")
     description = rest.split("\n\n")[0].strip()
     assert description and not description.startswith(("options:", "positional")), out.stdout
+
+
+def test_short_config_flag_either_side(config_file: Path) -> None:
+    for args in (("-c", str(config_file), "validate"), ("validate", "-c", str(config_file))):
+        out = cli(*args)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "ok: parsed 2 backend(s)"
+
+
+@pytest.mark.parametrize(
+    "breakage",
+    [
+        ("max_concurrent        = 8", "max_concurrent = 999"),  # a bad value
+        ("[pricing]", "[pricing"),  # not TOML
+        ('kind = "vllm"', 'kind = "gpu-cluster"'),  # unknown backend kind
+    ],
+)
+def test_validate_invalid_exits_1_with_one_line(
+    config_file: Path, breakage: tuple[str, str]
+) -> None:
+    text = config_file.read_text()
+    assert breakage[0] in text
+    config_file.write_text(text.replace(breakage[0], breakage[1], 1))
+    out = cli("validate", "-c", str(config_file))
+    assert out.returncode == 1, out.stderr  # the reference's exit code for an invalid file
+    assert out.stdout == ""
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert out.stderr.startswith("error: ") and "Traceback" not in out.stderr
+
+
+def test_validate_missing_file_exits_1(tmp_path: Path) -> None:
+    out = cli("validate", "-c", str(tmp_path / "nope.toml"))
+    assert out.returncode == 1
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--log-level", "loud", "version"), "invalid log level 'loud'"),
+        (("version", "--log-level", "loud"), "invalid log level 'loud'"),
+        (("run", "--grace", "-3"), "--grace: must be at least 0 seconds"),
+        (("run", "--grace", "nan"), "--grace: must be at least 0 seconds"),
+        (("run", "--grace", "soon"), "--grace: expected a number of seconds"),
+        (("run", "--demo-interval", "0"), "--demo-interval: must be more than 0 seconds"),
+        (("run", "--demo-interval", "-1"), "--demo-interval: must be more than 0 seconds"),
+    ],
+)
+def test_bad_values_are_argparse_errors(args: tuple[str, ...], message: str) -> None:
+    out = cli(*args)
+    assert out.returncode == 2
+    assert message in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("level", ["DEBUG", "warn", "Error", "info", "warning"])
+def test_good_log_levels_are_accepted(config_file: Path, level: str) -> None:
+    out = cli("--log-level", level, "validate", "-c", str(config_file))
+    assert out.returncode == 0, out.stderr

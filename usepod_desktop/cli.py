@@ -3,16 +3,19 @@ subcommands.
 
 Each subcommand lives in `usepod_desktop/commands/<name>.py` with `add_parser(subparsers,
 parents)` and `run(args) -> int`; heavy imports stay inside `run` so `--help` and `validate` start
-fast. Global flags (`--config`, `--log-level`, `--allow-insecure`) work before or after the
-subcommand, like the reference agent's.
+fast. Global flags (`-c`/`--config`, `--log-level`, `--allow-insecure`) work before or after the
+subcommand, like the reference agent's. Bad values (an unknown log level, a negative duration)
+are argparse errors (exit 2), never silently replaced by a default.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from usepod_desktop import __version__
 
@@ -38,12 +41,47 @@ COMMANDS: tuple[str, ...] = (
 )
 
 
+#: `--log-level` values (any case); the reference's `warn` is `warning`.
+LOG_LEVELS: tuple[str, ...] = ("error", "warning", "warn", "info", "debug")
+
+
+def log_level(text: str) -> str:
+    """argparse type of `--log-level`: one of LOG_LEVELS, any case."""
+    value = text.strip().lower()
+    if value not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"invalid log level {text!r} (choose from {', '.join(LOG_LEVELS)})"
+        )
+    return "warning" if value == "warn" else value
+
+
+def seconds(*, minimum: float, inclusive: bool) -> Callable[[str], float]:
+    """argparse type: a finite number of seconds, >= `minimum` (or > when not inclusive)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number of seconds, got {text!r}"
+            ) from None
+        ok = value >= minimum if inclusive else value > minimum
+        if not math.isfinite(value) or not ok:
+            bound = f"at least {minimum:g}" if inclusive else f"more than {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be {bound} seconds, got {text!r}")
+        return value
+
+    parse.__name__ = "seconds"
+    return parse
+
+
 def _global_flags(*, suppress: bool) -> argparse.ArgumentParser:
     """The flags accepted at both levels; the subcommand copy must not reset the top one."""
     default = argparse.SUPPRESS if suppress else None
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("global options")
     group.add_argument(
+        "-c",
         "--config",
         metavar="PATH",
         default=default,
@@ -52,8 +90,9 @@ def _global_flags(*, suppress: bool) -> argparse.ArgumentParser:
     group.add_argument(
         "--log-level",
         metavar="LEVEL",
+        type=log_level,
         default=default,
-        help="error, warning, info (default) or debug",
+        help="error, warning (or warn), info (default) or debug",
     )
     group.add_argument(
         "--allow-insecure",
@@ -117,6 +156,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _stdout_closed()
+
+
+def _stdout_closed() -> int:
+    """The reader of our stdout went away (`... | head`): stop quietly, as a killed-by-SIGPIPE
+    program would (exit 141), without a traceback at exit when Python flushes stdout."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
 
 
 def gui_main(argv: Sequence[str] | None = None) -> int:

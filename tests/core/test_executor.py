@@ -311,3 +311,77 @@ async def test_stats_feed_heartbeat_figures() -> None:
     await task
     fig = ex.stats.snapshot(queue_depth=ex.running)
     assert fig.error_rate_60s == 1.0 and fig.last_error_code == ErrorCode.BACKEND_UNREACHABLE
+
+
+async def test_cancel_frees_the_slot_before_the_next_frame_is_read() -> None:
+    """The reference frees the slot in `cancel` itself; a job handled right after the cancel
+    (the next frame of the same burst, no event-loop turn in between) is admitted."""
+    backend = ScriptedBackend(hang=True)
+    ex, outcomes = make_executor(backend, max_concurrent=1)
+    wire = Wire()
+    first, second = make_job(), make_job()
+    ex.submit(first, wire)
+    await asyncio.sleep(0.01)  # streaming
+    assert ex.cancel(first.job_id) is True
+    assert ex.running == 0  # at once, while the cancelled task is still unwinding
+    task = ex.submit(second, wire)  # same tick
+    assert task is not None and ex.running == 1
+    await asyncio.sleep(0.01)
+    assert wire.terminal(second.job_id) == []  # not refused: it runs
+    assert len(wire.for_job(second.job_id)) == 2
+    assert backend.cancelled == 1 and [o.job_id for o in outcomes] == [first.job_id]
+    assert outcomes[0].cancelled and wire.terminal(first.job_id) == []
+    ex.cancel(second.job_id)
+    assert await ex.wait_idle(1)
+
+
+async def test_cancel_before_the_job_started_ends_it_without_going_upstream() -> None:
+    backend = ScriptedBackend(hang=True)
+    ex, outcomes = make_executor(backend)
+    wire = Wire()
+    job = make_job()
+    task = ex.submit(job, wire)
+    assert ex.cancel(job.job_id) is True  # before the task took its first step
+    assert task is not None
+    await task
+    assert backend.seen == []  # never sent upstream
+    assert [o.cancelled for o in outcomes] == [True]  # but its outcome is reported
+    assert wire.for_job(job.job_id) == []
+
+
+async def test_a_reused_id_after_a_cancel_is_not_removed_by_the_old_task() -> None:
+    backend = ScriptedBackend(hang=True)
+    ex, _ = make_executor(backend)
+    wire = Wire()
+    job = make_job()
+    old = ex.submit(job, wire)
+    await asyncio.sleep(0.01)
+    ex.cancel(job.job_id)
+    new = ex.submit(job, wire)  # the coordinator reuses the id right away
+    assert old is not None and new is not None and new is not old
+    await old  # the old task unwinds ...
+    assert ex.running == 1  # ... and leaves the new job's slot alone
+    assert ex.cancel(job.job_id) is True
+    await new
+
+
+async def test_refusals_are_not_errors_in_the_heartbeat_figures() -> None:
+    ex, _ = make_executor(ScriptedBackend(hang=True), max_concurrent=1)
+    wire = Wire()
+    busy = make_job()
+    ex.submit(busy, wire)
+    refused = [ex.submit(make_job(), wire) for _ in range(3)]
+    refused.append(ex.submit(make_job("nope"), wire))
+    refused.append(ex.reject(str(uuid.uuid4()), ErrorCode.INVALID_REQUEST, "bad frame", wire))
+    await asyncio.gather(*(t for t in refused if t is not None))
+    fig = ex.stats.snapshot(queue_depth=ex.running)
+    assert fig.error_rate_60s == 0.0
+    assert (fig.last_error_at, fig.last_error_code) == (None, None)
+    assert ex.stats.total_refused == 5 and ex.stats.total_jobs == 0
+    assert ex.stats.refused_by_code == {
+        ErrorCode.OUT_OF_CAPACITY: 3,
+        ErrorCode.MODEL_NOT_LOADED: 1,
+        ErrorCode.INVALID_REQUEST: 1,
+    }
+    ex.cancel(busy.job_id)
+    await ex.wait_idle(1)

@@ -376,7 +376,7 @@ def test_job_round_trip_property(
     job_id: str, model_id: str, request: dict[str, Any], fmt: Any, deadline: int
 ) -> None:
     assert p.parse_inbound(p.job(job_id, model_id, request, fmt, deadline)) == Job(
-        job_id, model_id, request, fmt, deadline
+        job_id.lower(), model_id, request, fmt, deadline
     )
 
 
@@ -425,10 +425,117 @@ def test_job_defaults_when_format_and_deadline_absent_or_null() -> None:
         assert (parsed.format, parsed.deadline_ms) == ("openai", 60_000)
 
 
-def test_job_keeps_job_id_as_sent_and_ignores_extra_fields() -> None:
+def test_job_canonicalises_job_id_and_ignores_extra_fields() -> None:
     upper = JOB_ID.upper()
     parsed = p.parse_inbound(job_frame(job_id=upper, extra={"x": 1}, format="anthropic"))
-    assert parsed == Job(upper, "m", {"messages": []}, "anthropic", 1000)
+    assert parsed == Job(JOB_ID, "m", {"messages": []}, "anthropic", 1000)
+
+
+SIMPLE = JOB_ID.replace("-", "")
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        JOB_ID,
+        JOB_ID.upper(),
+        SIMPLE,
+        SIMPLE.upper(),
+        "{" + JOB_ID + "}",
+        "{" + JOB_ID.upper() + "}",
+        "urn:uuid:" + JOB_ID,
+        "URN:UUID:" + JOB_ID.upper(),
+    ],
+)
+def test_every_uuid_form_the_reference_takes_is_canonicalised(form: str) -> None:
+    """The reference parses ids with Rust's `uuid` (hyphenated, simple, braced, urn); replies
+    and job_cancel matching use the canonical lowercase hyphenated form."""
+    assert p.canonical_uuid(form) == JOB_ID
+    job = p.parse_inbound(job_frame(job_id=form))
+    assert isinstance(job, Job) and job.job_id == JOB_ID
+    assert p.parse_inbound(json.dumps({"type": "job_cancel", "job_id": form})) == JobCancel(JOB_ID)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "abc",
+        JOB_ID + "\n",
+        JOB_ID[:-1],
+        "{" + SIMPLE + "}",  # Rust's uuid takes braces around the hyphenated form only
+        "urn:uuid:" + SIMPLE,
+        SIMPLE[:-1] + "_",  # Python's uuid.UUID would take these
+        "+" + SIMPLE[1:],
+        JOB_ID.replace("-", "", 1) + "-",
+        " " + JOB_ID,
+        "x" * 500,
+    ],
+)
+def test_non_uuid_forms_are_refused(form: str) -> None:
+    assert p.canonical_uuid(form) is None
+    assert frame_error(p.parse_inbound, job_frame(job_id=form)).job_id is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("anthropic", "anthropic"),
+        ("Anthropic", "anthropic"),
+        ("ANTHROPIC", "anthropic"),
+        ("openai", "openai"),
+        ("OpenAI", "openai"),
+        ("xml", "openai"),
+        ("", "openai"),
+        (1, "openai"),
+        (["anthropic"], "openai"),
+        ({"a": 1}, "openai"),
+        (True, "openai"),
+    ],
+)
+def test_job_format_is_lenient_like_the_reference(value: Any, expected: str) -> None:
+    job = p.parse_inbound(job_frame(format=value))
+    assert isinstance(job, Job) and job.format == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (1500.0, 1500),
+        (1.5, 2),
+        (0.2, 1),
+        ("60000", 60_000),
+        (" 2500 ", 2500),
+        ("2.5e3", 2500),
+        (0, p.DEFAULT_DEADLINE_MS),
+        (-1, p.DEFAULT_DEADLINE_MS),
+        (-0.0, p.DEFAULT_DEADLINE_MS),
+        (-(10**30), p.DEFAULT_DEADLINE_MS),
+        ("soon", p.DEFAULT_DEADLINE_MS),
+        ("", p.DEFAULT_DEADLINE_MS),
+        ("nan", p.DEFAULT_DEADLINE_MS),
+        ("-5", p.DEFAULT_DEADLINE_MS),
+        (True, p.DEFAULT_DEADLINE_MS),
+        ([1000], p.DEFAULT_DEADLINE_MS),
+        ({"ms": 1}, p.DEFAULT_DEADLINE_MS),
+        (2**32, p.MAX_DEADLINE_MS),  # clamped to u32, then to the 1 h cap
+        (10**30, p.MAX_DEADLINE_MS),
+        (10**200, p.MAX_DEADLINE_MS),
+        ("1e400", p.MAX_DEADLINE_MS),
+        ("inf", p.MAX_DEADLINE_MS),
+    ],
+)
+def test_job_deadline_is_read_leniently(value: Any, expected: int) -> None:
+    job = p.parse_inbound(job_frame(deadline_ms=value))
+    assert isinstance(job, Job) and job.deadline_ms == expected
+
+
+def test_auth_challenge_with_empty_nonce_is_a_challenge() -> None:
+    assert p.parse_inbound('{"type":"auth_challenge","nonce":""}') == AuthChallenge(b"")
+
+
+@pytest.mark.parametrize("value", ["7", "[]", "{}", "true", "1.5"])
+def test_auth_ok_provider_id_of_another_type_is_ignored(value: str) -> None:
+    assert p.parse_inbound('{"type":"auth_ok","provider_id":' + value + "}") == AuthOk(None)
 
 
 @pytest.mark.parametrize(
@@ -542,19 +649,11 @@ INBOUND_BAD: list[tuple[str, str, str]] = [
     ('{"type":"auth_challenge","nonce":"!!!!"}', "auth_challenge", "nonce is not valid base64"),
     ('{"type":"auth_challenge","nonce":"abc"}', "auth_challenge", "nonce is not valid base64"),
     ('{"type":"auth_challenge","nonce":"ñññ="}', "auth_challenge", "nonce is not valid base64"),
-    ('{"type":"auth_challenge","nonce":""}', "auth_challenge", "nonce must not be empty"),
-    ('{"type":"auth_ok","provider_id":7}', "auth_ok", "provider_id must be a string, got integer"),
     ('{"type":"auth_failed","reason":[]}', "auth_failed", "reason must be a string, got array"),
     (job_frame(job_id=...), "job", "missing 'job_id'"),
     (job_frame(job_id="abc"), "job", "job_id 'abc' is not a UUID"),
     (job_frame(job_id=12), "job", "job_id must be a string, got integer"),
     (job_frame(job_id=None), "job", "job_id must be a string, got null"),
-    (
-        job_frame(job_id=JOB_ID.replace("-", "")),
-        "job",
-        "job_id '3f2b8c1e5d4a4e6f9a7b0c1d2e3f4a5b' is not a UUID",
-    ),
-    (job_frame(job_id="{" + JOB_ID + "}"), "job", "job_id '{" + JOB_ID + "}' is not a UUID"),
     (job_frame(job_id=JOB_ID + "\n"), "job", "job_id '" + JOB_ID + "\\n' is not a UUID"),
     (job_frame(job_id="x" * 500), "job", "job_id 'xxxxxxxx"),
     (job_frame(model_id=...), "job", "missing 'model_id'"),
@@ -565,19 +664,6 @@ INBOUND_BAD: list[tuple[str, str, str]] = [
     (job_frame(request="{}"), "job", "request must be an object, got string"),
     (job_frame(request=[1]), "job", "request must be an object, got array"),
     (job_frame(request=None), "job", "request must be an object, got null"),
-    (job_frame(format="xml"), "job", "format 'xml' is not 'openai' or 'anthropic'"),
-    (job_frame(format="OpenAI"), "job", "format 'OpenAI' is not"),
-    (job_frame(format=1), "job", "format must be a string, got integer"),
-    (job_frame(deadline_ms=-1), "job", "deadline_ms must not be negative, got -1"),
-    (job_frame(deadline_ms=0), "job", "deadline_ms must be positive, got 0"),
-    (job_frame(deadline_ms=1.5), "job", "deadline_ms must be an integer, got number"),
-    (job_frame(deadline_ms=60000.0), "job", "deadline_ms must be an integer, got number"),
-    (job_frame(deadline_ms="60000"), "job", "deadline_ms must be an integer, got string"),
-    (job_frame(deadline_ms=True), "job", "deadline_ms must be an integer, got boolean"),
-    (job_frame(deadline_ms=2**32), "job", "deadline_ms 4294967296 is out of range"),
-    (job_frame(deadline_ms=10**30), "job", "deadline_ms 1000000000000000000000000000000 is out"),
-    (job_frame(deadline_ms=10**200), "job", "deadline_ms <665-bit integer> is out of range"),
-    (job_frame(deadline_ms=-(10**30)), "job", "deadline_ms must not be negative"),
     ('{"type":"job_cancel"}', "job_cancel", "missing 'job_id'"),
     ('{"type":"job_cancel","job_id":"nope"}', "job_cancel", "job_id 'nope' is not a UUID"),
     ('{"type":"job_cancel","job_id":false}', "job_cancel", "job_id must be a string, got boolean"),
@@ -596,8 +682,13 @@ def test_inbound_malformed(raw: str, frame_type: str, detail: str) -> None:
 def test_job_error_carries_job_id_once_known() -> None:
     assert frame_error(p.parse_inbound, job_frame(job_id="abc")).job_id is None
     assert frame_error(p.parse_inbound, job_frame(model_id="")).job_id == JOB_ID
-    assert frame_error(p.parse_inbound, job_frame(deadline_ms=-1)).job_id == JOB_ID
-    assert frame_error(p.parse_inbound, job_frame(format="x")).job_id == JOB_ID
+    assert frame_error(p.parse_inbound, job_frame(model_id=...)).job_id == JOB_ID
+    assert frame_error(p.parse_inbound, job_frame(model_id=5)).job_id == JOB_ID
+    assert frame_error(p.parse_inbound, job_frame(request=[])).job_id == JOB_ID
+    assert frame_error(p.parse_inbound, job_frame(request=...)).job_id == JOB_ID
+    # the id in the error is the canonical form, whatever form was sent
+    upper = JOB_ID.upper().replace("-", "")
+    assert frame_error(p.parse_inbound, job_frame(job_id=upper, model_id="")).job_id == JOB_ID
 
 
 # --------------------------------------------------------------------------- malformed: outbound
@@ -735,7 +826,7 @@ def test_outbound_malformed(raw: str, frame_type: str, detail: str) -> None:
 def check_inbound(frame: object) -> None:
     """A parsed inbound frame is fully valid."""
     if isinstance(frame, AuthChallenge):
-        assert isinstance(frame.nonce, bytes) and frame.nonce
+        assert isinstance(frame.nonce, bytes)
     elif isinstance(frame, AuthOk):
         assert frame.provider_id is None or (
             isinstance(frame.provider_id, str) and frame.provider_id
@@ -743,13 +834,13 @@ def check_inbound(frame: object) -> None:
     elif isinstance(frame, AuthFailed):
         assert isinstance(frame.reason, str)
     elif isinstance(frame, Job):
-        assert p.is_uuid(frame.job_id)
+        assert p.is_uuid(frame.job_id) and frame.job_id == frame.job_id.lower()
         assert isinstance(frame.model_id, str) and frame.model_id
         assert isinstance(frame.request, dict)
         assert frame.format in ("openai", "anthropic")
         assert type(frame.deadline_ms) is int and 1 <= frame.deadline_ms <= p.MAX_DEADLINE_MS
     elif isinstance(frame, JobCancel):
-        assert p.is_uuid(frame.job_id)
+        assert p.is_uuid(frame.job_id) and frame.job_id == frame.job_id.lower()
     else:
         assert isinstance(frame, UnknownFrame)
         assert frame.type not in ("auth_challenge", "auth_ok", "auth_failed", "job", "job_cancel")

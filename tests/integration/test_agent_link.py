@@ -208,8 +208,7 @@ async def test_capacity_cancel_and_deadline(
         "{not json",
         '{"type":"job","model_id":"m","request":{}}',
         '{"type":"job","job_id":"not-a-uuid","model_id":"m","request":{}}',
-        '{"type":"job","job_id":"3f1c2a4e-8b7d-4c6a-9e2f-1a2b3c4d5e6f","request":{}}',
-        '{"type":"job","job_id":"3f1c2a4e-8b7d-4c6a-9e2f-1a2b3c4d5e6f","model_id":"m"}',
+        # (a job frame with a usable id is answered with job_error: see test_tolerance.py)
         '{"type":"surprise","x":1}',
         '["a","list"]',
         b"\x00\x01binary",

@@ -6,8 +6,9 @@ Properties, checked after every example:
   reconnect happens, and a normal job dispatched after the batch is served;
 - the agent sends nothing for a job id the coordinator never dispatched as a valid job
   (`stray_frames == 0`);
-- every frame that IS a valid job (by an oracle written here from PROTOCOL.md section 5,
-  independently of the agent's parser) gets exactly one terminal frame and nothing after it.
+- every `job` frame that carries a usable job id (by an oracle written here from
+  docs/protocol.md, "Tolerance", independently of the agent's parser) gets exactly one
+  terminal frame, under the canonical form of its id, and nothing after it.
 
 Frames: mutations of valid `job`, `job_cancel` and auth frames (keys dropped, values replaced
 by random JSON, unknown keys added, `type` changed, then optionally the JSON text cut or
@@ -43,6 +44,10 @@ from usepod_desktop.sandbox.fakes import FakeBackend
 
 JOB_ID = "@@JOB@@"  # replaced by a fresh uuid4 at send time
 JOB_ID_UPPER = "@@JOBU@@"  # replaced by a fresh uuid4 in upper case (still a valid id)
+JOB_ID_SIMPLE = "@@JOBS@@"  # a fresh uuid4 as 32 hex digits (valid)
+JOB_ID_BRACED = "@@JOBB@@"  # a fresh uuid4 as {hyphenated} (valid)
+JOB_ID_URN = "@@JOBN@@"  # a fresh uuid4 as urn:uuid:hyphenated (valid)
+JOB_ID_FORMS = [JOB_ID, JOB_ID_UPPER, JOB_ID_SIMPLE, JOB_ID_BRACED, JOB_ID_URN]
 SERVED = "m"
 CHAT = {"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 3}
 TERMINAL_WAIT_S = 10.0
@@ -59,7 +64,10 @@ FUZZ_SETTINGS = settings(
 
 # ------------------------------------------------------------------------------ the oracle
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_HYPHENATED = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_SIMPLE = re.compile(r"[0-9a-fA-F]{32}")
 
 
 def _finite(text: str) -> float:
@@ -73,11 +81,28 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def canonical_id(value: object) -> str | None:
+    """The canonical id of a job_id in a form the reference's parser takes (hyphenated,
+    32-hex simple, {braced hyphenated}, urn:uuid:hyphenated; any case), else None."""
+    if not isinstance(value, str):
+        return None
+    text = value
+    if text[:9].lower() == "urn:uuid:":
+        text = text[9:]
+    elif text.startswith("{") and text.endswith("}"):
+        text = text[1:-1]
+    elif _SIMPLE.fullmatch(text):
+        return str(uuid.UUID(hex=text))
+    if not _HYPHENATED.fullmatch(text):
+        return None
+    return str(uuid.UUID(text))
+
+
 def expected_job(frame: str | bytes) -> dict[str, Any] | None:
-    """The job frame's object when `frame` is a valid `job` (PROTOCOL.md section 5: a JSON
-    text frame; `job_id` a UUID, `model_id` a non-empty string, `request` an object;
-    `format` absent/null/"openai"/"anthropic"; `deadline_ms` absent/null or a u32 above 0),
-    else None."""
+    """The job frame's object, its `job_id` replaced by the canonical form, when `frame` is a
+    `job` frame the agent must answer (docs/protocol.md, "Tolerance": a JSON text frame with
+    `type` "job" and a `job_id` in a UUID form; any other field may be anything: an
+    unservable job still gets its `job_error`), else None."""
     if isinstance(frame, bytes):
         return None
     try:
@@ -86,21 +111,10 @@ def expected_job(frame: str | bytes) -> dict[str, Any] | None:
         return None
     if not isinstance(obj, dict) or obj.get("type") != "job":
         return None
-    job_id, model_id, request = obj.get("job_id"), obj.get("model_id"), obj.get("request")
-    if not (isinstance(job_id, str) and _UUID.fullmatch(job_id)):
+    job_id = canonical_id(obj.get("job_id"))
+    if job_id is None:
         return None
-    if not (isinstance(model_id, str) and model_id):
-        return None
-    if not isinstance(request, dict):
-        return None
-    if obj.get("format") not in (None, "openai", "anthropic"):
-        return None
-    deadline = obj.get("deadline_ms")
-    if deadline is not None and (
-        isinstance(deadline, bool) or not isinstance(deadline, int) or not 0 < deadline < 2**32
-    ):
-        return None
-    return obj
+    return {**obj, "job_id": job_id}
 
 
 # ------------------------------------------------------------------------------ strategies
@@ -123,7 +137,7 @@ json_values = st.recursive(
 job_frames = st.fixed_dictionaries(
     {
         "type": st.just("job"),
-        "job_id": st.sampled_from([JOB_ID, JOB_ID_UPPER]),
+        "job_id": st.sampled_from(JOB_ID_FORMS),
         "model_id": st.sampled_from([SERVED, SERVED, "not-served-here"]),
         "request": st.fixed_dictionaries(
             {"messages": st.just([{"role": "user", "content": "hi there"}])},
@@ -143,7 +157,7 @@ job_frames = st.fixed_dictionaries(
     },
 )
 cancel_frames = st.fixed_dictionaries(
-    {"type": st.just("job_cancel"), "job_id": st.sampled_from([JOB_ID, JOB_ID_UPPER])}
+    {"type": st.just("job_cancel"), "job_id": st.sampled_from(JOB_ID_FORMS)}
 )
 auth_frames = st.one_of(
     st.fixed_dictionaries(
@@ -256,7 +270,11 @@ def render(spec: FrameSpec) -> str | bytes:
     out: str | bytes = text if spec.text is None else _apply_text(text, spec.text)
     if isinstance(out, bytes):
         return out
-    return out.replace(JOB_ID_UPPER, str(uuid.uuid4()).upper()).replace(JOB_ID, str(uuid.uuid4()))
+    out = out.replace(JOB_ID_UPPER, str(uuid.uuid4()).upper())
+    out = out.replace(JOB_ID_SIMPLE, uuid.uuid4().hex)
+    out = out.replace(JOB_ID_BRACED, "{" + str(uuid.uuid4()) + "}")
+    out = out.replace(JOB_ID_URN, "urn:uuid:" + str(uuid.uuid4()))
+    return out.replace(JOB_ID, str(uuid.uuid4()))
 
 
 # ------------------------------------------------------------------------------ the live session
@@ -307,10 +325,10 @@ async def send_and_check(live: Live, specs: list[FrameSpec]) -> None:
         if job is not None:  # registered first, so its frames are accounted for
             handle = JobHandle(
                 job["job_id"],
-                job["model_id"],
-                job["request"],
-                job.get("format") or "openai",
-                job.get("deadline_ms") or protocol.DEFAULT_DEADLINE_MS,
+                str(job.get("model_id")),
+                job.get("request") if isinstance(job.get("request"), dict) else {},
+                "openai",
+                protocol.DEFAULT_DEADLINE_MS,
                 session,
             )
             coord.jobs[handle.job_id] = handle
@@ -351,23 +369,36 @@ async def test_floods_of_garbage_never_break_the_session(
 
 def test_the_oracle_agrees_with_the_protocol_examples() -> None:
     """The oracle itself, on hand-written frames (a wrong oracle would make the fuzz vacuous)."""
-    good = {"type": "job", "job_id": str(uuid.uuid4()), "model_id": "m", "request": {}}
-    assert expected_job(json.dumps(good)) is not None
-    assert expected_job(json.dumps({**good, "job_id": good["job_id"].upper()})) is not None
-    assert expected_job(json.dumps({**good, "format": None, "deadline_ms": None})) is not None
-    for bad in (
-        {**good, "job_id": "not-a-uuid"},
-        {**good, "job_id": "{" + good["job_id"] + "}"},
+    job_id = str(uuid.uuid4())
+    good = {"type": "job", "job_id": job_id, "model_id": "m", "request": {}}
+    for form in (
+        job_id,
+        job_id.upper(),
+        job_id.replace("-", ""),
+        "{" + job_id + "}",
+        "urn:uuid:" + job_id,
+        "URN:UUID:" + job_id.upper(),
+    ):
+        found = expected_job(json.dumps({**good, "job_id": form}))
+        assert found is not None and found["job_id"] == job_id, form
+    # answered although unservable or odd: a usable id is enough
+    for odd in (
         {**good, "model_id": ""},
         {**good, "model_id": 5},
         {**good, "request": []},
         {**good, "format": "gemini"},
         {**good, "deadline_ms": 0},
-        {**good, "deadline_ms": True},
-        {**good, "deadline_ms": 2**32},
-        {**good, "deadline_ms": 1.5},
-        {**good, "type": "Job"},
+        {**good, "deadline_ms": "soon"},
         {k: v for k, v in good.items() if k != "request"},
+    ):
+        assert expected_job(json.dumps(odd)) is not None, odd
+    for bad in (
+        {**good, "job_id": "not-a-uuid"},
+        {**good, "job_id": "{" + job_id.replace("-", "") + "}"},
+        {**good, "job_id": job_id + "0"},
+        {**good, "job_id": 5},
+        {**good, "type": "Job"},
+        {k: v for k, v in good.items() if k != "job_id"},
     ):
         assert expected_job(json.dumps(bad)) is None, bad
     assert expected_job(json.dumps(good).encode()) is None  # binary frame
@@ -376,5 +407,6 @@ def test_the_oracle_agrees_with_the_protocol_examples() -> None:
     assert "NaN" in nan and expected_job(nan) is None
     # and the agent's own parser agrees on these (the oracle is not the parser under test)
     assert isinstance(protocol.parse_inbound(json.dumps(good)), protocol.Job)
-    with pytest.raises(protocol.FrameError):
-        protocol.parse_inbound(json.dumps({**good, "deadline_ms": 0}))
+    with pytest.raises(protocol.FrameError) as err:
+        protocol.parse_inbound(json.dumps({**good, "model_id": ""}))
+    assert err.value.job_id == job_id

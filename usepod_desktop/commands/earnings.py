@@ -257,7 +257,10 @@ def _export_csv(ledger: Ledger, target: str, since: datetime | None, sources: An
         writer.writeheader()
         count = 0
         for row in ledger.rows(since, sources=sources):
-            writer.writerow(_csv_safe(row.to_dict()))
+            cells = row.to_dict()
+            if isinstance(cells.get("ttfb_ms"), float):  # 0.1 ms, not 12.300000000000001
+                cells["ttfb_ms"] = round(cells["ttfb_ms"], 1)
+            writer.writerow(_csv_safe(cells))
             count += 1
         return count
 

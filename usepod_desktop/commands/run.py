@@ -14,6 +14,7 @@ import logging
 import os
 from typing import Any
 
+from usepod_desktop.cli import seconds
 from usepod_desktop.commands.common import handle_user_errors, load_config
 from usepod_desktop.core.stopping import (  # re-exported: tests and callers use this module
     ConsoleHandler,
@@ -47,7 +48,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     p.add_argument(
         "--grace",
-        type=float,
+        type=seconds(minimum=0, inclusive=True),
         default=10.0,
         metavar="SECONDS",
         help="how long running jobs may finish on shutdown (default 10)",
@@ -60,7 +61,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
     )
     p.add_argument(
         "--demo-interval",
-        type=float,
+        type=seconds(minimum=0, inclusive=False),
         default=5.0,
         metavar="SECONDS",
         help="with --sandbox: seconds between demo jobs (default 5)",

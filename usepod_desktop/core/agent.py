@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REDISCOVERY_INTERVAL_S = 300.0
+#: A new session reuses a discovery result younger than this instead of running discovery
+#: again, so a coordinator that closes right after `capabilities` (reconnect about every second)
+#: does not cost the backends a discovery pass per reconnect.
+DISCOVERY_REUSE_S = 60.0
 DEFAULT_GRACE_S = 10.0
 
 __all__ = ["Agent", "AgentState", "TestJobResult"]
@@ -157,6 +161,7 @@ class Agent:
         self.identity: Identity | None = None
         self.link: Link | None = None
         self.discovery: DiscoveryResult | None = None
+        self._discovered_at: float | None = None
         self.paused = False
         self.pause_reason = ""
         #: The `[serving]` rules, the manual pause and the backend watch (core/serving).
@@ -318,6 +323,7 @@ class Agent:
             )
         old = self.config
         self.config = config
+        self._discovered_at = None  # a new session must not reuse a result of the old config
         self.executor.set_limits(config.limits.max_concurrent, config.limits.max_tokens_per_minute)
         self.events.emit(ConfigReloaded())
         if not self._running:
@@ -413,6 +419,7 @@ class Agent:
         async with self._discovery_lock:
             result = await discover(self.config, self.pool)
             self.discovery = result
+            self._discovered_at = time.monotonic()
             self.executor.set_routes(result.models)
             for report in result.reports:
                 label = report.config.label
@@ -435,7 +442,9 @@ class Agent:
         )
 
     async def _capabilities_for_new_session(self) -> str:
-        result = await self._discover()
+        at, result = self._discovered_at, self.discovery
+        if result is None or at is None or time.monotonic() - at >= DISCOVERY_REUSE_S:
+            result = await self._discover()
         self._sent_key = self._advertised_key()
         self._emit_capabilities(result)
         return result.capabilities_frame(self.config, paused=self.paused)

@@ -1,4 +1,4 @@
-"""Reconnect backoff for the coordinator link (PROTOCOL.md section 5, "Reconnect")."""
+"""Reconnect backoff for the coordinator link (docs/protocol.md, "Reconnect and backoff")."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ class Backoff:
     `next_delay()` returns `current * jitter` (jitter uniform in [lo, hi)), then
     multiplies `current` by `factor`, capped at `maximum`: about 1, 2, 4, ... 60 s.
 
-    Section 5 rule, applied by the link: call `reset()` when the session that just
-    ended had completed auth *and* discovery (an established session ending is a
-    planned cycle such as a coordinator deploy, so the next attempt comes after about
-    1 s); failures before that point leave the backoff escalating.
-    `after_disconnect(established)` does both steps.
+    The rule, applied by the link: call `reset()` when the session that just ended had
+    received `auth_ok` (as the reference 0.3.3: a drop during discovery, at `capabilities`
+    or later is a planned cycle such as a coordinator deploy, so the next attempt comes
+    after about 1 s); failures before that point leave the backoff escalating.
+    `after_disconnect(established)` does both steps (`established`: got `auth_ok`).
     """
 
     def __init__(
@@ -55,7 +55,7 @@ class Backoff:
         self._current = self.initial
 
     def after_disconnect(self, established: bool) -> float:
-        """The delay before reconnecting: resets first when `established` (auth+discovery)."""
+        """The delay before reconnecting: resets first when `established` (got auth_ok)."""
         if established:
             self.reset()
         return self.next_delay()

@@ -3,10 +3,13 @@
 This is the hot path. Per upstream chunk the relay does one base64 encode, one f-string and one
 socket write: no JSON parse (usage is scanned on the side by the backend), no per-chunk task.
 
-Rules (PROTOCOL.md section 5, plus our "Beyond" items):
+Rules (docs/protocol.md, "Jobs"):
 - more than `limits.max_concurrent` jobs in flight -> `job_error` `out_of_capacity`;
-- a model with no route -> `model_not_loaded`; both with `tokens_emitted` 0;
-- exactly one terminal frame per accepted job; none at all after a `job_cancel`;
+- a model with no route -> `model_not_loaded`; both with `tokens_emitted` 0; refusals are not
+  counted as errors in the heartbeat figures (:meth:`JobStats.record_refusal`);
+- a `job` frame that cannot be served -> `invalid_request` (:meth:`Executor.reject`);
+- exactly one terminal frame per accepted job; none at all after a `job_cancel`, which frees
+  the job's slot at once (a job right behind the cancel is admitted);
 - the whole job is bounded by `deadline_ms` -> `backend_timeout`;
 - a chunk the socket does not take within 5 s ends the job (`internal`);
 - the request's `model` is always the routed model id;
@@ -108,7 +111,9 @@ class TokenBudget:
 @dataclass(slots=True)
 class _Running:
     job: protocol.Job
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None = None
+    #: set by `_run` on its first step; a job cancelled before it never starts upstream
+    started: bool = False
     cancelled_by_coordinator: bool = False
     shutdown_message: str | None = None
     #: loop time when the chunk being sent was handed to the socket; None between sends
@@ -135,6 +140,8 @@ class Executor:
         self.accepting = True
         self.refuse_reason = "provider is paused"
         self._running: dict[str, _Running] = {}
+        #: cancelled jobs still unwinding (closing upstream); their slots are already free
+        self._unwinding: set[asyncio.Task[None]] = set()
         self.budget = TokenBudget(self.max_tokens_per_minute)
         self._background: set[asyncio.Task[None]] = set()
         self._watchdog: asyncio.Task[None] | None = None
@@ -173,17 +180,14 @@ class Executor:
         if refusal is not None:
             code, message = refusal
             log.info("job %s refused: %s (%s)", job.job_id, code, message)
-            frame = protocol.job_error(job.job_id, code, message, 0)
-            self.stats.record(ttfb_ms=None, output_tokens=0, duration_s=0.0, error_code=code)
-            refusal_task = asyncio.ensure_future(self._send_quietly(send, frame, job.job_id))
-            self._background.add(refusal_task)
-            refusal_task.add_done_callback(self._background.discard)
-            return refusal_task
+            return self.reject(job.job_id, code, message, send)
         route = self.routes[job.model_id]
-        task = asyncio.get_running_loop().create_task(
-            self._run(job, route, send), name=f"job-{job.job_id}"
+        running = _Running(job)
+        running.task = asyncio.get_running_loop().create_task(
+            self._run(job, route, send, running), name=f"job-{job.job_id}"
         )
-        self._running[job.job_id] = _Running(job, task)
+        self._running[job.job_id] = running
+        task = running.task
         if self._watchdog is None or self._watchdog.done():
             self._watchdog = asyncio.get_running_loop().create_task(
                 self._send_watchdog(), name="send-watchdog"
@@ -196,16 +200,23 @@ class Executor:
         """A `job` frame whose id is running: answered with a terminal `job_error`
         (`invalid_request`); the running job goes on and keeps its own terminal frame."""
         log.warning("job %s: refused, a job with this id is already running", job.job_id)
-        frame = protocol.job_error(
+        return self.reject(
             job.job_id,
             ErrorCode.INVALID_REQUEST,
             "duplicate job id: a job with this id is already running here",
-            0,
+            send,
         )
-        task = asyncio.ensure_future(self._send_quietly(send, frame, job.job_id))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+
+    def reject(self, job_id: str, code: str, message: str, send: Sender) -> asyncio.Task[None]:
+        """Answer a job that is not run with its one terminal `job_error` (`tokens_emitted` 0).
+
+        Counted as a refusal, not an error (docs/protocol.md, "Heartbeat")."""
+        self.stats.record_refusal(code)
+        frame = protocol.job_error(job_id, code, message, 0)
+        refusal_task = asyncio.ensure_future(self._send_quietly(send, frame, job_id))
+        self._background.add(refusal_task)
+        refusal_task.add_done_callback(self._background.discard)
+        return refusal_task
 
     def _admission(self, job: protocol.Job) -> tuple[str, str] | None:
         if not self.accepting:
@@ -226,38 +237,59 @@ class Executor:
         return None
 
     def cancel(self, job_id: str) -> bool:
-        """`job_cancel`: stop the job upstream, free its slot, send nothing more for it."""
-        running = self._running.get(job_id)
+        """`job_cancel`: stop the job upstream, send nothing more for it, and free its slot
+        now, before the next frame is read (the reference does the same): a job sent right
+        behind the cancel must not be refused for capacity while this one unwinds."""
+        running = self._running.pop(job_id, None)
         if running is None:
             return False
-        running.cancelled_by_coordinator = True
-        running.task.cancel()
+        self._stop(running)
         return True
 
     def abort_all(self) -> int:
-        """The connection dropped: stop every job upstream. No frames (there is no socket)."""
+        """The connection dropped: stop every job upstream. No frames (there is no socket).
+
+        The jobs stay counted in `running` until they have unwound (their upstream requests
+        closed): nothing can be admitted on a dead connection anyway."""
         for running in self._running.values():
-            running.cancelled_by_coordinator = True
-            running.task.cancel()
+            self._stop(running)
         return len(self._running)
+
+    def _stop(self, running: _Running) -> None:
+        running.cancelled_by_coordinator = True
+        task = running.task
+        assert task is not None
+        if not task.done() and self._running.get(running.job.job_id) is not running:
+            self._unwinding.add(task)  # its slot is already free: still wait for it on stop
+            task.add_done_callback(self._unwinding.discard)
+        if running.started:
+            task.cancel()
+        # else: `_run` has not taken its first step; it sees the flag and ends at once (a
+        # task cancelled before it starts would skip its cleanup and outcome entirely)
 
     async def shutdown(self, grace_s: float, message: str = "agent is shutting down") -> None:
         """Refuse new jobs, give running ones `grace_s`, then end them with a terminal
         `job_error` (`internal`, saying the agent shut down)."""
         self.accepting = False
         self.refuse_reason = message
-        tasks = [r.task for r in self._running.values()]
+        tasks = self._tasks()
         if tasks:
             await asyncio.wait(tasks, timeout=grace_s)
         for running in list(self._running.values()):
             running.shutdown_message = message
-            running.task.cancel()
-        leftover = [r.task for r in self._running.values()]
+            if running.task is not None:
+                running.task.cancel()
+        leftover = self._tasks()
         if leftover:
             await asyncio.wait(leftover, timeout=TERMINAL_SEND_TIMEOUT_S + 1)
 
+    def _tasks(self) -> list[asyncio.Task[None]]:
+        """Running jobs' tasks plus cancelled ones still unwinding."""
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        return tasks + [t for t in self._unwinding if t not in tasks]
+
     async def wait_idle(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        tasks = [r.task for r in self._running.values()]
+        tasks = self._tasks()
         if not tasks:
             return True
         _, pending = await asyncio.wait(tasks, timeout=timeout)
@@ -265,14 +297,16 @@ class Executor:
 
     # ---- the relay ---------------------------------------------------------------------
 
-    async def _run(self, job: protocol.Job, route: AdvertisedModel, send: Sender) -> None:
+    async def _run(
+        self, job: protocol.Job, route: AdvertisedModel, send: Sender, running: _Running
+    ) -> None:
+        running.started = True
         started_wall = datetime.now(UTC)
         started = time.perf_counter()
         first_byte: float | None = None
         relayed = 0
         job_id = job.job_id
         chunk_frame = protocol.job_chunk
-        running = self._running[job_id]
         loop_time = asyncio.get_running_loop().time
 
         async def sink(data: bytes) -> None:
@@ -297,6 +331,8 @@ class Executor:
         request = JobRequest(job_id, served_as, job.request, job.format)
         try:
             try:
+                if running.cancelled_by_coordinator:  # cancelled before this first step
+                    raise asyncio.CancelledError
                 async with asyncio.timeout(job.deadline_ms / 1000):
                     usage = await route.backend_ref.execute(request, sink)
             except TimeoutError:
@@ -333,7 +369,8 @@ class Executor:
             if terminal is not None:
                 await self._send_quietly(send, terminal, job_id)
         finally:
-            self._running.pop(job_id, None)
+            if self._running.get(job_id) is running:  # a cancel may have freed it already
+                del self._running[job_id]
             self._finished_ids[job_id] = None
             if len(self._finished_ids) > FINISHED_IDS_KEPT:
                 del self._finished_ids[next(iter(self._finished_ids))]
@@ -391,6 +428,7 @@ class Executor:
                     since is not None
                     and now - since >= SEND_TIMEOUT_S
                     and not running.send_timed_out
+                    and running.task is not None
                 ):
                     running.send_timed_out = True
                     running.task.cancel()

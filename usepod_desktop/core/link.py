@@ -1,12 +1,19 @@
 """The coordinator link: one WebSocket session at a time, reconnecting forever.
 
-Per connection (PROTOCOL.md section 5): auth_challenge -> signed auth_response -> auth_ok /
+Per connection (docs/protocol.md): auth_challenge -> signed auth_response -> auth_ok /
 auth_failed, provider_id persisted, discovery, capabilities, then heartbeats every 15 s while job
 frames flow to the executor. Reconnects wait `backoff * jitter`, doubling to 60 s; the backoff is
-reset when the session that ended had completed auth and discovery (a coordinator deploy is a
-planned cycle, not an outage).
+reset when the session that ended had got `auth_ok` (as the reference 0.3.3: a coordinator deploy
+or a close right after `capabilities` is a planned cycle, not an outage).
 
-Malformed frames are logged and ignored: they never end a session.
+Malformed frames are logged and ignored: they never end a session. A `job` frame with a usable
+job id that cannot be served is answered with `job_error` `invalid_request` (docs/protocol.md,
+"Tolerance").
+
+Backpressure (docs/protocol.md, "Flow control"): while the socket does not drain (the
+transport's buffer is above `write_limit`), no further inbound frame is read, so a coordinator
+that stops reading cannot make the agent buffer refusals without bound; a session that has not
+been able to send for `send_stall_timeout` seconds is aborted and the link reconnects.
 """
 
 from __future__ import annotations
@@ -41,6 +48,10 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 15.0
 HANDSHAKE_TIMEOUT_S = 15.0
+#: A session whose socket has not drained for this long is aborted (then: reconnect).
+SEND_STALL_TIMEOUT_S = 30.0
+#: The transport's write buffer high-water mark; above it writers wait and reading stops.
+WRITE_LIMIT = 256 * 1024
 
 
 class _PooledRandom:
@@ -82,11 +93,16 @@ class _BatchingConnection(ClientConnection):
     At 64+ concurrent streams many jobs relay a chunk in the same iteration; one `send()`
     syscall per `job_chunk` frame was ~22% of the agent's CPU. Frames are flushed by a callback
     scheduled for the next iteration, so nothing waits longer than the callbacks already ready.
-    Outside the OPEN state (closing handshakes) writes go straight through, as in websockets."""
+    Outside the OPEN state (closing handshakes) writes go straight through, as in websockets.
+
+    It also records since when writing has been paused (the transport's buffer above its
+    high-water mark), for the link's stall watchdog."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._batch: list[bytes] = []
+        #: loop time since which writing has been paused; None while the socket drains
+        self.paused_since: float | None = None
 
     def send_data(self) -> None:
         if self.protocol.state is not State.OPEN:
@@ -98,12 +114,33 @@ class _BatchingConnection(ClientConnection):
         for data in self.protocol.data_to_send():
             if data:
                 batch.append(data)
-            else:  # end of stream: keep the order, then let websockets half-close
+            else:  # end of stream: keep the order, then half-close as websockets does
                 self._flush_batch()
-                super().send_data()
+                self._send_eof()
                 return
         if schedule and batch:
             self.loop.call_soon(self._flush_batch)
+
+    def _send_eof(self) -> None:
+        """websockets' end-of-stream marker (an empty chunk from `data_to_send`), consumed
+        above so `super().send_data()` would never see it: half-close the TCP connection
+        (or close it where a half-close is impossible, e.g. TLS), as websockets does."""
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if transport.can_write_eof():
+            with contextlib.suppress(Exception):  # write_eof() documents no exceptions
+                transport.write_eof()
+        else:
+            transport.close()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self.paused_since = self.loop.time()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self.paused_since = None
 
     def _flush_batch(self) -> None:
         batch = self._batch
@@ -159,6 +196,7 @@ class Link:
         ssl_context: ssl.SSLContext | None = None,
         on_status: StatusListener | None = None,
         on_provider_id: Callable[[str], Awaitable[None]] | None = None,
+        send_stall_timeout: float | None = None,
     ) -> None:
         scheme = urlsplit(url).scheme
         if scheme == "ws" and not allow_insecure:
@@ -178,11 +216,17 @@ class Link:
         self.on_provider_id = on_provider_id
         #: The coordinator said `"sandbox": true` in auth_ok (docs/sandbox.md).
         self.sandbox = False
+        self.send_stall_timeout = (
+            SEND_STALL_TIMEOUT_S if send_stall_timeout is None else send_stall_timeout
+        )
+        self.stalled_sessions = 0  # sessions aborted because the socket stopped draining
         self.status = LinkStatus(LinkState.OFFLINE)
         self.sessions = 0  # completed handshakes, for the UI and tests
         self.last_auth_failure: str | None = None
         self._ws: ClientConnection | None = None
         self._established = False
+        #: the session got auth_ok: its end is a planned cycle (backoff back to `initial`)
+        self._authenticated = False
         self._stopping = False
         self._wake = asyncio.Event()
 
@@ -240,8 +284,9 @@ class Link:
                     log.warning("connection lost: stopped %d running job(s) upstream", aborted)
             if self._stopping:
                 break
-            delay = self.backoff.after_disconnect(self._established)
+            delay = self.backoff.after_disconnect(self._authenticated)
             self._established = False
+            self._authenticated = False
             state = self.status.state
             if state != LinkState.AUTH_FAILED:
                 state = LinkState.OFFLINE
@@ -276,7 +321,7 @@ class Link:
             "ping_timeout": 20,
             "close_timeout": 5,
             "user_agent_header": f"usepod-desktop (protocol {PROTOCOL_VERSION})",
-            "write_limit": 256 * 1024,
+            "write_limit": WRITE_LIMIT,
         }
         if host in ("127.0.0.1", "localhost", "::1"):
             kwargs["proxy"] = None
@@ -286,6 +331,10 @@ class Link:
             self._set(LinkState.AUTHENTICATING, self.url)
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
                 provider_id = await self._handshake(ws)
+            # From here on a drop is post-auth, as in the reference 0.3.3 (a close during
+            # discovery or right at `capabilities` included): the next attempt comes after
+            # about `backoff.initial`, without escalation.
+            self._authenticated = True
             # a sandbox's provider ids are throw-away: never written into the shared identity
             if provider_id and provider_id != self.identity.provider_id and not self.sandbox:
                 try:
@@ -306,12 +355,14 @@ class Link:
             self._set(LinkState.CONNECTED, provider_id or "")
             log.info("connected to %s as %s", self.url, provider_id or "<no provider id>")
             heartbeat = asyncio.create_task(self._heartbeat(ws), name="heartbeat")
+            watchdog = asyncio.create_task(self._stall_watchdog(ws), name="stall-watchdog")
             try:
                 await self._receive(ws)
             finally:
-                heartbeat.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await heartbeat
+                for task in (heartbeat, watchdog):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
 
     async def _handshake(self, ws: ClientConnection) -> str | None:
         challenge = await self._expect(ws, protocol.AuthChallenge)
@@ -355,10 +406,18 @@ class Link:
         executor = self.executor
         send: Any = _SandboxSender(ws.send) if self.sandbox else ws.send
         async for raw in ws:
+            if ws.paused:
+                # The socket is not draining: read nothing more until it does (TCP pushes
+                # back on the coordinator), so refusals cannot pile up in our buffers.
+                await ws.drain()
             try:
                 frame = protocol.parse_inbound(raw)
             except protocol.FrameError as exc:
-                log.warning("ignored a malformed frame: %s", exc)
+                if exc.frame_type == "job" and exc.job_id is not None:
+                    log.warning("job %s refused: %s", exc.job_id, exc)
+                    executor.reject(exc.job_id, protocol.ErrorCode.INVALID_REQUEST, str(exc), send)
+                else:
+                    log.warning("ignored a malformed frame: %s", exc)
                 continue
             if isinstance(frame, protocol.Job):
                 executor.submit(frame, send)
@@ -369,6 +428,40 @@ class Link:
                 log.debug("ignored unknown frame type %r", frame.type)
             else:
                 log.debug("ignored %s frame after the handshake", type(frame).__name__)
+
+    async def _stall_watchdog(self, ws: ClientConnection) -> None:
+        """Abort the session once its socket has not drained for `send_stall_timeout` s.
+
+        Keepalive pings cannot catch this: websockets writes a ping only after the buffer
+        drains, so its pong timeout never starts. Aborting (no close frame: it could not be
+        sent either) ends `_receive`, and `run_forever` reconnects."""
+        limit = self.send_stall_timeout
+        tick = min(1.0, limit / 4)
+        loop = asyncio.get_running_loop()
+        last_size: int | None = None
+        progress_at = 0.0
+        while True:
+            await asyncio.sleep(tick)
+            since = getattr(ws, "paused_since", None)
+            if since is None:
+                last_size = None
+                continue
+            # a slow coordinator that still reads is not stalled: any shrinking of the
+            # buffer between two ticks counts as progress
+            size = ws.transport.get_write_buffer_size()
+            if last_size is None or size < last_size:
+                progress_at = since if last_size is None else loop.time()
+            last_size = size
+            if loop.time() - max(since, progress_at) >= limit:
+                self.stalled_sessions += 1
+                log.warning(
+                    "coordinator has not read what we sent for %.0f s (%d bytes waiting); "
+                    "dropping the connection",
+                    limit,
+                    size,
+                )
+                ws.transport.abort()
+                return
 
     async def _heartbeat(self, ws: ClientConnection) -> None:
         while True:

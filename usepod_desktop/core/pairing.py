@@ -703,8 +703,10 @@ class PairingFlow:
                 f"(got {type(parsed).__name__})"
             )
         server_time = None
-        with contextlib.suppress(TypeError, ValueError, IndexError):
-            server_time = email.utils.parsedate_to_datetime(response.headers["date"])
+        with contextlib.suppress(TypeError, ValueError, IndexError):  # no/bad `Date`: our clock
+            server_time = email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+            if server_time.tzinfo is None:  # "-0000": UTC by RFC 5322
+                server_time = server_time.replace(tzinfo=UTC)
         return _Answer(parsed, server_time)
 
     async def _backoff_sleep(self, detail: str, give_up_at: float | None) -> None:

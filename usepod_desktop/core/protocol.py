@@ -1,13 +1,21 @@
-"""Coordinator link wire format (PROTOCOL.md section 5): pure builders and parsers, no I/O.
+"""Coordinator link wire format (docs/protocol.md): pure builders and parsers, no I/O.
 
 Both directions live here: the agent builds the outbound frames and parses the inbound
 ones; the sandbox coordinator does the opposite with the same code.
 
-Parsing is strict and total: `parse_inbound` / `parse_outbound` return a frame dataclass
-or raise `FrameError` (a `ValueError`) whose one-line message names the frame type and
-the field. They never raise anything else, whatever the input. Unknown frame types are
-not errors: they come back as `UnknownFrame` (the link logs them at debug level).
-Unknown fields inside a known frame are ignored.
+Parsing is total: `parse_inbound` / `parse_outbound` return a frame dataclass or raise
+`FrameError` (a `ValueError`) whose one-line message names the frame type and the field.
+They never raise anything else, whatever the input. Unknown frame types are not errors:
+they come back as `UnknownFrame` (the link logs them at debug level). Unknown fields
+inside a known frame are ignored.
+
+Inbound frames are read as leniently as the reference agent reads them (docs/protocol.md,
+"Tolerance"): a `job_id` in any UUID form is accepted and canonicalised, `format` and
+`deadline_ms` fall back instead of failing, `auth_ok.provider_id` of the wrong type is
+ignored and an empty challenge nonce is signed. A `job` frame that still cannot be served
+raises a `FrameError` carrying the canonical `job_id`, so the link answers it with a
+`job_error` (`invalid_request`) instead of leaving the coordinator waiting. Outbound frames
+(parsed by the sandbox coordinator) stay strict.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ __all__ = [
     "auth_failed",
     "auth_ok",
     "auth_response",
+    "canonical_uuid",
     "capabilities",
     "heartbeat",
     "is_uuid",
@@ -82,38 +91,66 @@ _UUID_RE = re.compile(
 )
 
 
+# The textual forms the reference's parser (Rust `uuid`) takes: hyphenated, simple (32 hex
+# digits), braced hyphenated and `urn:uuid:` hyphenated. Anything looser (Python's
+# `uuid.UUID` also takes stray hyphens, underscores, '+') is refused.
+_HYPHENATED = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_ANY_UUID_RE = re.compile(
+    rf"urn:uuid:(?P<urn>{_HYPHENATED})|\{{(?P<braced>{_HYPHENATED})\}}"
+    rf"|(?P<plain>{_HYPHENATED})|(?P<simple>[0-9a-f]{{32}})",
+    re.IGNORECASE,
+)
+
+
 def is_uuid(s: object) -> bool:
     """True when `s` is a UUID in canonical 8-4-4-4-12 textual form (any case)."""
     return isinstance(s, str) and _UUID_RE.fullmatch(s) is not None
 
 
+def canonical_uuid(s: object) -> str | None:
+    """`s` in the canonical lowercase 8-4-4-4-12 form when it is a UUID in any form the
+    reference accepts (hyphenated, simple, braced, `urn:uuid:`, any case), else None."""
+    if not isinstance(s, str) or len(s) > 45:
+        return None
+    m = _ANY_UUID_RE.fullmatch(s)
+    if m is None:
+        return None
+    text = m.group("urn") or m.group("braced") or m.group("plain")
+    if text is None:
+        h = m.group("simple")
+        text = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return text.lower()
+
+
 class ErrorCode(StrEnum):
     """`job_error.error_code` values.
 
-    All but `RATE_LIMITED` and `INVALID_REQUEST` are the reference agent's codes.
-    `RATE_LIMITED` is ours (beyond the reference): a job refused because
-    `limits.max_tokens_per_minute` is exhausted. `INVALID_REQUEST` is ours too: a job this
-    agent will not run as asked (a reused job id, `n` > 1 on a BYOK backend). Conditions
-    without a code of their own map to `INTERNAL`: agent shutdown, a chunk the socket would
-    not take within 5 s, an `anthropic` job on a backend kind without `/v1/messages`, a
-    mid-stream `data: {"error": ...}` event.
+    All but `RATE_LIMITED` and `INVALID_REQUEST` are the reference agent's codes. Ours
+    (beyond the reference): `RATE_LIMITED`, a job refused because
+    `limits.max_tokens_per_minute` is exhausted; `INVALID_REQUEST`, a job this agent will not
+    run as asked: a `job` frame with a usable job id that cannot be served (empty or missing
+    `model_id`, `request` not an object), which the reference drops without an answer, a
+    reused job id, `n` > 1 on a BYOK backend. Conditions without a code of their own map to
+    `INTERNAL`: agent shutdown, a chunk the socket would not take within 5 s, an `anthropic`
+    job on a backend kind without `/v1/messages`, a mid-stream `data: {"error": ...}` event.
     """
 
     BACKEND_UNREACHABLE = "backend_unreachable"
     BACKEND_TIMEOUT = "backend_timeout"
+    INVALID_REQUEST = "invalid_request"
     MODEL_NOT_LOADED = "model_not_loaded"
     AUTH_REJECTED_BY_BACKEND = "auth_rejected_by_backend"
     INTERNAL = "internal"
     OUT_OF_CAPACITY = "out_of_capacity"
     RATE_LIMITED = "rate_limited"
-    INVALID_REQUEST = "invalid_request"
 
 
 class FrameError(ValueError):
     """A frame that cannot be used. `str(err)` is one line naming the frame and field.
 
     `frame_type` is the frame's `type` when it was readable, else None. `job_id` is set
-    when the frame carried a valid job_id, so the link may answer with a `job_error`.
+    (canonical form) when the frame carried a usable job_id, so the link may answer with a
+    `job_error`.
     """
 
     def __init__(self, message: str, frame_type: str | None = None, job_id: str | None = None):
@@ -150,14 +187,17 @@ class UnknownFrame:
 
 @dataclass(frozen=True, slots=True)
 class AuthChallenge:
+    """`nonce` may be empty: it is signed like any other (as the reference does)."""
+
     nonce: bytes
 
 
 @dataclass(frozen=True, slots=True)
 class AuthOk:
-    """`provider_id` is None when absent, null or empty. `sandbox` is true only when the frame
-    says `"sandbox": true`, which the local sandbox coordinator sends and the real one never
-    does (docs/sandbox.md): its jobs are not real earnings."""
+    """`provider_id` is None when absent, null, empty or not a string (ignored, as the
+    reference ignores it). `sandbox` is true only when the frame says `"sandbox": true`, which
+    the local sandbox coordinator sends and the real one never does (docs/sandbox.md): its jobs
+    are not real earnings."""
 
     provider_id: str | None
     sandbox: bool = False
@@ -170,7 +210,7 @@ class AuthFailed:
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """A job to run. `job_id` is a canonical UUID kept exactly as sent."""
+    """A job to run. `job_id` is the canonical lowercase hyphenated form of the id sent."""
 
     job_id: str
     model_id: str
@@ -292,7 +332,7 @@ def capabilities(
     max_tokens_per_minute: int | None,
     metadata: Mapping[str, Any],
 ) -> str:
-    """`capabilities`; each model dict is sent as is (see PROTOCOL.md section 5 step 4)."""
+    """`capabilities`; each model dict is sent as is (docs/protocol.md, "Capabilities")."""
     return _dumps(
         {
             "type": "capabilities",
@@ -580,12 +620,14 @@ def _decode(raw: object) -> tuple[str, dict[str, Any]]:
 
 
 def _p_auth_challenge(r: _Reader) -> AuthChallenge:
-    return AuthChallenge(nonce=r.b64("nonce", nonempty=True))
+    return AuthChallenge(nonce=r.b64("nonce"))
 
 
 def _p_auth_ok(r: _Reader) -> AuthOk:
+    value = r.get("provider_id", None)
     return AuthOk(
-        provider_id=r.opt_string("provider_id") or None, sandbox=r.get("sandbox", False) is True
+        provider_id=value if isinstance(value, str) and value else None,
+        sandbox=r.get("sandbox", False) is True,
     )
 
 
@@ -594,30 +636,64 @@ def _p_auth_failed(r: _Reader) -> AuthFailed:
     return AuthFailed(reason="unknown" if reason is None else r.string("reason", value=reason))
 
 
+def _job_format(value: object) -> JobFormat:
+    """ "anthropic" in any case is Anthropic; anything else (unknown, non-string) is OpenAI."""
+    if isinstance(value, str) and value.lower() == "anthropic":
+        return "anthropic"
+    return "openai"
+
+
+def _deadline_ms(value: object) -> int:
+    """A number, or a numeric string, of milliseconds; clamped to [1, u32] and then to
+    MAX_DEADLINE_MS. Missing, null, boolean, 0, negative, NaN or non-numeric values mean
+    DEFAULT_DEADLINE_MS."""
+    number: float | int
+    if isinstance(value, bool) or value is None:
+        return DEFAULT_DEADLINE_MS
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float):
+        number = value
+    elif isinstance(value, str) and len(value) <= 64:
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return DEFAULT_DEADLINE_MS
+    else:
+        return DEFAULT_DEADLINE_MS
+    if number != number or number <= 0:  # NaN, zero, negative
+        return DEFAULT_DEADLINE_MS
+    if number >= U32_MAX:  # includes +inf
+        number = U32_MAX
+    return min(max(math.ceil(number), 1), MAX_DEADLINE_MS)
+
+
+def _job_id(r: _Reader) -> str:
+    """The frame's `job_id` in canonical form; a UUID in any form the reference takes."""
+    raw_id = r.get("job_id")
+    job_id = canonical_uuid(raw_id)
+    if job_id is None:
+        if not isinstance(raw_id, str):
+            raise r.fail(f"job_id must be a string, got {_json_type(raw_id)}")
+        raise r.fail(f"job_id {_show(raw_id)} is not a UUID")
+    return job_id
+
+
 def _p_job(r: _Reader) -> Job:
-    r.job_id = r.uuid("job_id")
+    job_id = r.job_id = _job_id(r)
     model_id = r.string("model_id", nonempty=True)
     request = r.obj_field("request")
-    fmt = r.get("format", None)
-    if fmt is None:
-        fmt = "openai"
-    elif not isinstance(fmt, str):
-        raise r.fail(f"format must be a string, got {_json_type(fmt)}")
-    elif fmt not in ("openai", "anthropic"):
-        raise r.fail(f"format {_show(fmt)} is not 'openai' or 'anthropic'")
-    deadline = r.get("deadline_ms", None)
-    if deadline is None:
-        deadline_ms = DEFAULT_DEADLINE_MS
-    else:
-        deadline_ms = r.uint("deadline_ms", U32_MAX, value=deadline)
-        if deadline_ms == 0:
-            raise r.fail("deadline_ms must be positive, got 0")
-        deadline_ms = min(deadline_ms, MAX_DEADLINE_MS)
-    return Job(r.job_id, model_id, request, fmt, deadline_ms)  # type: ignore[arg-type]
+    return Job(
+        job_id,
+        model_id,
+        request,
+        _job_format(r.get("format", None)),
+        _deadline_ms(r.get("deadline_ms", None)),
+    )
 
 
 def _p_job_cancel(r: _Reader) -> JobCancel:
-    return JobCancel(job_id=r.uuid("job_id"))
+    return JobCancel(job_id=_job_id(r))
 
 
 _INBOUND: dict[str, Callable[[_Reader], InboundFrame]] = {

@@ -1,4 +1,11 @@
-"""Rolling statistics of finished jobs, feeding the real `heartbeat` figures (section 5)."""
+"""Rolling statistics of finished jobs, feeding the real `heartbeat` figures (docs/protocol.md,
+"Heartbeat").
+
+Admission refusals (`out_of_capacity`, `model_not_loaded` for a model this agent does not
+serve, an unservable `job` frame) are counted apart with :meth:`JobStats.record_refusal`: they
+are not backend failures and never enter `error_rate_60s` or `last_error_*`, which feed the
+coordinator's reputation score.
+"""
 
 from __future__ import annotations
 
@@ -63,6 +70,9 @@ class JobStats:
         self._lock = threading.Lock()
         self._total_jobs = 0
         self._total_errors = 0
+        self._total_refused = 0
+        #: admission refusals since start, per error code
+        self.refused_by_code: dict[str, int] = {}
         self._last_error_at: datetime | None = None
         self._last_error_code: str | None = None
 
@@ -108,6 +118,13 @@ class JobStats:
                 self._last_error_at = self._wall_clock()
                 self._last_error_code = str(error_code)
 
+    def record_refusal(self, error_code: str) -> None:
+        """Count a job refused at admission (no backend involved). Not part of the window,
+        the error rate or the last error: see the module docstring."""
+        with self._lock:
+            self._total_refused += 1
+            self.refused_by_code[error_code] = self.refused_by_code.get(error_code, 0) + 1
+
     def snapshot(self, queue_depth: int) -> HeartbeatFigures:
         """Heartbeat figures over the window; last error fields are not windowed."""
         with self._lock:
@@ -142,6 +159,11 @@ class JobStats:
     def total_errors(self) -> int:
         """Error jobs recorded since start."""
         return self._total_errors
+
+    @property
+    def total_refused(self) -> int:
+        """Jobs refused at admission since start (not in `total_jobs`)."""
+        return self._total_refused
 
     @property
     def last_error_at(self) -> datetime | None:
