@@ -119,9 +119,11 @@ async def test_nothing_queued_is_sent_after_a_job_cancel() -> None:
 
 async def test_a_failed_send_of_a_queued_chunk_ends_the_job() -> None:
     sent: list[str] = []
+    failed: list[str] = []
 
     async def flaky(text: str) -> None:
         if sent and '"job_chunk"' in text:
+            failed.append(text)
             raise ConnectionError("socket gone")
         sent.append(text)
 
@@ -132,4 +134,5 @@ async def test_a_failed_send_of_a_queued_chunk_ends_the_job() -> None:
     assert task is not None
     await task
     assert outcomes[0].error_code == ErrorCode.INTERNAL
-    assert outcomes[0].bytes_relayed == len(EVENTS[0])
+    assert len(failed) == 1  # the queue is not retried after the socket failed
+    assert '"job_error"' in sent[-1]

@@ -296,10 +296,10 @@ class Executor:
                 data = b"".join(pending) if len(pending) > 1 else pending[0]
                 pending.clear()
                 pending_bytes = 0
+                relayed += len(data)  # handed to the socket: counts even if the send stalls
                 running.send_since = loop_time()
                 await send(chunk_frame(job_id, data))
                 running.send_since = None
-                relayed += len(data)
 
         async def sink(data: bytes) -> None:
             # Per upstream chunk: no timer objects here. The 5 s send limit is enforced by
@@ -309,10 +309,10 @@ class Executor:
                 return
             if first_byte is None:
                 first_byte = time.perf_counter()
+                relayed += len(data)  # handed to the socket: counts even if the send stalls
                 running.send_since = loop_time()
                 await send(chunk_frame(job_id, data))
                 running.send_since = None
-                relayed += len(data)
                 return
             pending.append(data)
             pending_bytes += len(data)
@@ -362,7 +362,7 @@ class Executor:
                 code, message = ErrorCode.INTERNAL, f"agent error: {type(exc).__name__}"
             if code not in (None, "cancelled") and not running.send_timed_out:
                 # An error after some chunks: what was read before it still goes out first
-                # (bounded; `relayed` counts only what was sent, for `tokens_emitted`).
+                # (bounded; `relayed` counts what was handed to the socket, for `tokens_emitted`).
                 with contextlib.suppress(Exception):
                     async with asyncio.timeout(TERMINAL_SEND_TIMEOUT_S):
                         await drain()
