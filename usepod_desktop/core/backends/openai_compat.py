@@ -36,11 +36,13 @@ import math
 import os
 import re
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import httpcore
 import httpx
 
 from usepod_desktop import __version__
@@ -666,6 +668,8 @@ class OpenAICompatBackend(Backend):
             trust_env=trust_env,
             transport=transport,
         )
+        if transport is None:
+            quick_ack(self._client)
         self._models_cache: tuple[float, bytes] | None = None
         self._inflight = 0
         self._closed = False
@@ -941,6 +945,78 @@ class OpenAICompatBackend(Backend):
         scanner = SseUsageScanner()
         scanner.take(body)
         return scanner.usage
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class _QuickAckStream(httpcore.AsyncNetworkStream):
+    """A backend connection that re-arms `TCP_QUICKACK` after each request write.
+
+    A server that writes the response headers and the first SSE event with two `send()`s and
+    leaves Nagle's algorithm on (the stdlib's `http.server`, many small servers) holds that
+    event until the headers are acknowledged. On a kept-alive connection Linux delays that ACK
+    (up to 40 ms) because the client just sent data; quick-ACK mode, set right after the
+    request went out, makes the kernel acknowledge at once. Reads are the inner stream's own
+    method (nothing added per chunk); one `setsockopt` per request write."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self.read = inner.read  # type: ignore[method-assign]
+        self.get_extra_info = inner.get_extra_info  # type: ignore[method-assign]
+        self._sock = inner.get_extra_info("socket")
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+        if self._sock is not None:
+            try:
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except (OSError, TypeError, ValueError):
+                self._sock = None  # not a TCP socket after all: stop trying
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+    ) -> httpcore.AsyncNetworkStream:
+        return _QuickAckStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+
+class _QuickAckBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend with :class:`_QuickAckStream` TCP connections."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return _QuickAckStream(await self._inner.connect_tcp(*args, **kwargs))
+
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return await self._inner.connect_unix_socket(*args, **kwargs)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def quick_ack(client: httpx.AsyncClient) -> bool:
+    """Give `client`'s own transport quick-ACK connections (Linux; see :class:`_QuickAckStream`).
+
+    Reaches into httpx's default transport (its httpcore pool); anything unexpected (another
+    transport, a future httpx) leaves the client as it is. Returns whether it applied."""
+    if _QUICKACK is None:
+        return False
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    inner = getattr(pool, "_network_backend", None)
+    if not isinstance(pool, httpcore.AsyncConnectionPool) or not isinstance(
+        inner, httpcore.AsyncNetworkBackend
+    ):
+        return False
+    pool._network_backend = _QuickAckBackend(inner)
+    return True
 
 
 def local_base_url(url: str) -> str:
