@@ -53,7 +53,8 @@ async def main() -> None:
         async def worker() -> None:
             nonlocal jobs, chunks
             while time.perf_counter() < stop_at:
-                chunks += await one()
+                n = await one()  # not `chunks += await ...`: that loses concurrent updates
+                chunks += n
                 jobs += 1
 
         c0, t0 = cpu(), time.perf_counter()

@@ -88,8 +88,10 @@ class Rig:
         max_concurrent: int = 256,
         gui: bool = False,
         tokens_per_second: float | None = None,
+        loop: str | None = None,
     ) -> None:
         self.tmp = tmp
+        self.loop = loop  # `run --loop`; None: the agent's default
         self.tokens_per_second = tokens_per_second
         self.output_tokens = output_tokens
         self.max_concurrent = max_concurrent
@@ -154,6 +156,8 @@ class Rig:
         ]
         if not self.gui:
             args.append("run")
+            if self.loop is not None:
+                args += ["--loop", self.loop]
         self.spawned_at = time.perf_counter()
         log = (self.tmp / "agent.stderr").open("wb")
         self.agent_proc = subprocess.Popen(  # noqa: ASYNC220 (spawn is instant)
@@ -309,7 +313,9 @@ async def bench_throughput(concurrency: int, seconds: float, tokens: int) -> dic
 # ------------------------------------------------------------------ CPU cost ratio
 
 
-async def bench_cpu_ratio(concurrency: int, seconds: float, rounds: int) -> dict[str, Any]:
+async def bench_cpu_ratio(
+    concurrency: int, seconds: float, rounds: int, loop: str | None = None
+) -> dict[str, Any]:
     """Agent CPU per relayed upstream event / a plain httpx reader's CPU per event read.
 
     Same fake backend, same 200-token streams, same run: windows alternate agent, reader,
@@ -321,7 +327,7 @@ async def bench_cpu_ratio(concurrency: int, seconds: float, rounds: int) -> dict
     events_per_job = tokens + 3  # role chunk, tokens, finish chunk, usage chunk ([DONE] rides)
     agent_runs: list[dict[str, float]] = []
     reader_runs: list[dict[str, float]] = []
-    async with rig(output_tokens=tokens, max_concurrent=max(concurrency, 1)) as r:
+    async with rig(output_tokens=tokens, max_concurrent=max(concurrency, 1), loop=loop) as r:
         await r.start_agent()
         for _ in range(5):
             await run_job(r, tokens)
@@ -366,6 +372,7 @@ async def bench_cpu_ratio(concurrency: int, seconds: float, rounds: int) -> dict
     b_chunks = sum(b["chunks"] for b in reader_runs)
     return {
         "concurrency": concurrency,
+        "loop": loop or "default",
         "cost_ratio": statistics.median(ratios),
         "cost_ratio_per_round": ratios,
         "agent_cpu_s_per_10k_events": a_cpu / max(a_jobs * events_per_job, 1) * 10_000,
@@ -693,9 +700,10 @@ BENCHES: dict[str, Callable[[argparse.Namespace], Awaitable[Any]]] = {
 
 async def _ratio_all(a: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
-    for c in (1, 16, 64, 256):
-        out.append(await bench_cpu_ratio(c, 2 if a.quick else 5, 1 if a.quick else 3))
-        print(json.dumps(out[-1]), flush=True)
+    for loop in a.loops:
+        for c in (1, 16, 64, 256):
+            out.append(await bench_cpu_ratio(c, 2 if a.quick else 5, 1 if a.quick else 3, loop))
+            print(json.dumps(out[-1]), flush=True)
     return out
 
 
@@ -727,6 +735,13 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, for a smoke check")
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run these only")
+    parser.add_argument(
+        "--loops",
+        nargs="*",
+        default=[None],
+        metavar="LOOP",
+        help="ratio: the agent's `run --loop` values to measure (default: its default)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args()
     results: dict[str, Any] = {
