@@ -43,7 +43,8 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT_S = 5.0
 #: How many finished job ids are remembered to log a reused one.
 FINISHED_IDS_KEPT = 4096
-#: Queued (coalesced) chunk bytes above which a job stops reading its backend until they are sent.
+#: Largest coalesced job_chunk payload, and the queued bytes above which a job stops reading its
+#: backend until they are sent (an adapter's own larger chunk still goes alone, unsplit).
 COALESCE_MAX_BYTES = 256 * 1024
 TERMINAL_SEND_TIMEOUT_S = 5.0
 
@@ -293,9 +294,19 @@ class Executor:
         async def flush() -> None:
             nonlocal pending_bytes, relayed
             while pending and not running.cancelled_by_coordinator:
-                data = b"".join(pending) if len(pending) > 1 else pending[0]
-                pending.clear()
-                pending_bytes = 0
+                if len(pending) == 1 or pending_bytes <= COALESCE_MAX_BYTES:
+                    data = b"".join(pending) if len(pending) > 1 else pending[0]
+                    pending.clear()
+                else:  # a frame stays below the cap (unless one chunk alone is larger)
+                    size = n = 0
+                    while n < len(pending) and (
+                        n == 0 or size + len(pending[n]) <= COALESCE_MAX_BYTES
+                    ):
+                        size += len(pending[n])
+                        n += 1
+                    data = b"".join(pending[:n])
+                    del pending[:n]
+                pending_bytes -= len(data)
                 relayed += len(data)  # handed to the socket: counts even if the send stalls
                 running.send_since = loop_time()
                 await send(chunk_frame(job_id, data))
