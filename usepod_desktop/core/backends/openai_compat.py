@@ -84,6 +84,8 @@ PROBE_TIMEOUT = 5.0
 #: Idle pooled connections are dropped after this many seconds: below the 5 s keep-alive of
 #: uvicorn (vLLM) and cpp-httplib (llama.cpp), so we never reuse a socket the server is closing.
 KEEPALIVE_EXPIRY = 3.0
+#: Running streaming requests per httpx client (see OpenAICompatBackend._shards).
+STREAM_SHARD_SIZE = 16
 #: How much of an error body is read (the rest is discarded).
 MAX_ERROR_BODY = 16 * 1024
 #: A non-streamed JSON answer to a streamed request may be this large; a larger one ends the
@@ -653,26 +655,52 @@ class OpenAICompatBackend(Backend):
             headers["Authorization"] = f"Bearer {api_key}"
         if extra_headers:
             headers.update(extra_headers)
-        self._client = httpx.AsyncClient(
-            http1=True,
-            http2=False,
-            headers=headers,
-            timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=None, pool=None),
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=256,  # = the largest max_concurrent: no reconnect churn
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
-            follow_redirects=False,
+        self._client_options: dict[str, Any] = {
+            "http1": True,
+            "http2": False,
+            "headers": headers,
+            "timeout": httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=None, pool=None),
+            "follow_redirects": False,
             # Local servers must never go through an HTTP(S)_PROXY from the environment.
-            trust_env=trust_env,
-            transport=transport,
-        )
-        if transport is None:
-            quick_ack(self._client)
+            "trust_env": trust_env,
+        }
+        self._client = self._new_client(256, transport)  # 256 = the largest max_concurrent
+        #: Streaming requests spread over clients of at most STREAM_SHARD_SIZE running requests
+        #: each (the first is `_client`): httpcore walks every pooled connection, with a syscall
+        #: for each idle one, whenever a request starts or ends, so one pool of 256 made each
+        #: job cost O(256). Not with a caller's transport (tests): one client then.
+        self._shards = [self._client]
+        self._shard_running = [0]
+        self._can_shard = transport is None
         self._models_cache: tuple[float, bytes] | None = None
         self._inflight = 0
         self._closed = False
+
+    def _new_client(
+        self, keepalive: int, transport: httpx.AsyncBaseTransport | None = None
+    ) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=None,
+                max_keepalive_connections=keepalive,  # no reconnect churn
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ),
+            transport=transport,
+            **self._client_options,
+        )
+        if transport is None:
+            quick_ack(client)
+        return client
+
+    def _stream_shard(self) -> int:
+        """The first streaming client with room (a new one when all are full)."""
+        running = self._shard_running
+        for i, n in enumerate(running):
+            if n < STREAM_SHARD_SIZE or not self._can_shard:
+                return i
+        self._shards.append(self._new_client(2 * STREAM_SHARD_SIZE))
+        running.append(0)
+        return len(running) - 1
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
@@ -688,7 +716,8 @@ class OpenAICompatBackend(Backend):
 
     async def aclose(self) -> None:
         self._closed = True
-        await self._client.aclose()
+        for client in self._shards:
+            await client.aclose()
 
     # -------------------------------------------------------------- health and models
 
@@ -856,10 +885,13 @@ class OpenAICompatBackend(Backend):
             )
         anthropic = job.format == "anthropic"
         self._inflight += 1
+        shard = self._stream_shard()
+        self._shard_running[shard] += 1
         answered = False  # response headers received
         relayed = 0
         try:
-            upstream = self._client.stream("POST", url, content=payload, headers=headers)
+            client = self._shards[shard]
+            upstream = client.stream("POST", url, content=payload, headers=headers)
             async with _closed_on_exit(upstream) as resp:
                 answered = True
                 if not resp.is_success:
@@ -917,6 +949,7 @@ class OpenAICompatBackend(Backend):
             ) from None
         finally:
             self._inflight -= 1
+            self._shard_running[shard] -= 1
 
     def _stream_error(self, message: str | None) -> BackendError:
         return BackendError(ErrorCode.INTERNAL, f"{self.kind} stream error: {message or 'error'}")
