@@ -88,8 +88,10 @@ class Rig:
         max_concurrent: int = 256,
         gui: bool = False,
         tokens_per_second: float | None = None,
+        loop: str | None = None,
     ) -> None:
         self.tmp = tmp
+        self.loop = loop  # `run --loop`; None: the agent's default
         self.tokens_per_second = tokens_per_second
         self.output_tokens = output_tokens
         self.max_concurrent = max_concurrent
@@ -154,6 +156,8 @@ class Rig:
         ]
         if not self.gui:
             args.append("run")
+            if self.loop is not None:
+                args += ["--loop", self.loop]
         self.spawned_at = time.perf_counter()
         log = (self.tmp / "agent.stderr").open("wb")
         self.agent_proc = subprocess.Popen(  # noqa: ASYNC220 (spawn is instant)
@@ -306,6 +310,267 @@ async def bench_throughput(concurrency: int, seconds: float, tokens: int) -> dic
     }
 
 
+# ------------------------------------------------------------------ CPU cost ratio
+
+
+async def bench_cpu_ratio(
+    concurrency: int, seconds: float, rounds: int, loop: str | None = None
+) -> dict[str, Any]:
+    """Agent CPU per relayed upstream event / a plain httpx reader's CPU per event read.
+
+    Same fake backend, same 200-token streams, same run: windows alternate agent, reader,
+    agent, reader... CPU is process time (user + system, all threads), so the figure holds on
+    a loaded machine where wall-clock throughput does not. Normalised per upstream SSE event
+    (jobs x events per stream), so coalescing several events into one frame is neither
+    rewarded nor punished; CPU per chunk frame is reported beside it."""
+    tokens = 200
+    events_per_job = tokens + 3  # role chunk, tokens, finish chunk, usage chunk ([DONE] rides)
+    agent_runs: list[dict[str, float]] = []
+    reader_runs: list[dict[str, float]] = []
+    async with rig(output_tokens=tokens, max_concurrent=max(concurrency, 1), loop=loop) as r:
+        await r.start_agent()
+        for _ in range(5):
+            await run_job(r, tokens)
+        for _ in range(rounds):
+            frames = jobs = 0
+            stop_at = time.perf_counter() + seconds
+
+            async def worker(stop_at: float) -> None:
+                nonlocal frames, jobs
+                while time.perf_counter() < stop_at:
+                    handle = await run_job(r, tokens)
+                    assert isinstance(handle.terminal, JobDone), handle.terminal
+                    jobs += 1
+                    frames += len(handle.chunks)
+
+            cpu0, t0 = r.agent_cpu(), time.perf_counter()
+            await asyncio.gather(*(worker(stop_at) for _ in range(concurrency)))
+            wall = time.perf_counter() - t0
+            cpu = r.agent_cpu() - cpu0
+            agent_runs.append({"jobs": jobs, "frames": frames, "cpu_s": cpu, "wall_s": wall})
+            proc = await asyncio.create_subprocess_exec(
+                PY,
+                str(ROOT / "benchmarks" / "plain_reader.py"),
+                r.backend_url,
+                str(concurrency),
+                str(seconds),
+                str(tokens),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            out, _ = await proc.communicate()
+            reader_runs.append(json.loads(out))
+    ratios = []
+    for a, b in zip(agent_runs, reader_runs, strict=True):
+        agent_per_event = a["cpu_s"] / max(a["jobs"] * events_per_job, 1)
+        reader_per_event = b["cpu_s"] / max(b["jobs"] * events_per_job, 1)
+        ratios.append(agent_per_event / reader_per_event)
+    a_cpu = sum(a["cpu_s"] for a in agent_runs)
+    a_jobs = sum(a["jobs"] for a in agent_runs)
+    a_frames = sum(a["frames"] for a in agent_runs)
+    b_cpu = sum(b["cpu_s"] for b in reader_runs)
+    b_jobs = sum(b["jobs"] for b in reader_runs)
+    b_chunks = sum(b["chunks"] for b in reader_runs)
+    return {
+        "concurrency": concurrency,
+        "loop": loop or "default",
+        "cost_ratio": statistics.median(ratios),
+        "cost_ratio_per_round": ratios,
+        "agent_cpu_s_per_10k_events": a_cpu / max(a_jobs * events_per_job, 1) * 10_000,
+        "reader_cpu_s_per_10k_events": b_cpu / max(b_jobs * events_per_job, 1) * 10_000,
+        "agent_cpu_s_per_10k_frames": a_cpu / max(a_frames, 1) * 10_000,
+        "reader_cpu_s_per_10k_chunks": b_cpu / max(b_chunks, 1) * 10_000,
+        "agent_frames_per_job": a_frames / max(a_jobs, 1),
+        "reader_chunks_per_job": b_chunks / max(b_jobs, 1),
+        "agent_events_per_s": a_jobs
+        * events_per_job
+        / max(sum(a["wall_s"] for a in agent_runs), 1e-9),
+        "agent_jobs": a_jobs,
+        "reader_jobs": b_jobs,
+    }
+
+
+# ------------------------------------------------------------------ first byte, other parties
+
+
+class WsCoordinator:
+    """A minimal coordinator on the `websockets` library (not the sandbox's aiohttp one).
+
+    It does the handshake without checking the signature (the benchmark's agent is trusted),
+    then the benchmark dispatches one job at a time and reads the answers itself. Timestamps
+    are `time.monotonic_ns()` (CLOCK_MONOTONIC), comparable with the backend's."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.conn: Any = None
+        self._ready: asyncio.Future[Any] | None = None
+        self._done = asyncio.Event()
+        self._server: Any = None
+
+    async def start(self) -> str:
+        from websockets.asyncio.server import serve
+
+        from usepod_desktop.core import protocol
+
+        self._ready = asyncio.get_running_loop().create_future()
+
+        async def handler(conn: Any) -> None:
+            await conn.send(protocol.auth_challenge(os.urandom(32)))
+            await conn.recv()  # auth_response
+            await conn.send(protocol.auth_ok("bench-provider"))
+            while True:
+                raw = await conn.recv()
+                if json.loads(raw).get("type") == "capabilities":
+                    break
+            assert self._ready is not None
+            if not self._ready.done():
+                self._ready.set_result(conn)
+            await self._done.wait()
+
+        self._server = await serve(
+            handler, "127.0.0.1", 0, compression=None, max_size=16 * 2**20, ping_interval=None
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"ws://127.0.0.1:{port}/provider/connect"
+        return self.url
+
+    async def wait_for_capabilities(self, timeout: float) -> None:  # noqa: ASYNC109
+        assert self._ready is not None
+        self.conn = await asyncio.wait_for(self._ready, timeout)
+
+    async def run_job(self, body: dict[str, Any]) -> tuple[int, int, bytes]:
+        """Dispatch one job; returns (send ns, first job_chunk ns, first chunk's bytes)."""
+        import base64
+        import uuid
+
+        from usepod_desktop.core import protocol
+
+        job_id = str(uuid.uuid4())
+        frame = protocol.job(job_id, MODEL, body)
+        t_send = time.monotonic_ns()
+        await self.conn.send(frame)
+        t_first = 0
+        first = b""
+        while True:
+            raw = await self.conn.recv()
+            t = time.monotonic_ns()
+            obj = json.loads(raw)
+            if obj.get("job_id") != job_id:
+                continue
+            kind = obj.get("type")
+            if kind == "job_chunk" and not t_first:
+                t_first, first = t, base64.b64decode(obj["data"])
+            elif kind == "job_done":
+                return t_send, t_first, first
+            elif kind == "job_error":
+                raise RuntimeError(f"job_error: {obj}")
+
+    async def stop(self) -> None:
+        self._done.set()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+def _recv_ns(first: bytes) -> int | None:
+    marker = first.find(b'"x_recv_ns":')
+    if marker < 0:
+        return None
+    end = first.find(b",", marker)
+    return int(first[marker + 12 : end])
+
+
+async def bench_first_byte_ws(n: int, backend: str, agent_env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """Added first byte with a `websockets` coordinator, against `backend`: "stdlib" (the
+    stdlib's ThreadingHTTPServer, benchmarks/stdlib_backend.py, with the split) or "stdlib-ka"
+    (the same, HTTP/1.1 keep-alive) or "aiohttp" (the sandbox's fake vLLM)."""
+    tokens = 20
+    with tempfile.TemporaryDirectory(prefix="usepod-bench-") as tmp:
+        r = Rig(Path(tmp), output_tokens=tokens)
+        coord = WsCoordinator()
+        r.coord = coord  # type: ignore[assignment]
+        if backend == "aiohttp":
+            await r.start_backend()
+        else:
+            port = free_port()
+            r.backend_proc = subprocess.Popen(  # noqa: ASYNC220
+                [
+                    PY,
+                    str(ROOT / "benchmarks" / "stdlib_backend.py"),
+                    str(port),
+                    str(tokens),
+                    *(["--keep-alive"] if backend == "stdlib-ka" else []),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            r.backend_url = f"http://127.0.0.1:{port}"
+            await wait_http(f"{r.backend_url}/health")
+        try:
+            await r.start_agent(agent_env)
+            body = {**chat(tokens)}
+            direct_body = {
+                **chat(tokens),
+                "model": MODEL,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+            }
+            direct: list[float] = []
+            relay: list[float] = []
+            to_backend: list[float] = []
+            backend_to_first: list[float] = []
+            direct_to_backend: list[float] = []
+            limits = httpx.Limits(max_keepalive_connections=8)
+            async with httpx.AsyncClient(base_url=r.backend_url, timeout=30, limits=limits) as c:
+
+                async def direct_once() -> tuple[int, int, bytes]:
+                    t0 = time.monotonic_ns()
+                    t1 = 0
+                    first = b""
+                    async with c.stream("POST", "/v1/chat/completions", json=direct_body) as resp:
+                        async for chunk in resp.aiter_raw():
+                            if not t1:
+                                t1, first = time.monotonic_ns(), chunk
+                    return t0, t1, first
+
+                for _ in range(20):
+                    await direct_once()
+                    await coord.run_job(body)
+                for _ in range(n):
+                    t0, t1, first = await direct_once()
+                    direct.append((t1 - t0) / 1e6)
+                    recv = _recv_ns(first)
+                    if recv is not None:
+                        direct_to_backend.append((recv - t0) / 1e6)
+                    t0, t1, first = await coord.run_job(body)
+                    relay.append((t1 - t0) / 1e6)
+                    recv = _recv_ns(first)
+                    if recv is not None:
+                        to_backend.append((recv - t0) / 1e6)
+                        backend_to_first.append((t1 - recv) / 1e6)
+        finally:
+            await r.stop()
+    med = statistics.median
+    out: dict[str, Any] = {
+        "coordinator": "websockets",
+        "backend": backend,
+        "jobs": n,
+        "direct_ttfb_p50_ms": med(direct),
+        "direct_ttfb_p99_ms": pct(direct, 99),
+        "relay_ttfb_p50_ms": med(relay),
+        "relay_ttfb_p99_ms": pct(relay, 99),
+        "added_ttfb_p50_ms": med(relay) - med(direct),
+        "added_ttfb_p99_ms": pct(relay, 99) - pct(direct, 99),
+    }
+    if to_backend:
+        out |= {
+            "relay_send_to_backend_p50_ms": med(to_backend),
+            "relay_backend_to_first_chunk_p50_ms": med(backend_to_first),
+            "direct_send_to_backend_p50_ms": med(direct_to_backend),
+            "direct_backend_to_first_byte_p50_ms": med(direct) - med(direct_to_backend),
+        }
+    return out
+
+
 # ------------------------------------------------------------------ memory, idle, start-up
 
 
@@ -428,7 +693,26 @@ BENCHES: dict[str, Callable[[argparse.Namespace], Awaitable[Any]]] = {
     "throughput": lambda a: _throughput_all(a),
     "memory": lambda a: bench_headless_memory(2000 if a.quick else 10_000, 10 if a.quick else 60),
     "gui": lambda a: _gui_both(a),
+    "ratio": lambda a: _ratio_all(a),
+    "firstbyte": lambda a: _first_byte_all(a),
 }
+
+
+async def _ratio_all(a: argparse.Namespace) -> list[dict[str, Any]]:
+    out = []
+    for loop in a.loops:
+        for c in (1, 16, 64, 256):
+            out.append(await bench_cpu_ratio(c, 2 if a.quick else 5, 1 if a.quick else 3, loop))
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+async def _first_byte_all(a: argparse.Namespace) -> list[dict[str, Any]]:
+    out = []
+    for backend in ("stdlib", "stdlib-ka", "aiohttp"):
+        out.append(await bench_first_byte_ws(100 if a.quick else 500, backend))
+        print(json.dumps(out[-1]), flush=True)
+    return out
 
 
 async def _gui_both(a: argparse.Namespace) -> dict[str, Any]:
@@ -451,6 +735,13 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="shorter runs, for a smoke check")
     parser.add_argument("--only", nargs="*", choices=sorted(BENCHES), help="run these only")
+    parser.add_argument(
+        "--loops",
+        nargs="*",
+        default=[None],
+        metavar="LOOP",
+        help="ratio: the agent's `run --loop` values to measure (default: its default)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args()
     results: dict[str, Any] = {

@@ -75,6 +75,10 @@ async def test_duplicate_running_id_is_refused_and_a_reused_id_is_served_and_rec
             await asyncio.wait_for(ended.wait(), T)
             assert len(finished) == 1 and finished[0].ok
             late = first.late_frames
+            for _ in range(500):  # the agent reports the job once its job_done is on the wire
+                if any(isinstance(f, JobDone) for f in late):
+                    break
+                await asyncio.sleep(0.01)
             assert any(isinstance(f, JobChunk) for f in late)
             assert [type(f) for f in late if not isinstance(f, JobChunk)] == [JobDone]
             assert (

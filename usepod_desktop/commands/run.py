@@ -12,10 +12,12 @@ import argparse
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from usepod_desktop.cli import seconds
 from usepod_desktop.commands.common import handle_user_errors, load_config
+from usepod_desktop.core.errors import UserFacingError
 from usepod_desktop.core.stopping import (  # re-exported: tests and callers use this module
     ConsoleHandler,
     StopHandlers,
@@ -35,6 +37,8 @@ __all__ = [
 
 log = logging.getLogger("usepod_desktop.run")
 
+LOOP_CHOICES = ("auto", "asyncio", "uvloop")
+
 
 def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
@@ -52,6 +56,14 @@ def add_parser(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentP
         default=10.0,
         metavar="SECONDS",
         help="how long running jobs may finish on shutdown (default 10)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=LOOP_CHOICES,
+        default="asyncio",
+        help="event loop: asyncio (the standard library's, default), uvloop (the optional "
+        "'fast' extra, not on Windows; measured no faster, see BENCHMARKS.md), or auto: "
+        "uvloop when installed",
     )
     p.add_argument(
         "--sandbox",
@@ -135,7 +147,27 @@ def run(args: argparse.Namespace) -> int:
         return run_headless_sandbox(args)
     config = load_config(args)
     setup_logging(args.log_level or config.observability.log_level or "info", kind=process_kind())
-    return asyncio.run(serve(args, config))
+    loop_factory = event_loop_factory(getattr(args, "loop", "asyncio"))
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(serve(args, config))
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The loop for `run --loop CHOICE`: uvloop's factory, or None for asyncio's default.
+
+    `auto` takes uvloop when it imports (the optional `fast` extra; it has no Windows build)
+    and asyncio otherwise; `uvloop` without it installed is a one-line error."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise UserFacingError(
+                "--loop uvloop: uvloop is not installed (pip install 'usepod-desktop[fast]')"
+            ) from None
+        return None
+    return uvloop.new_event_loop
 
 
 async def serve(args: argparse.Namespace, config: object) -> int:

@@ -2,6 +2,8 @@
 
 This is the hot path. Per upstream chunk the relay does one base64 encode, one f-string and one
 socket write: no JSON parse (usage is scanned on the side by the backend), no per-chunk task.
+Chunks read together (one `recv` holding several SSE events) are coalesced into one `job_chunk`
+by a flush task that runs when the read loop yields; the first chunk is sent at once.
 
 Rules (docs/protocol.md, "Jobs"):
 - more than `limits.max_concurrent` jobs in flight -> `job_error` `out_of_capacity`;
@@ -21,6 +23,7 @@ Rules (docs/protocol.md, "Jobs"):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -43,6 +46,9 @@ log = logging.getLogger(__name__)
 SEND_TIMEOUT_S = 5.0
 #: How many finished job ids are remembered to log a reused one.
 FINISHED_IDS_KEPT = 4096
+#: Largest coalesced job_chunk payload, and the queued bytes above which a job stops reading its
+#: backend until they are sent (an adapter's own larger chunk still goes alone, unsplit).
+COALESCE_MAX_BYTES = 256 * 1024
 TERMINAL_SEND_TIMEOUT_S = 5.0
 
 #: Sends one text frame to the coordinator; raises when the connection is gone.
@@ -309,18 +315,65 @@ class Executor:
         chunk_frame = protocol.job_chunk
         loop_time = asyncio.get_running_loop().time
 
+        # Coalescing: the first chunk goes out the moment it is read. Later chunks are queued
+        # and sent by a flush task that runs once the read loop yields to the event loop, i.e.
+        # when the bytes of the current `recv` are all parsed: several SSE events read together
+        # travel as one job_chunk (the wire allows any split; the coordinator concatenates).
+        # The latency budget is that one event-loop iteration; nothing waits on a timer.
+        pending: list[bytes] = []
+        pending_bytes = 0
+        flusher: asyncio.Task[None] | None = None
+        create_task = asyncio.get_running_loop().create_task
+
+        async def flush() -> None:
+            nonlocal pending_bytes, relayed
+            while pending and not running.cancelled_by_coordinator:
+                if len(pending) == 1 or pending_bytes <= COALESCE_MAX_BYTES:
+                    data = b"".join(pending) if len(pending) > 1 else pending[0]
+                    pending.clear()
+                else:  # a frame stays below the cap (unless one chunk alone is larger)
+                    size = n = 0
+                    while n < len(pending) and (
+                        n == 0 or size + len(pending[n]) <= COALESCE_MAX_BYTES
+                    ):
+                        size += len(pending[n])
+                        n += 1
+                    data = b"".join(pending[:n])
+                    del pending[:n]
+                pending_bytes -= len(data)
+                relayed += len(data)  # handed to the socket: counts even if the send stalls
+                running.send_since = loop_time()
+                await send(chunk_frame(job_id, data))
+                running.send_since = None
+
         async def sink(data: bytes) -> None:
             # Per upstream chunk: no timer objects here. The 5 s send limit is enforced by
             # _send_watchdog, which reads `send_since` (a plain float write per chunk).
-            nonlocal first_byte, relayed
+            nonlocal first_byte, relayed, flusher, pending_bytes
             if not data:
                 return
             if first_byte is None:
                 first_byte = time.perf_counter()
-            relayed += len(data)
-            running.send_since = loop_time()
-            await send(chunk_frame(job_id, data))
-            running.send_since = None
+                relayed += len(data)  # handed to the socket: counts even if the send stalls
+                running.send_since = loop_time()
+                await send(chunk_frame(job_id, data))
+                running.send_since = None
+                return
+            pending.append(data)
+            pending_bytes += len(data)
+            if flusher is None:
+                flusher = create_task(flush())
+            elif flusher.done():
+                flusher.result()  # a failed send ends the job, as an inline send did
+                flusher = create_task(flush())
+            elif pending_bytes > COALESCE_MAX_BYTES:
+                await flusher  # the socket is slow: stop reading until it has taken the queue
+
+        async def drain() -> None:
+            """Send what is still queued (before the terminal frame)."""
+            if flusher is not None:
+                await flusher
+            await flush()
 
         usage = Usage()
         code: str | None = None
@@ -335,6 +388,7 @@ class Executor:
                     raise asyncio.CancelledError
                 async with asyncio.timeout(job.deadline_ms / 1000):
                     usage = await route.backend_ref.execute(request, sink)
+                    await drain()
             except TimeoutError:
                 code = ErrorCode.BACKEND_TIMEOUT
                 message = f"job exceeded its deadline of {job.deadline_ms} ms"
@@ -353,6 +407,12 @@ class Executor:
             except Exception as exc:  # a bug must still end the job with its terminal frame
                 log.exception("job %s: unexpected error", job_id)
                 code, message = ErrorCode.INTERNAL, f"agent error: {type(exc).__name__}"
+            if code not in (None, "cancelled") and not running.send_timed_out:
+                # An error after some chunks: what was read before it still goes out first
+                # (bounded; `relayed` counts what was handed to the socket, for `tokens_emitted`).
+                with contextlib.suppress(Exception):
+                    async with asyncio.timeout(TERMINAL_SEND_TIMEOUT_S):
+                        await drain()
             duration_ms = int((time.perf_counter() - started) * 1000)
             usage = _sane_usage(usage, job_id)
             try:
@@ -369,6 +429,8 @@ class Executor:
             if terminal is not None:
                 await self._send_quietly(send, terminal, job_id)
         finally:
+            if flusher is not None and not flusher.done():
+                flusher.cancel()
             if self._running.get(job_id) is running:  # a cancel may have freed it already
                 del self._running[job_id]
             self._finished_ids[job_id] = None

@@ -36,11 +36,13 @@ import math
 import os
 import re
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
+import httpcore
 import httpx
 
 from usepod_desktop import __version__
@@ -82,6 +84,8 @@ PROBE_TIMEOUT = 5.0
 #: Idle pooled connections are dropped after this many seconds: below the 5 s keep-alive of
 #: uvicorn (vLLM) and cpp-httplib (llama.cpp), so we never reuse a socket the server is closing.
 KEEPALIVE_EXPIRY = 3.0
+#: Running streaming requests per httpx client (see OpenAICompatBackend._shards).
+STREAM_SHARD_SIZE = 16
 #: How much of an error body is read (the rest is discarded).
 MAX_ERROR_BODY = 16 * 1024
 #: A non-streamed JSON answer to a streamed request may be this large; a larger one ends the
@@ -651,24 +655,52 @@ class OpenAICompatBackend(Backend):
             headers["Authorization"] = f"Bearer {api_key}"
         if extra_headers:
             headers.update(extra_headers)
-        self._client = httpx.AsyncClient(
-            http1=True,
-            http2=False,
-            headers=headers,
-            timeout=httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=None, pool=None),
-            limits=httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=256,  # = the largest max_concurrent: no reconnect churn
-                keepalive_expiry=KEEPALIVE_EXPIRY,
-            ),
-            follow_redirects=False,
+        self._client_options: dict[str, Any] = {
+            "http1": True,
+            "http2": False,
+            "headers": headers,
+            "timeout": httpx.Timeout(connect=CONNECT_TIMEOUT, read=None, write=None, pool=None),
+            "follow_redirects": False,
             # Local servers must never go through an HTTP(S)_PROXY from the environment.
-            trust_env=trust_env,
-            transport=transport,
-        )
+            "trust_env": trust_env,
+        }
+        self._client = self._new_client(256, transport)  # 256 = the largest max_concurrent
+        #: Streaming requests spread over clients of at most STREAM_SHARD_SIZE running requests
+        #: each (the first is `_client`): httpcore walks every pooled connection, with a syscall
+        #: for each idle one, whenever a request starts or ends, so one pool of 256 made each
+        #: job cost O(256). Not with a caller's transport (tests): one client then.
+        self._shards = [self._client]
+        self._shard_running = [0]
+        self._can_shard = transport is None
         self._models_cache: tuple[float, bytes] | None = None
         self._inflight = 0
         self._closed = False
+
+    def _new_client(
+        self, keepalive: int, transport: httpx.AsyncBaseTransport | None = None
+    ) -> httpx.AsyncClient:
+        client = httpx.AsyncClient(
+            limits=httpx.Limits(
+                max_connections=None,
+                max_keepalive_connections=keepalive,  # no reconnect churn
+                keepalive_expiry=KEEPALIVE_EXPIRY,
+            ),
+            transport=transport,
+            **self._client_options,
+        )
+        if transport is None:
+            quick_ack(client)
+        return client
+
+    def _stream_shard(self) -> int:
+        """The first streaming client with room (a new one when all are full)."""
+        running = self._shard_running
+        for i, n in enumerate(running):
+            if n < STREAM_SHARD_SIZE or not self._can_shard:
+                return i
+        self._shards.append(self._new_client(2 * STREAM_SHARD_SIZE))
+        running.append(0)
+        return len(running) - 1
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.label}>"
@@ -684,7 +716,8 @@ class OpenAICompatBackend(Backend):
 
     async def aclose(self) -> None:
         self._closed = True
-        await self._client.aclose()
+        for client in self._shards:
+            await client.aclose()
 
     # -------------------------------------------------------------- health and models
 
@@ -852,10 +885,13 @@ class OpenAICompatBackend(Backend):
             )
         anthropic = job.format == "anthropic"
         self._inflight += 1
+        shard = self._stream_shard()
+        self._shard_running[shard] += 1
         answered = False  # response headers received
         relayed = 0
         try:
-            upstream = self._client.stream("POST", url, content=payload, headers=headers)
+            client = self._shards[shard]
+            upstream = client.stream("POST", url, content=payload, headers=headers)
             async with _closed_on_exit(upstream) as resp:
                 answered = True
                 if not resp.is_success:
@@ -913,6 +949,7 @@ class OpenAICompatBackend(Backend):
             ) from None
         finally:
             self._inflight -= 1
+            self._shard_running[shard] -= 1
 
     def _stream_error(self, message: str | None) -> BackendError:
         return BackendError(ErrorCode.INTERNAL, f"{self.kind} stream error: {message or 'error'}")
@@ -941,6 +978,78 @@ class OpenAICompatBackend(Backend):
         scanner = SseUsageScanner()
         scanner.take(body)
         return scanner.usage
+
+
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux only
+
+
+class _QuickAckStream(httpcore.AsyncNetworkStream):
+    """A backend connection that re-arms `TCP_QUICKACK` after each request write.
+
+    A server that writes the response headers and the first SSE event with two `send()`s and
+    leaves Nagle's algorithm on (the stdlib's `http.server`, many small servers) holds that
+    event until the headers are acknowledged. On a kept-alive connection Linux delays that ACK
+    (up to 40 ms) because the client just sent data; quick-ACK mode, set right after the
+    request went out, makes the kernel acknowledge at once. Reads are the inner stream's own
+    method (nothing added per chunk); one `setsockopt` per request write."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
+        self._inner = inner
+        self.read = inner.read  # type: ignore[method-assign]
+        self.get_extra_info = inner.get_extra_info  # type: ignore[method-assign]
+        self._sock = inner.get_extra_info("socket")
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await self._inner.write(buffer, timeout)
+        if self._sock is not None:
+            try:
+                self._sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+            except (OSError, TypeError, ValueError):
+                self._sock = None  # not a TCP socket after all: stop trying
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 (httpcore's signature)
+    ) -> httpcore.AsyncNetworkStream:
+        return _QuickAckStream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+
+class _QuickAckBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend with :class:`_QuickAckStream` TCP connections."""
+
+    def __init__(self, inner: httpcore.AsyncNetworkBackend) -> None:
+        self._inner = inner
+
+    async def connect_tcp(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return _QuickAckStream(await self._inner.connect_tcp(*args, **kwargs))
+
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> httpcore.AsyncNetworkStream:
+        return await self._inner.connect_unix_socket(*args, **kwargs)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def quick_ack(client: httpx.AsyncClient) -> bool:
+    """Give `client`'s own transport quick-ACK connections (Linux; see :class:`_QuickAckStream`).
+
+    Reaches into httpx's default transport (its httpcore pool); anything unexpected (another
+    transport, a future httpx) leaves the client as it is. Returns whether it applied."""
+    if _QUICKACK is None:
+        return False
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
+    inner = getattr(pool, "_network_backend", None)
+    if not isinstance(pool, httpcore.AsyncConnectionPool) or not isinstance(
+        inner, httpcore.AsyncNetworkBackend
+    ):
+        return False
+    pool._network_backend = _QuickAckBackend(inner)
+    return True
 
 
 def local_base_url(url: str) -> str:
