@@ -1,4 +1,4 @@
-"""Reconnect backoff (PROTOCOL.md section 5)."""
+"""Reconnect backoff (docs/protocol.md)."""
 
 from __future__ import annotations
 

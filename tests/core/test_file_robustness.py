@@ -275,7 +275,7 @@ SEED = bytes(range(32))
 
 def reference_identity_text() -> str:
     """An identity file as the reference (Rust) agent writes it: chrono's nanosecond RFC 3339
-    timestamp, and a key this version does not know (PROTOCOL.md: ignored on read)."""
+    timestamp, and a key this version does not know (docs/files.md: ignored on read)."""
     ident = identity_mod.from_seed(SEED, Path("unused"))
     return (
         "-----BEGIN USEPOD AGENT KEY-----\n"

@@ -82,7 +82,7 @@ def outcome(
 
 
 def exact_gross_micro(tokens: tuple[int, int], prices: tuple[int, int]) -> Fraction:
-    """tokens x price in micro-USD, exact (PROTOCOL.md section 8)."""
+    """tokens x price in micro-USD, exact (docs/files.md, "The marketplace's money rules")."""
     return Fraction(tokens[0] * prices[0] + tokens[1] * prices[1], 1_000_000)
 
 

@@ -1,4 +1,5 @@
-"""Device-flow pairing (PROTOCOL.md section 6) against the sandbox coordinator over real HTTP on
+"""Device-flow pairing (docs/protocol.md, "Pairing requests") against the sandbox
+coordinator over real HTTP on
 127.0.0.1, with fake backends found by the local probe, and against a coordinator that answers
 badly on purpose."""
 

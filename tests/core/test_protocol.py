@@ -1,4 +1,4 @@
-"""Wire frames of PROTOCOL.md section 5: builders, parsers, malformed input, fuzzing."""
+"""Wire frames of docs/protocol.md: builders, parsers, malformed input, fuzzing."""
 
 from __future__ import annotations
 

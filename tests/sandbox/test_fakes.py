@@ -1,4 +1,4 @@
-"""The fake backends behave like the real servers on the wire (BACKENDS.md), and fast."""
+"""The fake backends behave like the real servers on the wire (docs/backends.md), and fast."""
 
 from __future__ import annotations
 

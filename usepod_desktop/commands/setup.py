@@ -1,4 +1,5 @@
-"""`setup`: pair this computer with a Use Pod account (the device flow, PROTOCOL.md section 6).
+"""`setup`: pair this computer with a Use Pod account (the device flow: docs/protocol.md,
+"Pairing requests").
 
 Detects the local backends, shows a pair code in big letters with the page to enter it on and a
 live countdown, waits for the approval on the website, then writes agent.toml (keeping the old

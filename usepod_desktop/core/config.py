@@ -1,8 +1,8 @@
 """agent.toml: typed model, loading with the reference's rules, comment-preserving atomic save.
 
-The file is shared with the reference Rust agent (PROTOCOL.md section 1), so we read exactly its
-schema and never write keys it would reject. Every validation failure raises :class:`ConfigError`
-with one line that names the field.
+The file is shared with the reference Rust agent (docs/files.md, "agent.toml"), so we read
+exactly its schema and never write keys it would reject. Every validation failure raises
+:class:`ConfigError` with one line that names the field.
 """
 
 from __future__ import annotations
@@ -255,7 +255,7 @@ def decode_config_bytes(data: bytes, path: Path) -> str:
 
 
 def parse_config(text: str, *, allow_insecure: bool = False) -> Config:
-    """Parse and validate agent.toml text (PROTOCOL.md section 1, in the reference's order)."""
+    """Parse and validate agent.toml text (docs/files.md, "agent.toml"; the reference's order)."""
     try:
         raw = tomlkit.parse(text).unwrap()
     except tomlkit.exceptions.ParseError as exc:

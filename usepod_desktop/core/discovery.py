@@ -1,5 +1,6 @@
-"""Discovery: health -> models -> allow-list -> price -> dedupe -> capabilities (PROTOCOL.md
-section 4), and the local probe used by "Detect" and pairing (section 6, step 2).
+"""Discovery: health -> models -> allow-list -> price -> dedupe -> capabilities (docs/files.md,
+"Discovery"), and the local probe used by "Detect" and pairing (docs/protocol.md, "Pairing
+requests").
 
 A pass looks at every `[[backends]]` entry concurrently (one slow or hanging backend costs the
 pass its own probe timeout, not the sum of all of them), then assembles the results in config

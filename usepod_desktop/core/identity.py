@@ -1,6 +1,6 @@
 """The agent's Ed25519 identity key file, byte-compatible with the reference agent.
 
-Format (PROTOCOL.md section 2)::
+Format (docs/files.md, "Identity file")::
 
     -----BEGIN USEPOD AGENT KEY-----
     version: 1

@@ -1,4 +1,5 @@
-"""Device-flow pairing (PROTOCOL.md section 6): the code shown big, approved on the website.
+"""Device-flow pairing (docs/protocol.md, "Pairing requests"): the code shown big, approved on
+the website.
 
 One object, :class:`PairingFlow`, drives the whole flow for both faces (the `setup` command
 and the GUI wizard); they only render its typed progress events::

@@ -49,7 +49,7 @@ def expand_user(path: str | Path) -> Path:
 
 
 def config_dir() -> Path:
-    """The reference agent's config directory (PROTOCOL.md section 1)."""
+    """The reference agent's config directory (docs/files.md, "agent.toml")."""
     override = os.environ.get("USEPOD_CONFIG_DIR")
     if override:
         return Path(override)

@@ -1,7 +1,7 @@
 """Dialogs of the Backends tab: add / edit one backend entry, and pick what "Detect" found.
 
 Both are opened with `open()` and report through `finished`, never `exec()` (see
-DESIGN.md, qasync rules).
+docs/architecture.md, qasync rules).
 """
 
 from __future__ import annotations

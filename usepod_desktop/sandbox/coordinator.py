@@ -1,4 +1,4 @@
-"""A local coordinator that speaks PROTOCOL.md section 5 for real, on 127.0.0.1.
+"""A local coordinator that speaks docs/protocol.md for real, on 127.0.0.1.
 
 It is how users try the app without an account, how the test suite and the benchmarks
 drive the agent, and what the GUI's "Send test job" talks to. It is built on

@@ -1,7 +1,7 @@
 """Per-kind wire details for the fake backends in :mod:`usepod_desktop.sandbox.fakes`.
 
 Everything here is pure data shaping (no I/O): model-list bodies, error bodies and the
-other places where the six backend kinds differ.  The facts come from BACKENDS.md; where
+other places where the six backend kinds differ.  The facts come from docs/backends.md; where
 it is silent the shape follows the server's own source (noted per function).
 """
 

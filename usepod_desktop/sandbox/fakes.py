@@ -2,7 +2,7 @@
 
 A :class:`FakeBackend` is a real HTTP server on 127.0.0.1 (aiohttp) that imitates vLLM,
 llama.cpp ``llama-server``, LM Studio, Ollama, OpenRouter or Venice on the wire, quirks
-included (see /work/shared/BACKENDS.md): the routes, the model-list bodies, the error
+included (see docs/backends.md): the routes, the model-list bodies, the error
 bodies, the SSE framing of OpenAI chat streams and of Anthropic ``/v1/messages`` streams,
 and a set of failure modes (:class:`FailMode`).  The test suite, the benchmarks and the
 app's sandbox/demo mode all run against these.

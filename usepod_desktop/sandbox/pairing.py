@@ -1,4 +1,5 @@
-"""The pairing endpoints (PROTOCOL.md section 6) on the sandbox coordinator, and a "desk" where
+"""The pairing endpoints (docs/protocol.md, "Pairing requests") on the sandbox coordinator, and
+a "desk" where
 a person or a test approves the codes agents show.
 
 ::

@@ -1,4 +1,4 @@
-"""The backend interface the executor and discovery use (PROTOCOL.md section 3).
+"""The backend interface the executor and discovery use (docs/files.md, "Backends").
 
 A :class:`Backend` talks to one configured inference server: a local one (vLLM, llama.cpp,
 LM Studio, Ollama) or a hosted one reached with the operator's own key (OpenRouter, Venice).

@@ -5,7 +5,7 @@ no read timeout: the executor bounds every job with its deadline and cancels the
 closes the upstream request. Health and model-list calls use a short timeout
 (:attr:`OpenAICompatBackend.probe_timeout`).
 
-Execute (PROTOCOL.md section 3, "beyond" included): the job's request is forwarded with
+Execute (docs/files.md, "Backends", "beyond" included): the job's request is forwarded with
 `stream` forced to true, `stream_options.include_usage` set to true (also inside an existing
 `stream_options`) and `model` always set to the routed model id. Local backends get every
 other field untouched. Remote (BYOK) backends, paid with the operator's key, get only an
@@ -20,7 +20,7 @@ the bytes are the real SSE text). Token usage is read on the side by :class:`Sse
 which costs a couple of substring searches per chunk and decodes JSON only for the few lines
 that carry `"usage"` or `"error"`.
 
-Error classes (PROTOCOL.md section 3) -> `ErrorCode`: connect failure -> backend_unreachable;
+Error classes (docs/files.md, "Backends") -> `ErrorCode`: connect failure -> backend_unreachable;
 timeout -> backend_timeout; 404 or a "model not found" body -> model_not_loaded; 401/403 ->
 auth_rejected_by_backend; anything else -> internal (status plus a short one-line body).
 """
