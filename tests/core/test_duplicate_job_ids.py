@@ -23,7 +23,7 @@ from usepod_desktop.core.agent import Agent
 from usepod_desktop.core.config import BackendConfig, Config, CoordinatorConfig, PricingConfig
 from usepod_desktop.core.events import JobFinished
 from usepod_desktop.core.executor import JobOutcome
-from usepod_desktop.core.ledger import JobRow, Ledger
+from usepod_desktop.core.ledger import JobRow, Ledger, job_recorder
 from usepod_desktop.core.protocol import ErrorCode, JobChunk, JobDone, JobError
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FakeBackend
@@ -49,7 +49,7 @@ async def test_duplicate_running_id_is_refused_and_a_reused_id_is_served_and_rec
         )
         agent = Agent(config, allow_insecure=True)
         book = Ledger(db)
-        detach = book.attach(agent)
+        detach = agent.events.subscribe(JobFinished, job_recorder(book))
         finished: list[JobOutcome] = []
         ended = asyncio.Event()
 

@@ -54,6 +54,8 @@ class Route:
     backend: str = "vllm"
     input_per_1m: int = 500_000
     output_per_1m: int = 750_000
+    backend_label: str = "vllm @ http://127.0.0.1:8000"
+    upstream: Any = None
 
     @property
     def served_as(self) -> str:  # as AdvertisedModel: the backend's own id
@@ -385,3 +387,39 @@ async def test_refusals_are_not_errors_in_the_heartbeat_figures() -> None:
     }
     ex.cancel(busy.job_id)
     await ex.wait_idle(1)
+
+
+async def test_outcome_carries_the_serving_routes_kind_label_and_upstream_price() -> None:
+    """The ledger reads these from the outcome: a re-route while the job runs changes nothing."""
+    from decimal import Decimal
+
+    from usepod_desktop.core.backends.base import UpstreamPrice
+
+    price = UpstreamPrice(Decimal("100000"), Decimal("200000"))
+    backend = ScriptedBackend(kind="openrouter")
+    gate = asyncio.Event()
+    original = backend.execute
+
+    async def gated(job: JobRequest, sink: ChunkSink) -> Usage:
+        await gate.wait()
+        return await original(job, sink)
+
+    backend.execute = gated  # type: ignore[method-assign]
+    ex = Executor()
+    label = "openrouter (OPENROUTER_API_KEY)"
+    ex.set_routes([Route("m", backend, "openrouter", backend_label=label, upstream=price)])  # type: ignore[list-item]
+    outcomes: list[JobOutcome] = []
+    ex.on_outcome.append(outcomes.append)
+    task = ex.submit(make_job(), Wire())
+    assert task is not None
+    await asyncio.sleep(0)
+    ex.set_routes([Route("m", ScriptedBackend(), "vllm")])  # type: ignore[list-item]
+    gate.set()
+    await task
+    (outcome,) = outcomes
+    assert (outcome.backend, outcome.backend_kind, outcome.backend_label) == (
+        "openrouter",
+        "openrouter",
+        label,
+    )
+    assert outcome.upstream is price

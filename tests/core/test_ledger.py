@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -36,6 +35,7 @@ from usepod_desktop.core.ledger import (
     LedgerError,
     Totals,
     default_ledger_path,
+    job_recorder,
 )
 from usepod_desktop.core.metrics import MetricsServer
 from usepod_desktop.core.money import nusd_to_micro
@@ -194,7 +194,7 @@ def test_price_change_mid_day_counts_each_job_at_its_own_price(ledger: Ledger) -
 def test_upstream_cost_and_net_margin(ledger: Ledger) -> None:
     price = UpstreamPrice(Decimal("300000"), Decimal("900000"))
     ledger.record(
-        outcome("byok", backend="openrouter (OPENROUTER_API_KEY)", prices=(500_000, 1_500_000)),
+        outcome("byok", backend="openrouter", prices=(500_000, 1_500_000)),
         upstream_price=price,
     )
     ledger.record(outcome("local"))
@@ -339,51 +339,30 @@ def test_missing_file_reads_as_empty_without_creating_it(db: Path) -> None:
 # ---- the agent and the writer thread --------------------------------------------------------
 
 
-@dataclass
-class FakeRoute:
-    """The fields of discovery.AdvertisedModel that the ledger reads."""
-
-    backend: str
-    backend_ref: Any
-    upstream: UpstreamPrice | None = None
-
-
-@dataclass
-class FakeBackendRef:
-    kind: str
-
-
-class FakeAgent:
-    """What Ledger.attach uses of the Agent facade: `events` and `executor.routes`."""
-
-    def __init__(self) -> None:
-        self.events = EventBus()
-        self.executor = type("Executor", (), {})()
-        self.executor.routes = {}
-
-
-def test_attach_records_job_finished_events_with_route_facts(db: Path) -> None:
-    agent = FakeAgent()
+def test_job_recorder_records_job_finished_events_with_the_outcomes_route_facts(
+    db: Path,
+) -> None:
+    events = EventBus()
     price = UpstreamPrice(Decimal("100000"), Decimal("200000"))
-    agent.executor.routes["or/model"] = FakeRoute("openrouter", FakeBackendRef("openrouter"), price)
     book = Ledger(db, clock=lambda: NOW)
-    detach = book.attach(agent, source="sandbox")
+    detach = events.subscribe(JobFinished, job_recorder(book, source="sandbox"))
     try:
-        agent.events.emit(StateChanged(AgentState.SERVING, "ok"))  # other events: ignored
-        agent.events.emit(JobFinished(outcome("c1", model="or/model", backend="openrouter")))
-        agent.events.emit(JobFinished(outcome("t1", source="test")))
-        # the model was re-routed to another backend since the job began: no upstream guess
-        agent.events.emit(JobFinished(outcome("moved", model="or/model", backend="venice")))
+        events.emit(StateChanged(AgentState.SERVING, "ok"))  # other events: ignored
+        byok = outcome("c1", model="or/model", backend="openrouter")
+        byok.backend_kind, byok.upstream = "openrouter", price  # as the executor sets them
+        events.emit(JobFinished(byok))
+        events.emit(JobFinished(outcome("t1", source="test")))
+        events.emit(JobFinished(outcome("local", model="or/model", backend="venice")))
         assert book.flush(5)
         rows = {r.job_id: r for r in book.recent(sources=None)}
         assert rows["c1"].source == "sandbox"  # coordinator jobs of the sandbox demo
         assert rows["c1"].backend_kind == "openrouter"
         assert rows["c1"].upstream_cost_nusd == 200_000  # 1000 x 0.1 + 500 x 0.2 micro
         assert rows["t1"].source == "test"  # "Send test job" stays a test
-        assert rows["moved"].upstream_cost_nusd is None
-        assert rows["moved"].backend_kind == "venice"
+        assert rows["local"].upstream_cost_nusd is None  # no upstream price on the outcome
+        assert rows["local"].backend_kind == "venice"
         detach()
-        agent.events.emit(JobFinished(outcome("after-detach")))
+        events.emit(JobFinished(outcome("after-detach")))
         assert book.flush(5)
         assert book.count() == 3
     finally:
@@ -599,7 +578,7 @@ async def test_jobs_served_through_the_sandbox_coordinator_are_recorded(tmp_path
         )
         agent = Agent(config, allow_insecure=True)
         book = Ledger(db)
-        detach = book.attach(agent)
+        detach = agent.events.subscribe(JobFinished, job_recorder(book))
         metrics = MetricsServer("127.0.0.1:0", agent)
         finished: list[JobOutcome] = []
         agent.events.subscribe(

@@ -134,7 +134,7 @@ def jobs() -> list[Job]:
                 BYOK,
                 1,
                 (10_000, 2_000),
-                backend="openrouter (OPENROUTER_API_KEY)",
+                backend="openrouter",
                 prices=BYOK_PRICES,
                 upstream=BYOK_UPSTREAM,
                 minute=i,

@@ -37,7 +37,7 @@ from usepod_desktop.core.events import (
 from usepod_desktop.core.executor import Executor, JobOutcome
 from usepod_desktop.core.identity import Identity
 from usepod_desktop.core.identity_lock import IdentityLock
-from usepod_desktop.core.ledger import Ledger
+from usepod_desktop.core.ledger import Ledger, job_recorder
 from usepod_desktop.core.link import Link, LinkState, LinkStatus
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.secrets import SecretStore
@@ -215,7 +215,9 @@ class Agent:
             self._release_identity_lock()
             raise
         if self.ledger is not None:
-            self._ledger_detach = self.ledger.attach(self, source=self.ledger_source)
+            self._ledger_detach = self.events.subscribe(
+                JobFinished, job_recorder(self.ledger, source=self.ledger_source)
+            )
         if self.config.observability.prometheus_addr:
             # imported only when configured: aiohttp + prometheus_client cost ~15 MB of RSS
             from usepod_desktop.core.metrics import MetricsServer

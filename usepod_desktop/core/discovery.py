@@ -111,6 +111,11 @@ class AdvertisedModel:
         """The model id to send to the backend (jobs for the advertised id go there)."""
         return self.backend_model_id or self.model_id
 
+    @property
+    def backend_label(self) -> str:
+        """The serving backend's label (`vllm @ http://localhost:8000`)."""
+        return self.backend_ref.label
+
     def to_wire(self) -> dict[str, Any]:
         """The model's entry in the capabilities frame (the reference's field order)."""
         wire: dict[str, Any] = {

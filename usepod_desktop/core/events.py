@@ -8,7 +8,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 if TYPE_CHECKING:
     from usepod_desktop.core.discovery import DiscoveryResult
@@ -82,24 +82,47 @@ class ConfigReloaded:
 
 
 Handler = Callable[[Any], None]
+E = TypeVar("E")
 
 
 class EventBus:
-    def __init__(self) -> None:
-        self._handlers: list[Handler] = []
+    """Subscribe to every event (`subscribe(handler)`) or to one type
+    (`subscribe(JobFinished, handler)`: the handler gets only those, no isinstance filter)."""
 
-    def subscribe(self, handler: Handler) -> Callable[[], None]:
-        """Call `handler(event)` for every event; returns the unsubscribe function."""
-        self._handlers.append(handler)
+    def __init__(self) -> None:
+        self._handlers: list[tuple[type | None, Handler]] = []
+
+    @overload
+    def subscribe(self, handler: Handler, /) -> Callable[[], None]: ...
+
+    @overload
+    def subscribe(
+        self, event_type: type[E], handler: Callable[[E], None], /
+    ) -> Callable[[], None]: ...
+
+    def subscribe(
+        self, first: type | Handler, handler: Callable[[Any], None] | None = None, /
+    ) -> Callable[[], None]:
+        """Call `handler(event)` for every event, or for every event of one type (subclasses
+        included); returns the unsubscribe function."""
+        if handler is None:
+            entry: tuple[type | None, Handler] = (None, first)
+        elif isinstance(first, type):
+            entry = (first, handler)
+        else:
+            raise TypeError("subscribe(handler) or subscribe(EventType, handler)")
+        self._handlers.append(entry)
 
         def unsubscribe() -> None:
-            if handler in self._handlers:
-                self._handlers.remove(handler)
+            if entry in self._handlers:
+                self._handlers.remove(entry)
 
         return unsubscribe
 
     def emit(self, event: object) -> None:
-        for handler in list(self._handlers):
+        for event_type, handler in list(self._handlers):
+            if event_type is not None and not isinstance(event, event_type):
+                continue
             try:
                 handler(event)
             except Exception:

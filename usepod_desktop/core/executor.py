@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from usepod_desktop.core import protocol
-from usepod_desktop.core.backends.base import BackendError, JobRequest, Usage
+from usepod_desktop.core.backends.base import BackendError, JobRequest, UpstreamPrice, Usage
 from usepod_desktop.core.protocol import ErrorCode
 from usepod_desktop.core.stats import JobStats
 from usepod_desktop.core.text import safe_remote_text
@@ -57,7 +57,11 @@ Sender = Callable[[str], Awaitable[None]]
 
 @dataclass(slots=True)
 class JobOutcome:
-    """What happened to one job: for stats, the ledger and the UI."""
+    """What happened to one job: for stats, the ledger and the UI.
+
+    `backend` is the backend's kind as on the wire; `backend_kind`, `backend_label` and
+    `upstream` (the BYOK upstream price, None for a local backend or when unknown) are taken
+    from the route that served the job when it started, so readers never look them up again."""
 
     job_id: str
     model_id: str
@@ -76,6 +80,9 @@ class JobOutcome:
     output_per_1m: int = 0
     cancelled: bool = False
     source: str = "coordinator"  # or "test" for "Send test job"
+    backend_kind: str = ""
+    backend_label: str = ""
+    upstream: UpstreamPrice | None = None
 
     @property
     def ok(self) -> bool:
@@ -467,6 +474,9 @@ class Executor:
             output_per_1m=route.output_per_1m,
             cancelled=cancelled,
             source=getattr(send, "source", "coordinator"),
+            backend_kind=route.backend,
+            backend_label=route.backend_label,
+            upstream=route.upstream,
         )
         if code is None:
             log.debug("job %s done: %d+%d tokens", job_id, usage.input_tokens, usage.output_tokens)

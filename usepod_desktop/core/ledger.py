@@ -26,7 +26,7 @@ the others are written (or kept for a retry when the database itself is the prob
 Usage from the agent (the writer thread keeps the event loop off the disk)::
 
     ledger = Ledger()                 # data_dir()/ledger.sqlite3
-    detach = ledger.attach(agent)     # records every JobFinished
+    detach = agent.events.subscribe(JobFinished, job_recorder(ledger))
     ...
     detach(); ledger.close()          # flushes what is queued
 
@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usepod_desktop.core import paths
-from usepod_desktop.core.config import KINDS, REMOTE_KINDS
+from usepod_desktop.core.config import REMOTE_KINDS
 from usepod_desktop.core.errors import UserFacingError
 from usepod_desktop.core.money import UpstreamRates as _UpstreamPrice
 from usepod_desktop.core.money import (
@@ -62,6 +62,7 @@ from usepod_desktop.core.money import (
 )
 
 if TYPE_CHECKING:
+    from usepod_desktop.core.events import JobFinished
     from usepod_desktop.core.executor import JobOutcome
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "ModelTotals",
     "Totals",
     "default_ledger_path",
+    "job_recorder",
 ]
 
 log = logging.getLogger(__name__)
@@ -124,12 +126,6 @@ def _from_ms(ms: int) -> datetime:
     return _EPOCH + timedelta(milliseconds=ms)
 
 
-def backend_kind_of(backend: str) -> str:
-    """The kind of a backend named by its kind (`vllm`) or its label (`vllm @ http://...`)."""
-    head = backend.split(" ", 1)[0].strip()
-    return head if head in KINDS else backend
-
-
 def _clamp(value: int, low: int, high: int, job_id: str, name: str) -> int:
     """`value` within [low, high]; a value outside is logged (with its job) and clamped."""
     if low <= value <= high:
@@ -176,7 +172,8 @@ class JobRow:
         upstream_price: _UpstreamPrice | None = None,
     ) -> JobRow:
         """The row for a finished job. `source` overrides `outcome.source` (the sandbox demo
-        passes "sandbox"); `upstream_price` is the BYOK backend's price when known."""
+        passes "sandbox"); `backend_kind` and `upstream_price` override the outcome's own
+        (the executor sets them from the route that served the job)."""
         src = source or outcome.source or "coordinator"
         if outcome.cancelled:
             result = "cancelled"
@@ -194,7 +191,9 @@ class JobRow:
             _clamp(outcome.output_per_1m, 0, INT64_MAX, job, "output_per_1m"),
         )
         billed = result == "done" and src in BILLED_SOURCES
-        kind = backend_kind or backend_kind_of(outcome.backend)
+        kind = backend_kind or outcome.backend_kind or outcome.backend
+        if upstream_price is None:
+            upstream_price = outcome.upstream
         upstream: int | None = None
         if upstream_price is not None:
             try:
@@ -604,6 +603,19 @@ def _row_of(
         return None
 
 
+def job_recorder(ledger: Ledger, *, source: str | None = None) -> Callable[[JobFinished], None]:
+    """The `JobFinished` handler that queues each finished job on `ledger` (through its writer
+    thread): `agent.events.subscribe(JobFinished, job_recorder(ledger))`. `source="sandbox"`
+    marks coordinator jobs as sandbox jobs (the demo mode); test jobs stay "test"."""
+
+    def record(event: JobFinished) -> None:
+        outcome = event.outcome
+        src = source if source is not None and outcome.source == "coordinator" else None
+        ledger.submit(outcome, source=src)
+
+    return record
+
+
 #: Errors that come from a row's content rather than from the database file.
 _ROW_ERRORS: tuple[type[BaseException], ...] = (
     OverflowError,
@@ -769,7 +781,7 @@ class Ledger:
         backend_kind: str | None = None,
     ) -> bool:
         """Write one finished job and commit, in the calling thread (blocks on disk: the agent
-        uses :meth:`attach`, which writes from a thread). Never raises: on failure logs,
+        subscribes :func:`job_recorder`, which writes from a thread). Never raises: on failure logs,
         sets :attr:`problem`, keeps the row for a retry and returns False."""
         row = _row_of(outcome, source, upstream_price, backend_kind)
         if row is None:
@@ -909,24 +921,6 @@ class Ledger:
     def unsaved(self) -> int:
         """Rows waiting in memory because the database could not be written."""
         return len(self._unsaved)
-
-    def attach(self, agent: Any, *, source: str | None = None) -> Callable[[], None]:
-        """Record every job the agent finishes (its `JobFinished` events), through the writer
-        thread. `source="sandbox"` marks coordinator jobs as sandbox jobs (the demo mode); test
-        jobs stay "test". The upstream price of a BYOK model is read from the agent's routing
-        table when the job ends. Returns the function that detaches."""
-        from usepod_desktop.core.events import JobFinished
-
-        def on_event(event: object) -> None:
-            if not isinstance(event, JobFinished):
-                return
-            outcome = event.outcome
-            src = source if source is not None and outcome.source == "coordinator" else None
-            kind, upstream = _route_facts(agent, outcome)
-            self.submit(outcome, source=src, upstream_price=upstream, backend_kind=kind)
-
-        unsubscribe: Callable[[], None] = agent.events.subscribe(on_event)
-        return unsubscribe
 
     def prune(self, older_than_days: float) -> int:
         """Delete rows whose job ended more than `older_than_days` ago; returns how many.
@@ -1163,24 +1157,6 @@ class Ledger:
             recent=self.recent(recent),
             problem=self.problem,
         )
-
-
-def _route_facts(agent: Any, outcome: JobOutcome) -> tuple[str | None, _UpstreamPrice | None]:
-    """The backend kind and the upstream price of the route that served `outcome`, read from
-    the agent's routing table (best effort: the table may have changed since the job began)."""
-    try:
-        route = agent.executor.routes.get(outcome.model_id)
-    except Exception:
-        return None, None
-    if route is None or getattr(route, "backend", outcome.backend) != outcome.backend:
-        return None, None  # re-routed to another backend since: its facts are not this job's
-    backend_ref = getattr(route, "backend_ref", None)
-    kind = getattr(backend_ref, "kind", None) or getattr(route, "backend", None)
-    # discovery.AdvertisedModel.upstream: the BYOK model's upstream price, None when unknown
-    upstream = getattr(route, "upstream", None)
-    if not hasattr(upstream, "input_per_1m"):
-        upstream = None
-    return (kind if isinstance(kind, str) else None), upstream
 
 
 def _migrate(conn: sqlite3.Connection) -> None:

@@ -690,14 +690,14 @@ class AppController(QObject):
         if existing is not None:
             self.ledger, self._ledger_owned = existing, False
             return
-        try:
-            from usepod_desktop.core.ledger import Ledger
-        except ImportError:
-            return
+        from usepod_desktop.core.ledger import Ledger, job_recorder
+
         if self.ledger is None:
             self.ledger, self._ledger_owned = Ledger(), True
         source = "sandbox" if self.sandbox else None
-        self._ledger_detach = self.ledger.attach(agent, source=source)
+        self._ledger_detach = agent.events.subscribe(
+            JobFinished, job_recorder(self.ledger, source=source)
+        )
 
     def refresh_today(self) -> None:
         ledger = self.ledger

@@ -67,6 +67,8 @@ class Route:
     backend: str = "vllm"
     input_per_1m: int = 500_000
     output_per_1m: int = 750_000
+    backend_label: str = "vllm @ http://127.0.0.1:8000"
+    upstream: Any = None
 
 
 async def run_one(body: bytes) -> tuple[list[str], protocol.OutboundFrame]:
