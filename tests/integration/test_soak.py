@@ -26,7 +26,8 @@ import psutil
 from tests.integration.conftest import AgentFactory, make_config
 from usepod_desktop.core import protocol
 from usepod_desktop.core.config import BackendConfig
-from usepod_desktop.core.ledger import Ledger
+from usepod_desktop.core.events import JobFinished
+from usepod_desktop.core.ledger import Ledger, job_recorder
 from usepod_desktop.sandbox.answers import extract_text
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FakeBackend
@@ -82,8 +83,8 @@ async def test_ten_thousand_jobs_one_terminal_each_bounded_memory_consistent_led
                 tmp_path,
                 max_concurrent=CONCURRENCY,
             ),
-            ledger=ledger,
         )
+        agent.events.subscribe(JobFinished, job_recorder(ledger))  # as AgentHost does
         session = await coordinator.wait_for_provider(10)
         await coordinator.wait_for_capabilities(10, provider=session)
         prompt_tokens = fake.count_prompt_tokens(CHAT)

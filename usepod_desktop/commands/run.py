@@ -13,7 +13,7 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from usepod_desktop.cli import seconds
 from usepod_desktop.commands.common import handle_user_errors, load_config
@@ -24,6 +24,9 @@ from usepod_desktop.core.stopping import (  # re-exported: tests and callers use
     install_stop_handlers,
     set_console_ctrl_handler,
 )
+
+if TYPE_CHECKING:
+    from usepod_desktop.core.config import Config
 
 __all__ = [
     "ConsoleHandler",
@@ -170,38 +173,33 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] |
     return uvloop.new_event_loop
 
 
-async def serve(args: argparse.Namespace, config: object) -> int:
-    from usepod_desktop.core.agent import Agent
-    from usepod_desktop.core.config import find_config
-    from usepod_desktop.core.ledger import Ledger
+async def serve(args: argparse.Namespace, config: Config) -> int:
+    from usepod_desktop.core.host import AgentHost, HostOptions
 
-    ledger = Ledger()  # a broken database is reported and never stops serving
-    if ledger.problem:
-        log.warning("earnings ledger: %s", ledger.problem)
-    agent = Agent(
-        config,
-        config_path=find_config(args.config),  # type: ignore[arg-type]
+    options = HostOptions(
+        config=args.config,
         allow_insecure=bool(args.allow_insecure),
-        ledger=ledger,
-        instance_kind=process_kind(),  # named to a second process on this identity
+        # named to a second process on this identity
+        agent_kwargs={"instance_kind": process_kind()},
     )
+    host = await AgentHost.open(options, config=config)
+    agent = host.agent
+    assert agent is not None
+    if host.ledger is not None and host.ledger.problem:  # reported; never stops serving
+        log.warning("earnings ledger: %s", host.ledger.problem)
     agent.events.subscribe(log_event)
     stop = asyncio.Event()
     handlers = install_stop_handlers(asyncio.get_running_loop(), stop)
     try:
-        try:
-            await agent.start()
-        except BaseException:  # e.g. another process serves under this identity: one line
-            await asyncio.to_thread(ledger.close)
-            raise
+        await host.start()  # IdentityInUse etc.: one line; `finally` closes the ledger
         await agent.serving.start_control()  # `usepod-desktop pause/resume/status`
         log.info("agent started (public key %s); Ctrl-C to stop", agent.public_key_b64)
         await stop.wait()
         grace = handlers.grace(args.grace)
         log.info("stopping: %d job(s) running, grace %.1f s", agent.jobs_running, grace)
-        await agent.stop(grace=grace)
-        await asyncio.to_thread(ledger.close)
+        await host.stop(grace=grace)
         log.info("stopped")
     finally:
+        await host.close()
         handlers.stopped()
     return 0

@@ -37,7 +37,6 @@ from usepod_desktop.core.events import (
 from usepod_desktop.core.executor import Executor, JobOutcome
 from usepod_desktop.core.identity import Identity
 from usepod_desktop.core.identity_lock import IdentityLock
-from usepod_desktop.core.ledger import Ledger, job_recorder
 from usepod_desktop.core.link import Link, LinkState, LinkStatus
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.secrets import SecretStore
@@ -132,15 +131,13 @@ class Agent:
         rediscovery_interval: float = REDISCOVERY_INTERVAL_S,
         heartbeat_interval: float | None = None,
         backoff: Backoff | None = None,
-        ledger: Ledger | None = None,
-        ledger_source: str | None = None,
         instance_kind: str = "run",
     ) -> None:
-        """`ledger`: record every finished job there (the caller owns and closes it);
-        `ledger_source="sandbox"` marks coordinator jobs as sandbox jobs. Prometheus metrics are
-        served while the agent runs when `observability.prometheus_addr` is set.
-        `instance_kind` ("tray", "run", "service") names this process in the one-process-per-
-        identity lock's message to a second one (core/identity_lock.py)."""
+        """Build with :class:`~usepod_desktop.core.host.AgentHost`, which also records the jobs
+        in the ledger. Prometheus metrics are served while the agent runs when
+        `observability.prometheus_addr` is set. `instance_kind` ("tray", "run", "service")
+        names this process in the one-process-per-identity lock's message to a second one
+        (core/identity_lock.py)."""
         self.config = config
         self.config_path = config_path
         self.allow_insecure = allow_insecure
@@ -174,9 +171,6 @@ class Agent:
         self._sent_key: tuple[Any, ...] | None = None
         self._backend_up: dict[str, bool] = {}
         self._running = False
-        self.ledger = ledger
-        self.ledger_source = ledger_source
-        self._ledger_detach: Callable[[], None] | None = None
         self.metrics: MetricsServer | None = None
         self.instance_kind = instance_kind
         self.identity_lock: IdentityLock | None = None
@@ -214,10 +208,6 @@ class Agent:
             self._running = False
             self._release_identity_lock()
             raise
-        if self.ledger is not None:
-            self._ledger_detach = self.events.subscribe(
-                JobFinished, job_recorder(self.ledger, source=self.ledger_source)
-            )
         if self.config.observability.prometheus_addr:
             # imported only when configured: aiohttp + prometheus_client cost ~15 MB of RSS
             from usepod_desktop.core.metrics import MetricsServer
@@ -276,9 +266,6 @@ class Agent:
         if self.metrics is not None:
             await self.metrics.stop()
             self.metrics = None
-        if self._ledger_detach is not None:
-            self._ledger_detach()
-            self._ledger_detach = None
         self._release_identity_lock()
         self._set_state(AgentState.OFFLINE, "stopped")
 

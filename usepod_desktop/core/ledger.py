@@ -918,6 +918,11 @@ class Ledger:
         return True
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran (a later row is then written synchronously)."""
+        return self._closed
+
+    @property
     def unsaved(self) -> int:
         """Rows waiting in memory because the database could not be written."""
         return len(self._unsaved)

@@ -25,6 +25,7 @@ from usepod_desktop.core import paths
 from usepod_desktop.core.doctor.history import ConnectionHistory
 from usepod_desktop.core.errors import ConfigError, UserFacingError
 from usepod_desktop.core.events import AgentState, JobFinished
+from usepod_desktop.core.host import AgentHost, ConfigNotFound, HostOptions
 from usepod_desktop.core.money import earnings_nusd, format_amount
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.bridge import AgentBridge
@@ -35,6 +36,7 @@ from usepod_desktop.gui.widgets import APP_TITLE, elide
 
 if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
+    from usepod_desktop.core.ledger import Ledger
     from usepod_desktop.gui.dashboard import DashboardWindow
     from usepod_desktop.gui.doctor_window import DoctorWindow
     from usepod_desktop.gui.logview import LogViewer
@@ -138,9 +140,9 @@ class AppController(QObject):
         self.problem_state = AgentState.OFFLINE
         self.problem_reason = "starting"
         self.today = TodayCounter()
-        self.ledger: Any = None
+        #: Builds the agent and owns it, the ledger and the sandbox session (core/host.py).
+        self.host = AgentHost()
         self._ledger_detach: Callable[[], None] | None = None
-        self._ledger_owned = False
         self._ledger_summary: tuple[int, int] | None = None
         self.notifications: list[tuple[str, str, Level]] = []
         kwargs = {} if offline_grace_ms is None else {"offline_grace_ms": offline_grace_ms}
@@ -240,39 +242,39 @@ class AppController(QObject):
         self.statusChanged.emit()
 
     async def start(self, options: StartOptions) -> None:
-        """Load agent.toml (or set up the sandbox), create the agent and start it. Problems
-        become the displayed state; this never raises for a user-facing error."""
-        from usepod_desktop.core.agent import Agent
-        from usepod_desktop.core.config import find_config, load_config
-
+        """Load agent.toml (or set up the sandbox), create the agent and start it, through
+        the host. Problems become the displayed state; this never raises for a user-facing
+        error."""
         self.options = options
         self.sandbox = options.sandbox
         self._watch_config(None)
         self.set_problem(AgentState.CONNECTING, "starting")
         self.updates.start()
+        host_options = HostOptions(
+            config=options.config,
+            allow_insecure=options.allow_insecure or self.prefs.allow_insecure,
+            sandbox=options.sandbox,
+            demo_remote=options.demo_remote,
+            agent_kwargs={"instance_kind": "tray"},
+        )
         try:
-            if options.sandbox:
-                agent = await self._sandbox_agent(options)
+            agent = await self.host.load(host_options)
+        except ConfigNotFound as exc:
+            if options.config is None:
+                self.set_problem(AgentState.NEEDS_PAIRING, NOT_PAIRED)
             else:
-                try:
-                    path = await asyncio.to_thread(find_config, options.config)
-                except ConfigError as exc:
-                    if options.config is None:
-                        self.set_problem(AgentState.NEEDS_PAIRING, NOT_PAIRED)
-                    else:
-                        self.set_problem(AgentState.ERROR, exc.message)
-                    return
-                allow = options.allow_insecure or self.prefs.allow_insecure
-                try:
-                    config = await asyncio.to_thread(load_config, path, allow_insecure=allow)
-                except ConfigError as exc:
-                    self._watch_config(path)
-                    self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
-                    return
-                agent = Agent(config, config_path=path, allow_insecure=allow, instance_kind="tray")
+                self.set_problem(AgentState.ERROR, exc.message)
+            return
+        except ConfigError as exc:  # agent.toml is invalid: fixing it restarts the agent
+            self._watch_config(self.host.config_path)
+            self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
+            return
         except UserFacingError as exc:
             self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
             return
+        self.sandbox_session = self.host.sandbox_session
+        if self.sandbox_session is not None:
+            self.demo_labels = set(self.sandbox_session.demo_labels)
         self.set_agent(agent)
         try:
             await agent.start()
@@ -290,28 +292,6 @@ class AppController(QObject):
             self.sandbox_session.start_demo_jobs(interval_s=options.demo_interval_s)
         await self._refresh_autostart()
         self.refresh_today()
-
-    async def _sandbox_agent(self, options: StartOptions) -> Agent:
-        from usepod_desktop.core.agent import Agent
-        from usepod_desktop.core.config import load_config
-
-        try:
-            from usepod_desktop.sandbox.demo import SandboxSession
-        except ImportError as exc:
-            raise UserFacingError(
-                f"sandbox mode is not available in this build ({exc})", title="Sandbox"
-            ) from None
-        try:
-            base = await asyncio.to_thread(load_config, options.config, allow_insecure=True)
-        except ConfigError:
-            base = None
-        session = SandboxSession(demo_remote=options.demo_remote)
-        config = await session.start(base)
-        self.sandbox_session = session
-        self.demo_labels = set(session.demo_labels)
-        return Agent(
-            config, config_path=session.config_path, allow_insecure=True, instance_kind="tray"
-        )
 
     # ---- what the tray shows -----------------------------------------------------------
 
@@ -577,9 +557,7 @@ class AppController(QObject):
 
     def _read_autostart(self) -> bool:
         try:
-            from usepod_desktop.core import autostart
-
-            return bool(autostart.enabled())
+            return self.host.autostart_enabled()
         except Exception:
             log.exception("cannot read the start-at-login setting")
             return False
@@ -588,20 +566,14 @@ class AppController(QObject):
         self._autostart_on = await asyncio.to_thread(self._read_autostart)
 
     def set_start_at_login(self, on: bool) -> None:
-        config: str | None = None
-        if self.options.config and not self.sandbox:  # start with this app's agent.toml
-            config = str(Path(self.options.config).expanduser().absolute())
+        # start with this app's agent.toml
+        config = self.options.config if self.options.config and not self.sandbox else None
 
         async def change() -> None:
-            from usepod_desktop.core import autostart
-
             if on:
-                command = autostart.launch_command()
-                if config is not None:
-                    command += ["--config", config]
-                await asyncio.to_thread(autostart.enable, command=command)
+                await self.host.enable_autostart(config)
             else:
-                await asyncio.to_thread(autostart.disable)
+                await self.host.disable_autostart()
             await self._refresh_autostart()
             self.statusChanged.emit()
 
@@ -637,15 +609,13 @@ class AppController(QObject):
                     window.close()
             if self._test_job is not None:
                 self._test_job.stop()
-            if self.agent is not None:
+            if self.agent is not None:  # the host's, or one set with set_agent
                 await self.agent.stop(grace=self.options.grace_s)
-            if self.sandbox_session is not None:
-                await self.sandbox_session.stop()
+            await self.host.stop(grace=self.options.grace_s)  # and the sandbox session
             if self._ledger_detach is not None:
                 self._ledger_detach()
                 self._ledger_detach = None
-            if self.ledger is not None and self._ledger_owned:
-                await asyncio.to_thread(self.ledger.close)
+            await self.host.close()  # the ledger, flushed
         finally:
             self.bridge.detach()
             if self.tray is not None:
@@ -682,22 +652,21 @@ class AppController(QObject):
                 self._ledger_timer.start()  # at most one ledger read per 0.5 s
         self.statusChanged.emit()
 
+    @property
+    def ledger(self) -> Ledger | None:
+        """The host's ledger (None until an agent was loaded or a ledger set)."""
+        return self.host.ledger
+
+    @ledger.setter
+    def ledger(self, ledger: Ledger | None) -> None:
+        self.host.use_ledger(ledger)
+
     def _attach_ledger(self, agent: Agent) -> None:
         if self._ledger_detach is not None:
             self._ledger_detach()
             self._ledger_detach = None
-        existing = getattr(agent, "ledger", None)
-        if existing is not None:
-            self.ledger, self._ledger_owned = existing, False
-            return
-        from usepod_desktop.core.ledger import Ledger, job_recorder
-
-        if self.ledger is None:
-            self.ledger, self._ledger_owned = Ledger(), True
-        source = "sandbox" if self.sandbox else None
-        self._ledger_detach = agent.events.subscribe(
-            JobFinished, job_recorder(self.ledger, source=source)
-        )
+        if agent is not self.host.agent:  # the host records its own agent's jobs
+            self._ledger_detach = self.host.record_jobs(agent, sandbox=self.sandbox)
 
     def refresh_today(self) -> None:
         ledger = self.ledger
@@ -706,9 +675,9 @@ class AppController(QObject):
         sources = ("sandbox",) if self.sandbox else ("coordinator",)
 
         async def read() -> None:
-            await asyncio.to_thread(ledger.flush, 5.0)
-            totals = await asyncio.to_thread(ledger.today, sources=sources)
-            self._ledger_summary = (totals.done, totals.earnings_nusd)
+            totals = await self.host.ledger_today(sources)
+            if totals is not None:
+                self._ledger_summary = (totals.done, totals.earnings_nusd)
             self.statusChanged.emit()
 
         def failed(error: UserFacingError) -> None:

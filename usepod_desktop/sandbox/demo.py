@@ -197,34 +197,25 @@ def run_headless_sandbox(args: argparse.Namespace) -> int:
 
 
 async def _headless(args: argparse.Namespace) -> int:
-    from usepod_desktop.core.agent import Agent
-    from usepod_desktop.core.config import load_config
-    from usepod_desktop.core.errors import ConfigError
     from usepod_desktop.core.events import JobFinished, StateChanged
+    from usepod_desktop.core.host import AgentHost, HostOptions
     from usepod_desktop.sandbox.answers import extract_text
 
-    try:
-        base: Config | None = load_config(getattr(args, "config", None), allow_insecure=True)
-    except ConfigError:
-        base = None
-    session = SandboxSession(demo_remote=getattr(args, "demo_remote", None) or ())
-    config = await session.start(base)
+    options = HostOptions(
+        config=getattr(args, "config", None),
+        allow_insecure=True,
+        sandbox=True,
+        demo_remote=tuple(getattr(args, "demo_remote", None) or ()),
+    )
+    host = await AgentHost.open(options)
+    agent, session = host.agent, host.sandbox_session
+    assert agent is not None and session is not None
     for label in session.left_out:
         print(
             f"[sandbox] {label}: no demo jobs on a paid BYOK backend "
             "(opt in with --demo-remote KIND)",
             flush=True,
         )
-    from usepod_desktop.core.ledger import Ledger
-
-    ledger = Ledger()
-    agent = Agent(
-        config,
-        config_path=session.config_path,
-        allow_insecure=True,
-        ledger=ledger,
-        ledger_source="sandbox",
-    )
 
     def show(event: object) -> None:
         if isinstance(event, StateChanged):
@@ -246,7 +237,7 @@ async def _headless(args: argparse.Namespace) -> int:
 
     # also Windows: Ctrl-C / Ctrl-Break / closing the console stop gracefully
     stop_handlers = install_stop_handlers(asyncio.get_running_loop(), stop)
-    await agent.start()
+    await host.start()
     await agent.serving.start_control()  # `usepod-desktop pause/resume/status`
     interval = float(getattr(args, "demo_interval", 5.0) or 5.0)
     session.start_demo_jobs(interval_s=interval)
@@ -256,8 +247,7 @@ async def _headless(args: argparse.Namespace) -> int:
         flush=True,
     )
     await stop.wait()
-    await agent.stop(grace=stop_handlers.grace(getattr(args, "grace", 5.0)))
-    await session.stop()
-    await asyncio.to_thread(ledger.close)
+    await host.stop(grace=stop_handlers.grace(getattr(args, "grace", 5.0)))
+    await host.close()
     stop_handlers.stopped()
     return 0
