@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from usepod_desktop.core.config import ObservabilityConfig
+from usepod_desktop.core.config import BackendConfig, ObservabilityConfig
+from usepod_desktop.core.discovery import BackendReport
 from usepod_desktop.core.events import (
     AgentState,
     BackendStatusChanged,
@@ -24,6 +25,8 @@ from usepod_desktop.core.events import (
 )
 from usepod_desktop.core.executor import JobOutcome
 from usepod_desktop.core.metrics import MetricsServer, parse_addr
+from usepod_desktop.core.protocol import HeartbeatFigures
+from usepod_desktop.core.view import AgentView
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 
@@ -36,6 +39,22 @@ class FakeAgent:
         self.state = AgentState.OFFLINE
         self.config = type("Config", (), {})()
         self.config.observability = ObservabilityConfig(prometheus_addr=prometheus_addr)
+        self.running_job_ids: tuple[str, ...] = ()
+        self.reports: tuple[Any, ...] = ()
+
+    def snapshot(self) -> AgentView:
+        return AgentView(
+            state=self.state,
+            reason="",
+            paused=False,
+            jobs_running=len(self.running_job_ids),
+            running_job_ids=self.running_job_ids,
+            models=(),
+            reports=self.reports,
+            live=HeartbeatFigures(),
+            jobs_in_window=0,
+            discovered=bool(self.reports),
+        )
 
 
 def finished(
@@ -221,9 +240,19 @@ async def test_only_when_configured() -> None:
 async def test_seeds_from_a_running_agent() -> None:
     agent = FakeAgent()
     agent.state = AgentState.SERVING
+    agent.running_job_ids = ("j1", "j2")
+    up = BackendReport(BackendConfig("vllm", "http://127.0.0.1:8000"), "ok", "ok")
+    down = BackendReport(BackendConfig("ollama", "http://127.0.0.1:11434"), "down", "refused")
+    agent.reports = (up, down)
     server = MetricsServer("127.0.0.1:0", agent)
     assert await server.start()
     try:
-        assert (await scrape(server))[("usepod_coordinator_connected", ())] == 1
+        samples = await scrape(server)
+        assert samples[("usepod_coordinator_connected", ())] == 1
+        assert samples[("usepod_jobs_in_flight", ())] == 2
+        assert samples[("usepod_backend_up", (("backend", up.config.label),))] == 1
+        assert samples[("usepod_backend_up", (("backend", down.config.label),))] == 0
+        agent.events.emit(finished("j1"))  # a seeded job that ends leaves the gauge
+        assert (await scrape(server))[("usepod_jobs_in_flight", ())] == 1
     finally:
         await server.stop()

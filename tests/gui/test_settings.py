@@ -189,7 +189,7 @@ def test_a_core_config_error_is_shown_inline(rig: Rig, monkeypatch: pytest.Monke
     window = _settings(rig)
     before = rig.config_path.read_bytes()
 
-    async def refuse(config: object) -> None:
+    async def refuse(config: object, *, allow_insecure: bool | None = None) -> None:
         raise ConfigError(
             "limits.max_concurrent: must be within [1, 256], got 300", field="limits.max_concurrent"
         )
@@ -344,7 +344,7 @@ def test_a_file_that_cannot_be_written_is_a_message_not_a_stuck_window(
 ) -> None:
     window = _settings(rig)
 
-    async def disk_full(config: object) -> None:
+    async def disk_full(config: object, *, allow_insecure: bool | None = None) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(rig.agent, "save_config", disk_full)

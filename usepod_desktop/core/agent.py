@@ -45,6 +45,7 @@ from usepod_desktop.core.stats import JobStats
 
 if TYPE_CHECKING:
     from usepod_desktop.core.metrics import MetricsServer
+    from usepod_desktop.core.view import AgentView
 
 log = logging.getLogger(__name__)
 
@@ -506,11 +507,13 @@ class Agent:
 
     # ---- settings support (the GUI never opens sockets or files itself) ----------------
 
-    async def save_config(self, config: Config) -> None:
+    async def save_config(self, config: Config, *, allow_insecure: bool | None = None) -> None:
         """Validate and write agent.toml atomically (comments kept), then apply it.
+        `allow_insecure`: the new `--allow-insecure` setting (ws:// coordinator URLs), taken
+        once the file is written (None: keep the current one).
 
-        Raises ConfigError (one line naming the field) and leaves the file untouched when
-        the new config is invalid."""
+        Raises ConfigError (one line naming the field) and leaves the file and the setting
+        untouched when the new config is invalid."""
         from usepod_desktop.core.config import save_config
 
         path = self.config_path
@@ -519,7 +522,9 @@ class Agent:
 
             path = paths.default_config_path()
             self.config_path = path
-        await asyncio.to_thread(save_config, config, path, allow_insecure=self.allow_insecure)
+        insecure = self.allow_insecure if allow_insecure is None else allow_insecure
+        await asyncio.to_thread(save_config, config, path, allow_insecure=insecure)
+        self.allow_insecure = insecure
         await self.reload_config(config)
 
     async def test_backend(self, backend: BackendConfig) -> BackendTest:
@@ -579,3 +584,23 @@ class Agent:
     @property
     def jobs_running(self) -> int:
         return self.executor.running
+
+    def snapshot(self) -> AgentView:
+        """A frozen picture of the agent now: state, advertised models with their prices,
+        backend reports and live heartbeat figures (for the GUI, metrics, diagnostics)."""
+        from usepod_desktop.core.view import AgentView, ModelView
+
+        discovery = self.discovery
+        running = self.executor.running
+        return AgentView(
+            state=self.state,
+            reason=self.reason,
+            paused=self.paused,
+            jobs_running=running,
+            running_job_ids=tuple(job.job_id for job in self.executor.running_jobs()),
+            models=tuple(ModelView.of(m) for m in discovery.models) if discovery else (),
+            reports=tuple(discovery.reports) if discovery else (),
+            live=self.stats.snapshot(queue_depth=running),
+            jobs_in_window=self.stats.jobs_in_window(),
+            discovered=discovery is not None,
+        )

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -43,6 +43,9 @@ from usepod_desktop.core.events import (
     StateChanged,
 )
 from usepod_desktop.core.text import redact_url
+
+if TYPE_CHECKING:
+    from usepod_desktop.core.view import AgentView
 
 __all__ = ["AgentMetrics", "MetricsServer", "parse_addr"]
 
@@ -119,25 +122,14 @@ class AgentMetrics:
         )
         self._in_flight: set[str] = set()
 
-    def seed(self, agent: Any) -> None:
+    def seed(self, view: AgentView) -> None:
         """Take the agent's current state (for a server started after the agent)."""
-        state = getattr(agent, "state", None)
-        if isinstance(state, AgentState):
-            self.coordinator_connected.set(1 if state in CONNECTED_STATES else 0)
-        executor = getattr(agent, "executor", None)
-        try:
-            running = executor.running_jobs() if executor is not None else []
-        except Exception:
-            running = []
-        self._in_flight = {job.job_id for job in running}
+        self.coordinator_connected.set(1 if view.state in CONNECTED_STATES else 0)
+        self._in_flight = set(view.running_job_ids)
         self.jobs_in_flight.set(len(self._in_flight))
-        discovery = getattr(agent, "discovery", None)
-        for report in getattr(discovery, "reports", None) or ():
-            try:
-                label = redact_url(report.config.label)
-                self.backend_up.labels(label).set(1 if report.status == "ok" else 0)
-            except AttributeError:
-                continue
+        for report in view.reports:
+            label = redact_url(report.config.label)
+            self.backend_up.labels(label).set(1 if report.status == "ok" else 0)
 
     def handle(self, event: object) -> None:
         """An EventBus handler."""
@@ -224,7 +216,7 @@ class MetricsServer:
             )
         self._runner = runner
         self.bound = self._bound_address(runner, host, port)
-        self.metrics.seed(self.agent)
+        self.metrics.seed(self.agent.snapshot())
         self._unsubscribe = self.agent.events.subscribe(self.metrics.handle)
         self.problem = None
         log.info("Prometheus metrics at %s", self.url)

@@ -8,8 +8,8 @@ Two sources, two paces:
   most once every :data:`REFRESH_MIN_INTERVAL_S` however many jobs finish. A ledger that cannot
   be read shows its one-line problem in the window; without a ledger the window says so.
 - The **live figures** (jobs running, tokens/s p50, time to first byte p50/p95, error rate over
-  60 s) come from `agent.stats` in memory, every :data:`LIVE_INTERVAL_MS` while the window is
-  shown; that tick never touches the disk.
+  60 s) come from the agent's snapshot (`Agent.snapshot().live`, in memory), every
+  :data:`LIVE_INTERVAL_MS` while the window is shown; that tick never touches the disk.
 
 Every amount of money is an estimate (the coordinator settles the payout from its own token
 count) and is labelled so; in sandbox mode the window says the figures are demo figures. The
@@ -93,7 +93,7 @@ from usepod_desktop.gui.widgets import (
 )
 
 if TYPE_CHECKING:
-    from usepod_desktop.core.discovery import AdvertisedModel
+    from usepod_desktop.core.view import AgentView, ModelView
     from usepod_desktop.gui.controller import AppController
 
 log = logging.getLogger(__name__)
@@ -223,12 +223,11 @@ class LiveFigures:
     jobs_in_window: int
 
 
-def live_figures(agent: Any) -> LiveFigures | None:
+def live_figures(view: AgentView | None) -> LiveFigures | None:
     """The agent's rolling figures from memory (no disk), None without an agent."""
-    if agent is None:
+    if view is None:
         return None
-    stats = agent.stats
-    return LiveFigures(stats.snapshot(queue_depth=agent.jobs_running), stats.jobs_in_window())
+    return LiveFigures(view.live, view.jobs_in_window)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -807,10 +806,10 @@ class DashboardWindow(QWidget):
             f"{exact_money_text(totals.gross_nusd)} billed. {ESTIMATE_TEXT}"
         )
 
-    def _byok_models(self) -> dict[str, AdvertisedModel]:
+    def _byok_models(self) -> dict[str, ModelView]:
         """Models the agent serves now through a BYOK backend (OpenRouter, Venice)."""
-        discovery = getattr(self.controller.agent, "discovery", None)
-        models = getattr(discovery, "models", None) or []
+        agent = self.controller.agent
+        models = agent.snapshot().models if agent is not None else ()
         return {m.model_id: m for m in models if m.backend in REMOTE_KINDS}
 
     def _show_models(self, per_model: Sequence[ModelTotals]) -> None:
@@ -912,7 +911,8 @@ class DashboardWindow(QWidget):
     def update_live(self) -> None:
         """Show the agent's rolling figures (memory only, never the disk)."""
         self.live_ticks += 1
-        live = live_figures(self.controller.agent)
+        agent = self.controller.agent
+        live = live_figures(agent.snapshot() if agent is not None else None)
         self.live = live
         labels = self.live_labels
         if live is None:

@@ -1550,8 +1550,9 @@ class SettingsWindow(QWidget):
         if agent is None:
             return
         self.coordinator_tab.load(agent, self.controller.sandbox)
-        self.backends_tab.load(agent.config, agent.discovery)
-        self.pricing_tab.load(agent.config, agent.discovery)
+        view = agent.snapshot()
+        self.backends_tab.load(agent.config, view if view.discovered else None)
+        self.pricing_tab.load(agent.config, view if view.discovered else None)
         self.limits_tab.load(agent.config)
         self.serving_tab.load(agent.config)
         self._entries_changed()
@@ -1667,20 +1668,16 @@ class SettingsWindow(QWidget):
         self.saving = True
         self.apply_button.setEnabled(False)
         self.set_message("Saving…", "info")
-        previous_insecure = agent.allow_insecure
 
         async def save() -> None:
-            agent.allow_insecure = insecure
             try:
-                await agent.save_config(config)
+                await agent.save_config(config, allow_insecure=insecure)
             except OSError as exc:
-                agent.allow_insecure = previous_insecure
                 raise UserFacingError(
                     f"cannot write {agent.config_path}: {exc.strerror or exc}",
                     title="Settings not saved",
                 ) from exc
             except BaseException:
-                agent.allow_insecure = previous_insecure
                 self.saving = False  # an unexpected error: the excepthook shows it
                 self.apply_button.setEnabled(True)
                 raise

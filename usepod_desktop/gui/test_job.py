@@ -154,7 +154,7 @@ class TestJobDialog(QDialog):
 
     def refresh_models(self) -> None:
         agent = self.controller.agent
-        models = list(getattr(agent.discovery, "models", []) or []) if agent else []
+        models = agent.snapshot().models if agent is not None else ()
         current = self.model.currentData()
         self.model.clear()
         for model in models:

@@ -936,7 +936,7 @@ class _Run:
                     )
         agent = self.o.agent
         if agent is not None:
-            figures = agent.stats.snapshot(queue_depth=agent.jobs_running)
+            figures = agent.snapshot().live
             self.add(
                 s,
                 "live",
