@@ -68,7 +68,7 @@ async def test_open_loads_agent_toml_serves_records_and_closes(tmp_path: Path) -
         (row,) = again.rows()
     assert (row.job_id, row.source, row.backend_kind, row.outcome) == (
         handle.job_id,
-        "coordinator",
+        "sandbox",  # the sandbox coordinator says so in auth_ok
         "vllm",
         "done",
     )

@@ -358,7 +358,8 @@ async def test_a_sandbox_coordinator_is_recorded_as_sandbox_and_never_names_the_
     """Issue 19 item 3: the sandbox says `"sandbox": true` in auth_ok; its jobs are sandbox
     jobs (not real earnings) and its throw-away provider ids never reach the identity file,
     even when it restarts and hands out a new one on every connection."""
-    from usepod_desktop.core.ledger import Ledger
+    from usepod_desktop.core.events import JobFinished
+    from usepod_desktop.core.ledger import Ledger, job_recorder
 
     key_path = tmp_path / "identity.key"
     identity_mod.load_or_create(key_path).set_provider_id("prov_real")
@@ -366,7 +367,8 @@ async def test_a_sandbox_coordinator_is_recorded_as_sandbox_and_never_names_the_
     ledger = Ledger(tmp_path / "ledger.sqlite3")
     try:
         async with SandboxCoordinator(ws_heartbeat=None) as coord:
-            agent = await start_agent(make_config(coord.url, [vllm(fake)], tmp_path), ledger=ledger)
+            agent = await start_agent(make_config(coord.url, [vllm(fake)], tmp_path))
+            agent.events.subscribe(JobFinished, job_recorder(ledger))  # as AgentHost does
             session = await coord.wait_for_provider(10)
             await coord.wait_for_capabilities(10)
             assert agent.link is not None and agent.link.sandbox
