@@ -22,7 +22,7 @@ from usepod_desktop.core.host import AgentHost, ConfigNotFound, HostOptions
 from usepod_desktop.core.ledger import Ledger, default_ledger_path
 from usepod_desktop.core.protocol import JobDone
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
-from usepod_desktop.sandbox.demo import DEMO_MODEL
+from usepod_desktop.sandbox.demo import DEMO_MODEL, SandboxSession
 from usepod_desktop.sandbox.fakes import FakeBackend
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
@@ -91,7 +91,7 @@ async def test_sandbox_mode_records_coordinator_jobs_as_sandbox_and_stops_the_se
 ) -> None:
     monkeypatch.chdir(tmp_path)
     book = Ledger(tmp_path / "caller.sqlite3")  # the caller's: the host must not close it
-    host = AgentHost(ledger=book)
+    host = AgentHost(ledger=book, sandbox=SandboxSession)
     try:
         agent = await host.load(HostOptions(sandbox=True))
         session = host.sandbox_session

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from usepod_desktop.core.config import Config, find_config, load_config
-from usepod_desktop.core.errors import ConfigError
+from usepod_desktop.core.errors import ConfigError, UserFacingError
 from usepod_desktop.core.events import JobFinished
 
 if TYPE_CHECKING:  # imported when first used: the tray paints before the agent is built
@@ -61,9 +61,17 @@ class AgentHost:
     """Builds the agent and its ledger, and owns them (see the module docstring).
 
     `ledger`: use this ledger (the caller keeps it and closes it); else the host opens the
-    default one on first need and closes it in :meth:`close`."""
+    default one on first need and closes it in :meth:`close`. `sandbox`: what sandbox mode
+    runs, called as `sandbox(demo_remote=...)` (the front end passes
+    `sandbox.demo.SandboxSession`: the core does not import the sandbox package)."""
 
-    def __init__(self, *, ledger: Ledger | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ledger: Ledger | None = None,
+        sandbox: Callable[..., SandboxSession] | None = None,
+    ) -> None:
+        self._sandbox_factory = sandbox
         self.agent: Agent | None = None
         self.options = HostOptions()
         self.sandbox_session: SandboxSession | None = None
@@ -75,9 +83,15 @@ class AgentHost:
         self._detach: Callable[[], None] | None = None
 
     @classmethod
-    async def open(cls, options: HostOptions, *, config: Config | None = None) -> AgentHost:
+    async def open(
+        cls,
+        options: HostOptions,
+        *,
+        config: Config | None = None,
+        sandbox: Callable[..., SandboxSession] | None = None,
+    ) -> AgentHost:
         """A host with its agent built (not started): `AgentHost.open(options)`."""
-        host = cls()
+        host = cls(sandbox=sandbox)
         await host.load(options, config=config)
         return host
 
@@ -123,15 +137,16 @@ class AgentHost:
 
     async def _sandbox_agent(self, options: HostOptions) -> Agent:
         from usepod_desktop.core.agent import Agent
-        from usepod_desktop.sandbox.demo import SandboxSession
 
+        if self._sandbox_factory is None:
+            raise UserFacingError("sandbox mode is not available here", title="Sandbox")
         try:  # the user's local backends, when their agent.toml has any
             base: Config | None = await asyncio.to_thread(
                 load_config, options.config, allow_insecure=True
             )
         except ConfigError:
             base = None
-        session = SandboxSession(demo_remote=options.demo_remote)
+        session = self._sandbox_factory(demo_remote=options.demo_remote)
         config = await session.start(base)
         self.sandbox_session = session
         return Agent(
@@ -187,6 +202,10 @@ class AgentHost:
     @property
     def ledger(self) -> Ledger | None:
         return self._ledger
+
+    def use_sandbox(self, sandbox: Callable[..., SandboxSession]) -> None:
+        """What sandbox mode runs from now on (see the class docstring)."""
+        self._sandbox_factory = sandbox
 
     def use_ledger(self, ledger: Ledger | None) -> None:
         """Use this ledger from now on (the caller keeps it and closes it)."""

@@ -257,6 +257,10 @@ class AppController(QObject):
             demo_remote=options.demo_remote,
             agent_kwargs={"instance_kind": "tray"},
         )
+        if options.sandbox:
+            from usepod_desktop.sandbox.demo import SandboxSession
+
+            self.host.use_sandbox(SandboxSession)
         try:
             agent = await self.host.load(host_options)
         except ConfigNotFound as exc:

@@ -207,7 +207,7 @@ async def _headless(args: argparse.Namespace) -> int:
         sandbox=True,
         demo_remote=tuple(getattr(args, "demo_remote", None) or ()),
     )
-    host = await AgentHost.open(options)
+    host = await AgentHost.open(options, sandbox=SandboxSession)
     agent, session = host.agent, host.sandbox_session
     assert agent is not None and session is not None
     for label in session.left_out:
