@@ -266,3 +266,93 @@ def test_model_aliases_table_parses_validates_and_round_trips(
         with pytest.raises(ConfigError) as caught:
             parse_config(reference_toml + f"\n[model_aliases]\n{bad}\n")
         assert caught.value.field in (field, field.replace('"', "")), caught.value
+
+
+# ---- the lenient loader behind Settings for an invalid agent.toml (issue 19 item 5)
+
+
+def test_a_draft_keeps_every_valid_field_and_names_each_invalid_one() -> None:
+    text = (
+        with_backends(
+            'kind = "vllm"',  # no url: the entry is left out
+            'kind = "ollama"\nurl = "http://127.0.0.1:11434"',
+            'kind = "vllm"\nurl = "http://127.0.0.1:8000"\nmarkup = 1.1',  # markup: local
+        )
+        + '\n[pricing.models."org/m"]\ninput_per_1m = 1\n'  # no output price
+        + "\n[limits]\nmax_concurrent = 999\nmax_tokens_per_minute = 5000\n"
+        + '\n[serving]\nwhen = "never"\nidle_minutes = 7\n'
+    )
+    with pytest.raises(ConfigError):
+        parse_config(text)
+    draft = cfg.parse_config_draft(text)
+    c = draft.config
+    assert c.coordinator.url == "wss://coord.example/provider/connect"
+    assert (c.pricing.default_input_per_1m, c.pricing.default_output_per_1m) == (500_000, 750_000)
+    assert c.pricing.models == {}
+    assert [(b.kind, b.url) for b in c.backends] == [
+        ("ollama", "http://127.0.0.1:11434"),
+        ("vllm", "http://127.0.0.1:8000"),
+    ]
+    assert c.limits == LimitsConfig(
+        max_concurrent=cfg.DEFAULT_MAX_CONCURRENT, max_tokens_per_minute=5000
+    )
+    assert (c.serving.when, c.serving.idle_minutes) == ("always", 7.0)
+    fields = [p.field for p in draft.problems]
+    assert "backends[0].url" in fields
+    assert 'pricing.models."org/m".output_per_1m' in fields
+    assert "limits.max_concurrent" in fields
+    assert "serving.when" in fields
+    assert all(p.message.startswith(p.field.split("[")[0].split(".")[0]) for p in draft.problems)
+    assert any("999" in p.message for p in draft.problems)
+
+
+def test_a_draft_of_a_valid_file_is_the_config_without_problems() -> None:
+    text = with_backends('kind = "vllm"\nurl = "http://127.0.0.1:8000"')
+    draft = cfg.parse_config_draft(text)
+    assert draft.problems == ()
+    assert draft.config == parse_config(text)
+
+
+def test_invalid_required_values_are_left_empty_so_no_save_passes_them_on(tmp_path: Path) -> None:
+    text = '[coordinator]\nurl = "ftp://x"\n[pricing]\ndefault_input_per_1m = -5\n'
+    draft = cfg.parse_config_draft(text)
+    assert draft.config.coordinator.url == ""
+    assert draft.config.pricing.default_input_per_1m == 0
+    assert draft.config.pricing.default_output_per_1m == 0
+    assert {p.field for p in draft.problems} == {
+        "coordinator.url",
+        "pricing.default_input_per_1m",
+        "pricing.default_output_per_1m",
+    }
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError):
+        save_config(cfg.load_config_draft(path).config, path)
+    assert path.read_text() == text
+    assert cfg.parse_config_draft("").config.coordinator.url == ""  # no tables at all
+
+
+def test_a_fixed_draft_saves_from_the_files_own_text(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    text = MINIMAL + "\n# my note\n[limits]\nmax_concurrent = 999 # too many\n"
+    path.write_text(text)
+    draft = cfg.load_config_draft(path)
+    assert [p.field for p in draft.problems] == ["limits.max_concurrent"]
+    fixed = draft.config.replace(limits=LimitsConfig(max_concurrent=4))
+    save_config(fixed, path)
+    saved = path.read_text()
+    assert "# my note" in saved and "max_concurrent = 4" in saved
+    assert load_config(path).limits.max_concurrent == 4
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [(b"[coordinator\nurl = 1\n", "not valid TOML"), ("x = 1".encode("utf-16"), "UTF-16")],
+)
+def test_no_draft_of_a_file_that_is_not_toml_or_not_utf8(
+    tmp_path: Path, data: bytes, why: str
+) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_bytes(data)
+    with pytest.raises(ConfigError, match=why):
+        cfg.load_config_draft(path)

@@ -3,10 +3,12 @@ coordinator receives next; what it refuses to write; where API keys go."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import keyring
 import pytest
+import qasync
 import tomlkit
 from keyring.backends import fail
 from PySide6.QtGui import QColor, QGuiApplication
@@ -423,3 +425,102 @@ def test_a_model_listed_under_a_file_path_can_be_offered_under_another_id(rig: R
     models = _apply_and_wait_caps(rig, window)
     assert path_id in _ids(models)
     assert "model_aliases" not in _file(rig)
+
+
+def test_settings_fix_an_invalid_agent_toml_and_the_agent_starts(
+    qloop: qasync.QEventLoop,
+) -> None:
+    """Issue 19 item 5: with an agent.toml that does not validate, Settings opens on what
+    could be read, shows the load error and marks the field; the file stays byte-identical
+    until a valid Apply, which keeps its comments, and the agent then starts and serves."""
+    from tests.gui.conftest import run, until, write_config
+    from usepod_desktop.core.config import BackendConfig
+    from usepod_desktop.core.events import AgentState
+    from usepod_desktop.gui.controller import AppController, StartOptions
+    from usepod_desktop.sandbox.coordinator import SandboxCoordinator
+
+    coord = SandboxCoordinator(ws_heartbeat=None)
+    fake = FakeBackend("vllm", ["m"])
+    run(qloop, coord.start())
+    run(qloop, fake.start())
+    controller = AppController(open_url=lambda _u: True)
+    try:
+        path = write_config(coord.url, (BackendConfig("vllm", fake.url),))
+        bad = path.read_text() + "\n# keep me\n[limits]\nmax_concurrent = 999\n"
+        path.write_text(bad)
+        controller.show_ui(tray_available=True)
+        run(qloop, controller.start(StartOptions(allow_insecure=True)))
+        assert controller.agent is None and controller.state == AgentState.ERROR
+        tray = controller.tray
+        assert tray is not None
+        tray.menu.aboutToShow.emit()
+        assert tray.action("action_settings").isEnabled()  # disabled on the old code
+
+        window = controller.open_settings()
+        assert isinstance(window, SettingsWindow)
+        assert window.load_error.isVisible()
+        assert "limits.max_concurrent" in window.load_error.text()
+        assert "999" in window.load_error.text()
+        assert str(path) in window.load_error.text()
+        assert window.tabs.currentWidget() is window.limits_tab
+        assert is_marked(window.limits_tab.max_concurrent)
+        assert "999" in window.limits_tab.max_concurrent_error.text()
+        # every valid field was kept
+        assert window.coordinator_tab.url.text() == coord.url
+        assert [e.url for e in window.backends_tab.entries] == [fake.url]
+
+        # an invalid draft is refused, nothing written
+        window.coordinator_tab.url.setText("ftp://nowhere")
+        assert not window.apply()
+        assert path.read_text() == bad
+        window.coordinator_tab.url.setText(coord.url)
+
+        window.limits_tab.max_concurrent.setValue(3)
+        assert window.apply(), window.message.text()
+        until(qloop, lambda: not window.saving, what="the save")
+        assert "Saved to" in window.message.text(), window.message.text()
+        text = path.read_text()
+        assert "# keep me" in text and "max_concurrent = 3" in text
+        until(qloop, lambda: controller.agent is not None, what="the agent to start")
+        until(qloop, lambda: controller.state == AgentState.SERVING, what="serving")
+        agent = controller.agent
+        assert agent is not None and agent.config.limits.max_concurrent == 3
+        until(qloop, lambda: not window.load_error.isVisible(), what="the window to follow")
+        assert not is_marked(window.limits_tab.max_concurrent)
+
+        request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        handle = run(qloop, coord.dispatch("m", request))
+        run(qloop, handle.wait(15))
+        assert handle.ok, handle
+    finally:
+        with contextlib.suppress(Exception):
+            run(qloop, controller.shutdown(), 20)
+        run(qloop, fake.stop())
+        run(qloop, coord.stop())
+
+
+def test_settings_stay_unavailable_for_an_agent_toml_that_is_not_toml(
+    qloop: qasync.QEventLoop,
+) -> None:
+    from tests.gui.conftest import run
+    from usepod_desktop.core import paths
+    from usepod_desktop.gui.controller import AppController, StartOptions
+
+    path = paths.default_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[coordinator\nurl = \n")
+    controller = AppController(open_url=lambda _u: True)
+    try:
+        controller.show_ui(tray_available=True)
+        run(qloop, controller.start(StartOptions()))
+        assert controller.config_problem_path == path
+        tray = controller.tray
+        assert tray is not None
+        tray.menu.aboutToShow.emit()
+        settings = tray.action("action_settings")
+        assert not settings.isEnabled()
+        assert "TOML" in settings.toolTip()
+        assert controller.open_settings() is None
+    finally:
+        with contextlib.suppress(Exception):
+            run(qloop, controller.shutdown(), 20)

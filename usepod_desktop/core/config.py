@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -341,6 +342,117 @@ def config_from_dict(raw: Mapping[str, Any], *, allow_insecure: bool = False) ->
         serving=_serving(raw),
         model_aliases=_model_aliases(raw),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigDraft:
+    """A best-effort reading of an agent.toml that does not validate (to fix it in the GUI).
+
+    `config` keeps every valid field; an invalid optional one falls back to its default (an
+    invalid entry of a list or table is left out), an invalid required one is left empty
+    (coordinator URL "", default prices 0) so that no save can pass it on unnoticed.
+    `problems` holds one ConfigError per field, each with its field path."""
+
+    config: Config
+    problems: tuple[ConfigError, ...]
+
+
+#: Stand-ins for invalid required values while the rest is read; never part of a draft.
+_STAND_IN_URL = "wss://stand-in.invalid/"
+_MAX_REPAIRS = 200
+
+
+def load_config_draft(path: Path, *, allow_insecure: bool = False) -> ConfigDraft:
+    """:func:`parse_config_draft` of the file at `path`, remembered as the base of a later
+    :func:`save_config` (a change in between makes that save refuse). A file that cannot be
+    read, is not UTF-8 or is not TOML at all raises ConfigError: there is nothing to draft."""
+    remember_loaded(path)
+    return parse_config_draft(read_config_text(path), allow_insecure=allow_insecure)
+
+
+def parse_config_draft(text: str, *, allow_insecure: bool = False) -> ConfigDraft:
+    """Read agent.toml text leniently (see :class:`ConfigDraft`). Raises ConfigError only when
+    the text is not TOML or a problem names no field that could be set aside."""
+    try:
+        raw: Any = tomlkit.parse(text).unwrap()
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(f"agent.toml is not valid TOML: {exc}") from None
+    problems: list[ConfigError] = []
+    blank: set[str] = set()  # required fields read as their stand-in, shown empty
+    for _ in range(_MAX_REPAIRS):
+        try:
+            config = config_from_dict(raw, allow_insecure=allow_insecure)
+        except ConfigError as exc:
+            if any(p.field == exc.field and p.message == exc.message for p in problems):
+                raise  # setting it aside did not help
+            path = _field_path(exc.field or "")
+            if not path or not _set_aside(raw, path, blank):
+                raise
+            problems.append(exc)
+            continue
+        coordinator, pricing = config.coordinator, config.pricing
+        if "coordinator.url" in blank:
+            coordinator = replace(coordinator, url="")
+        if "pricing.default_input_per_1m" in blank:
+            pricing = replace(pricing, default_input_per_1m=0)
+        if "pricing.default_output_per_1m" in blank:
+            pricing = replace(pricing, default_output_per_1m=0)
+        return ConfigDraft(
+            config.replace(coordinator=coordinator, pricing=pricing), tuple(problems)
+        )
+    raise problems[-1]
+
+
+_REQUIRED: dict[tuple[str | int, ...], Any] = {
+    ("coordinator", "url"): _STAND_IN_URL,
+    ("pricing", "default_input_per_1m"): 1,
+    ("pricing", "default_output_per_1m"): 1,
+}
+
+
+def _field_path(field: str) -> list[str | int]:
+    """`backends[0].url`, `pricing.models."a/b".input_per_1m` -> its keys and indexes."""
+    path: list[str | int] = []
+    pos = 0
+    token = re.compile(r'\.?(?:"([^"]*)"|([^.\["]+))|\[(\d+)\]')
+    while pos < len(field):
+        match = token.match(field, pos)
+        if match is None or match.end() == pos:
+            return []
+        quoted, bare, index = match.groups()
+        path.append(int(index) if index is not None else (quoted if quoted is not None else bare))
+        pos = match.end()
+    return path if path and isinstance(path[0], str) and not path[0].startswith("-") else []
+
+
+def _set_aside(raw: Any, path: list[str | int], blank: set[str]) -> bool:
+    """Remove the invalid value at `path` from `raw` (its default applies then); a missing
+    one takes its container with it. Required values get a stand-in. False: not possible."""
+    if len(path) == 1 and path[0] in ("coordinator", "pricing"):
+        raw[path[0]] = {k[1]: v for k, v in _REQUIRED.items() if k[0] == path[0]}
+        blank.update(f"{path[0]}.{k[1]}" for k in _REQUIRED if k[0] == path[0])
+        return True
+    stand_in = _REQUIRED.get(tuple(path))
+    if stand_in is not None:
+        if not isinstance(raw.get(path[0]), dict):
+            return False
+        raw[path[0]][path[1]] = stand_in
+        blank.add(f"{path[0]}.{path[1]}")
+        return True
+    node = raw
+    for depth, key in enumerate(path):
+        present = (
+            isinstance(node, dict) and key in node
+            if isinstance(key, str)
+            else isinstance(node, list) and 0 <= key < len(node)
+        )
+        if not present:
+            return depth > 0 and _set_aside(raw, path[:depth], blank)
+        if depth == len(path) - 1:
+            del node[key]
+            return True
+        node = node[key]
+    return False
 
 
 MAX_MODEL_ID_CHARS = 256

@@ -22,6 +22,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QSystemTrayIcon, QWidget
 
 from usepod_desktop.core import paths
+from usepod_desktop.core.config import ConfigDraft, load_config_draft
 from usepod_desktop.core.doctor.history import ConnectionHistory
 from usepod_desktop.core.errors import ConfigError, UserFacingError
 from usepod_desktop.core.events import AgentState, JobFinished
@@ -176,6 +177,8 @@ class AppController(QObject):
         #: the file (and its folder: editors and our own saves replace the file) is watched
         #: and a change starts the agent again; "Reload agent.toml" does the same by hand.
         self.config_problem_path: Path | None = None
+        #: That file is readable TOML: Settings opens on a draft of it to fix it.
+        self.settings_draftable = False
         self._config_watch = QFileSystemWatcher(self)
         self._config_watch.fileChanged.connect(self._config_changed)
         self._config_watch.directoryChanged.connect(self._config_changed)
@@ -271,6 +274,7 @@ class AppController(QObject):
             return
         except ConfigError as exc:  # agent.toml is invalid: fixing it restarts the agent
             self._watch_config(self.host.config_path)
+            self.settings_draftable = self.config_draft() is not None
             self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
             return
         except UserFacingError as exc:
@@ -414,11 +418,40 @@ class AppController(QObject):
 
     # ---- an invalid agent.toml: watch it, reload it --------------------------------------
 
+    def config_draft(self) -> ConfigDraft | None:
+        """A best-effort reading of the invalid agent.toml, for Settings to fix it (None: no
+        such file, or it is not UTF-8 / not TOML at all: only an editor can fix that)."""
+        path = self.config_problem_path
+        if path is None:
+            return None
+        insecure = self.options.allow_insecure or self.prefs.allow_insecure
+        try:
+            return load_config_draft(path, allow_insecure=insecure)
+        except ConfigError as exc:
+            log.info("settings cannot open %s: %s", path, exc.message)
+            return None
+
+    @property
+    def settings_available(self) -> bool:
+        """Settings can open: an agent, or an invalid agent.toml that is readable TOML."""
+        if self.stopping:
+            return False
+        return self.agent is not None or (
+            self.config_problem_path is not None and self.settings_draftable
+        )
+
+    def config_saved(self) -> None:
+        """Settings wrote a valid agent.toml in place of the invalid one: start from it (the
+        same debounced reload as the file watch, so both make one start)."""
+        if self.config_problem_path is not None and not self.stopping:
+            self._reload_timer.start()
+
     def _watch_config(self, path: Path | None) -> None:
         watched = self._config_watch.files() + self._config_watch.directories()
         if watched:
             self._config_watch.removePaths(watched)
         self.config_problem_path = path
+        self.settings_draftable = False
         if path is not None:
             self._config_watch.addPaths([str(path), str(path.parent)])
 
@@ -443,13 +476,15 @@ class AppController(QObject):
         return ok
 
     def open_settings(self, tab: str | None = None) -> SettingsWindow | None:
-        if self.agent is None:
+        if self.agent is None and (self.config_problem_path is None or self.config_draft() is None):
             self.show_status_window()
             return None
         from usepod_desktop.gui.settings import SettingsWindow
 
         if self._settings is None:
             self._settings = SettingsWindow(self)
+        elif self.agent is None and not self._settings.dirty and not self._settings.saving:
+            self._settings.load()  # the file as it is now
         if tab is not None:
             self._settings.select_tab(tab)
         show_window(self._settings)

@@ -13,11 +13,13 @@ No dialog here is run with `exec()`: Add / Edit / Detect use `open()` and `finis
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
@@ -51,9 +53,11 @@ from usepod_desktop.core.config import (
     BackendConfig,
     Config,
     ConfigChangedError,
+    ConfigDraft,
     LimitsConfig,
     ModelPrice,
     PricingConfig,
+    save_config,
     validate_coordinator_url,
 )
 from usepod_desktop.core.errors import ConfigError, UserFacingError
@@ -187,17 +191,22 @@ class CoordinatorTab(QWidget):
         self.insecure.toggled.connect(window.mark_dirty)
 
     def load(self, agent: Agent, sandbox: bool) -> None:
-        self.url.setText(agent.config.coordinator.url)
+        self.show_config(
+            agent.config.coordinator.url, agent.allow_insecure, agent.config_path, sandbox
+        )
+        self.refresh(agent)
+
+    def show_config(self, url: str, insecure: bool, path: object, sandbox: bool) -> None:
+        self.url.setText(url)
         self.insecure.blockSignals(True)
-        self.insecure.setChecked(agent.allow_insecure)
+        self.insecure.setChecked(insecure)
         self.insecure.blockSignals(False)
         self.insecure.setEnabled(not sandbox)
         self.url.setReadOnly(sandbox)
         if sandbox:
             self.url.setToolTip("The embedded sandbox coordinator (sandbox mode)")
-        self.config_path.setText(str(agent.config_path or "(not saved yet)"))
+        self.config_path.setText(str(path or "(not saved yet)"))
         _mark(self.url, self.url_error, None)
-        self.refresh(agent)
 
     def refresh(self, agent: Agent) -> None:
         self.provider_id.setText(
@@ -1492,6 +1501,21 @@ class SettingsWindow(QWidget):
         )
         self.sandbox_banner.setVisible(controller.sandbox)
         layout.addWidget(self.sandbox_banner)
+        #: agent.toml did not validate: why, above a best-effort draft of it (see load()).
+        self.load_error = QLabel(self)
+        self.load_error.setObjectName("configLoadError")
+        self.load_error.setWordWrap(True)
+        self.load_error.setTextFormat(Qt.TextFormat.PlainText)
+        self.load_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.load_error.setStyleSheet(
+            f"QLabel {{ color: {ERROR_COLOUR}; border: 1px solid {ERROR_COLOUR}; padding: 6px; "
+            "border-radius: 4px; }"
+        )
+        self.load_error.setVisible(False)
+        layout.addWidget(self.load_error)
+        #: Set while there is no agent because agent.toml is invalid: what could be read.
+        self.draft: ConfigDraft | None = None
+        self.draft_path: Path | None = None
         self.tabs = QTabWidget(self)
         self.coordinator_tab = CoordinatorTab(self)
         self.backends_tab = BackendsTab(self)
@@ -1537,6 +1561,7 @@ class SettingsWindow(QWidget):
         bridge.stateChanged.connect(self._state_changed)
         bridge.discoveryCompleted.connect(self._discovery_completed)
         bridge.configReloaded.connect(self._config_reloaded)
+        controller.agentChanged.connect(self._agent_changed)
         self.load()
 
     @property
@@ -1548,7 +1573,10 @@ class SettingsWindow(QWidget):
     def load(self) -> None:
         agent = self.agent
         if agent is None:
+            self._load_draft()
             return
+        self.draft = self.draft_path = None
+        self.load_error.setVisible(False)
         self.coordinator_tab.load(agent, self.controller.sandbox)
         view = agent.snapshot()
         self.backends_tab.load(agent.config, view if view.discovered else None)
@@ -1558,6 +1586,51 @@ class SettingsWindow(QWidget):
         self._entries_changed()
         self.dirty = False
         self.set_message("")
+
+    def _load_draft(self) -> None:
+        """No agent because agent.toml does not validate: show what could be read, the load
+        error on top and each invalid field marked. Apply writes the file once it is valid
+        (the original stays byte-identical until then), and the agent starts from it."""
+        controller = self.controller
+        draft, path = controller.config_draft(), controller.config_problem_path
+        if draft is None or path is None:
+            return
+        self.draft, self.draft_path = draft, path
+        config = draft.config
+        insecure = controller.options.allow_insecure or controller.prefs.allow_insecure
+        self.coordinator_tab.show_config(config.coordinator.url, insecure, path, controller.sandbox)
+        self.coordinator_tab.provider_id.setText("(once agent.toml is valid)")
+        self.coordinator_tab.public_key.setText("")
+        self.coordinator_tab.copy_key.setEnabled(False)
+        self.coordinator_tab.show_state(controller.state, controller.reason)
+        self.backends_tab.load(config, None)
+        self.pricing_tab.load(config, None)
+        self.limits_tab.load(config)
+        self.serving_tab.load(config)
+        self._entries_changed()
+        self.dirty = False
+        self.set_message("")
+        if not draft.problems:
+            self.load_error.setVisible(False)
+            return
+        lines = [f"{path} could not be loaded:"]
+        lines += [f"• {problem.message}" for problem in draft.problems]
+        lines.append(
+            "Below is what could be read; the marked fields were reset. Fix them and Apply: "
+            "the file is written only once it is valid, and the agent then starts."
+        )
+        self.load_error.setText("\n".join(lines))
+        self.load_error.setVisible(True)
+        tabs = [self._mark_field(problem) for problem in draft.problems]
+        first = next((tab for tab in tabs if tab is not None), None)
+        if first is not None:
+            self.select_tab(first)
+
+    def _agent_changed(self) -> None:
+        if self.agent is not None and self.draft is not None and not self.saving:
+            path = self.draft_path
+            self.load()  # the agent started from the fixed file: its settings now
+            self.set_message(f"{SAVED_PREFIX}{path}; the agent has started with it.", "ok")
 
     def revert(self) -> None:
         agent = self.agent
@@ -1619,7 +1692,8 @@ class SettingsWindow(QWidget):
         """The draft as a Config (None when a field is invalid), the insecure flag, and the
         problems, each highlighted on its field."""
         agent = self.agent
-        assert agent is not None
+        base = agent.config if agent is not None else self.draft.config if self.draft else None
+        assert base is not None
         url, insecure, problems = self.coordinator_tab.collect()
         backends, more = self.backends_tab.collect()
         problems += more
@@ -1627,11 +1701,10 @@ class SettingsWindow(QWidget):
         problems += more
         limits, more = self.limits_tab.collect()
         problems += more
-        serving, found = self.serving_tab.collect(agent.config.serving)
+        serving, found = self.serving_tab.collect(base.serving)
         problems += [Problem("serving", widget, message) for widget, message in found]
         if problems or pricing is None or limits is None or serving is None:
             return None, insecure, problems
-        base = agent.config
         from dataclasses import replace
 
         config = base.replace(
@@ -1648,7 +1721,7 @@ class SettingsWindow(QWidget):
         """Validate everything; write nothing unless all of it is valid. Returns whether a
         save was started (or nothing needed saving)."""
         agent = self.agent
-        if agent is None or self.saving:
+        if (agent is None and self.draft is None) or self.saving:
             return False
         config, insecure, problems = self.collect()
         if problems or config is None:
@@ -1661,6 +1734,8 @@ class SettingsWindow(QWidget):
                 f"Nothing was saved. Fix the highlighted field: {first.message}{more}", "error"
             )
             return False
+        if agent is None:
+            return self._apply_draft(config, insecure)
         if config == agent.config and insecure == agent.allow_insecure:
             self.dirty = False
             self.set_message("No changes to save.", "info")
@@ -1702,8 +1777,60 @@ class SettingsWindow(QWidget):
         tasks.spawn(save(), name="save-settings", on_done=done, on_error=failed)
         return True
 
+    def _apply_draft(self, config: Config, insecure: bool) -> bool:
+        """Save the fixed draft (validated before anything is written; the save starts from
+        the file's own text, comments kept), then start the agent from it."""
+        path = self.draft_path
+        assert path is not None
+        self.saving = True
+        self.apply_button.setEnabled(False)
+        self.set_message("Saving…", "info")
+        controller = self.controller
+
+        async def save() -> None:
+            try:
+                await asyncio.to_thread(save_config, config, path, allow_insecure=insecure)
+            except OSError as exc:
+                raise UserFacingError(
+                    f"cannot write {path}: {exc.strerror or exc}", title="Settings not saved"
+                ) from exc
+            except BaseException:
+                self.saving = False
+                self.apply_button.setEnabled(True)
+                raise
+            if not controller.sandbox:
+                controller.prefs.allow_insecure = insecure
+
+        def done(_: object) -> None:
+            self.saving = False
+            self.apply_button.setEnabled(True)
+            if self.agent is None:
+                self.load()  # the saved file as a clean draft until the agent is up
+                self.set_message(f"{SAVED_PREFIX}{path}; the agent is starting…", "ok")
+                controller.config_saved()
+            else:
+                self._agent_changed()
+            self.saved.emit()
+
+        def failed(error: UserFacingError) -> None:
+            self.saving = False
+            self.apply_button.setEnabled(True)
+            self.file_changed = isinstance(error, ConfigChangedError)
+            self.show_core_error(error)
+
+        tasks.spawn(save(), name="save-settings", on_done=done, on_error=failed)
+        return True
+
     def show_core_error(self, error: UserFacingError) -> None:
         """A ConfigError from the core: highlight the field it names, say it inline."""
+        tab = self._mark_field(error)
+        if tab is not None:
+            self.select_tab(tab)
+        prefix = "Not saved" if isinstance(error, ConfigError) else error.title
+        self.set_message(f"{prefix}: {error.message}", "error")
+
+    def _mark_field(self, error: UserFacingError) -> str | None:
+        """Highlight the field a ConfigError names; returns its tab (None: no such field)."""
         field = getattr(error, "field", None) or ""
         widget: QWidget | None = None
         tab = None
@@ -1733,10 +1860,7 @@ class SettingsWindow(QWidget):
             _mark(widget, self.limits_tab.tpm_error, error.message)
         elif field.startswith("serving"):
             tab, widget = "serving", self.serving_tab.show_error(error.message, field)
-        if tab is not None:
-            self.select_tab(tab)
-        prefix = "Not saved" if isinstance(error, ConfigError) else error.title
-        self.set_message(f"{prefix}: {error.message}", "error")
+        return tab
 
     def closeEvent(self, event: QCloseEvent) -> None:
         for tab in (self.backends_tab,):

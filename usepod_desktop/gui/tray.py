@@ -115,7 +115,7 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
         "action_settings",
         "Settings…",
         lambda: controller.open_settings(),
-        enabled=has_agent,
+        enabled=controller.settings_available,
         tip=not_ready,
     )
     if not controller.needs_pairing and not controller.sandbox and not controller.stopping:
