@@ -316,7 +316,8 @@ def test_a_draft_of_a_valid_file_is_the_config_without_problems() -> None:
 def test_invalid_required_values_are_left_empty_so_no_save_passes_them_on(tmp_path: Path) -> None:
     text = '[coordinator]\nurl = "ftp://x"\n[pricing]\ndefault_input_per_1m = -5\n'
     draft = cfg.parse_config_draft(text)
-    assert draft.config.coordinator.url == ""
+    assert draft.config.coordinator.url == "ftp://x"  # as written, to be corrected
+    assert cfg.parse_config_draft(text.replace('"ftp://x"', "7")).config.coordinator.url == ""
     assert draft.config.pricing.default_input_per_1m == 0
     assert draft.config.pricing.default_output_per_1m == 0
     assert {p.field for p in draft.problems} == {
@@ -330,6 +331,7 @@ def test_invalid_required_values_are_left_empty_so_no_save_passes_them_on(tmp_pa
         save_config(cfg.load_config_draft(path).config, path)
     assert path.read_text() == text
     assert cfg.parse_config_draft("").config.coordinator.url == ""  # no tables at all
+    assert cfg.parse_config_draft('coordinator = "x"').config.coordinator.url == ""
 
 
 def test_a_fixed_draft_saves_from_the_files_own_text(tmp_path: Path) -> None:

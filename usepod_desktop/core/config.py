@@ -349,8 +349,9 @@ class ConfigDraft:
     """A best-effort reading of an agent.toml that does not validate (to fix it in the GUI).
 
     `config` keeps every valid field; an invalid optional one falls back to its default (an
-    invalid entry of a list or table is left out), an invalid required one is left empty
-    (coordinator URL "", default prices 0) so that no save can pass it on unnoticed.
+    invalid entry of a list or table is left out), an invalid required one is left as written
+    (a coordinator URL that is text) or empty (URL "", default prices 0): invalid still, so
+    no save passes it on unnoticed (:func:`save_config` validates before it writes).
     `problems` holds one ConfigError per field, each with its field path."""
 
     config: Config
@@ -379,6 +380,8 @@ def parse_config_draft(text: str, *, allow_insecure: bool = False) -> ConfigDraf
         raise ConfigError(f"agent.toml is not valid TOML: {exc}") from None
     problems: list[ConfigError] = []
     blank: set[str] = set()  # required fields read as their stand-in, shown empty
+    coordinator_raw = raw.get("coordinator")
+    written_url = coordinator_raw.get("url") if isinstance(coordinator_raw, dict) else None
     for _ in range(_MAX_REPAIRS):
         try:
             config = config_from_dict(raw, allow_insecure=allow_insecure)
@@ -391,8 +394,9 @@ def parse_config_draft(text: str, *, allow_insecure: bool = False) -> ConfigDraf
             problems.append(exc)
             continue
         coordinator, pricing = config.coordinator, config.pricing
-        if "coordinator.url" in blank:
-            coordinator = replace(coordinator, url="")
+        if "coordinator.url" in blank:  # as written (to correct it), when it is text
+            shown = written_url if isinstance(written_url, str) else ""
+            coordinator = replace(coordinator, url=shown)
         if "pricing.default_input_per_1m" in blank:
             pricing = replace(pricing, default_input_per_1m=0)
         if "pricing.default_output_per_1m" in blank:

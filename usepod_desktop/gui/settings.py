@@ -8,6 +8,11 @@ backends, prices and limits take effect without a restart); a :class:`ConfigErro
 core is shown inline. API keys are not part of agent.toml: they go straight to the OS keyring
 through the facade. The App tab's switches (start at login, notifications) apply at once.
 
+When agent.toml does not validate there is no agent: the window then shows a draft of the file
+(:func:`~usepod_desktop.core.config.load_config_draft`: valid fields kept, invalid ones reset),
+the load error on top and each invalid field marked; Apply saves it once it is valid (the file
+stays byte-identical until then) and the controller starts the agent from it.
+
 No dialog here is run with `exec()`: Add / Edit / Detect use `open()` and `finished`.
 """
 
