@@ -100,6 +100,8 @@ log = logging.getLogger(__name__)
 
 #: After a JobFinished, the ledger is read again at most this often (seconds).
 REFRESH_MIN_INTERVAL_S = 2.0
+#: Shown when the sensor layer found no GPU and gave no reason.
+NO_GPU_TEXT = "no NVIDIA GPU sensor"
 #: The live figures (memory only) are refreshed this often while the window is shown.
 LIVE_INTERVAL_MS = 2000
 DAYS = 30
@@ -228,6 +230,19 @@ def live_figures(view: AgentView | None) -> LiveFigures | None:
     if view is None:
         return None
     return LiveFigures(view.live, view.jobs_in_window)
+
+
+def gpu_text(controller: AppController) -> str:
+    """The GPU lines of the tray menu (temperature, utilisation, VRAM, power), from the serving
+    rules' last sensor reading; why there are none; or a dash without an agent."""
+    if controller.agent is None:
+        return f"GPU: {DASH}"
+    lines = controller.gpu_lines()
+    if lines:
+        return "\n".join(lines)
+    if controller.agent.serving.snapshot is None:
+        return "GPU: no reading yet"
+    return f"GPU: {NO_GPU_TEXT}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -615,6 +630,10 @@ class DashboardWindow(QWidget):
         self.live_note.setObjectName("liveNote")
         self.live_note.setStyleSheet("QLabel { color: palette(placeholder-text); }")
         grid.addWidget(self.live_note, 2, 0, 1, len(LIVE_FIELDS))
+        # the same GPU readings as the tray menu (the serving rules' sensors), one line each
+        self.gpu_label = plain(QLabel(DASH, box))
+        self.gpu_label.setObjectName("liveGpu")
+        grid.addWidget(self.gpu_label, 3, 0, 1, len(LIVE_FIELDS))
         return box
 
     def _build_content(self) -> QWidget:
@@ -933,6 +952,7 @@ class DashboardWindow(QWidget):
                 at = local_time(f.last_error_at, None)
                 note += f" Last error: {f.last_error_code} at {at:%H:%M:%S}."
             self.live_note.setText(note)
+        self.gpu_label.setText(gpu_text(self.controller))
         # a write problem the ledger reports (memory only: the attribute, not the file)
         ledger = self.controller.ledger
         problem = self.read_problem or (getattr(ledger, "problem", None) if ledger else None)
@@ -962,6 +982,7 @@ __all__ = [
     "DASH",
     "ESTIMATE_TEXT",
     "LIVE_INTERVAL_MS",
+    "NO_GPU_TEXT",
     "REFRESH_MIN_INTERVAL_S",
     "SANDBOX_TEXT",
     "Cell",
@@ -969,6 +990,7 @@ __all__ = [
     "EarningsChart",
     "LiveFigures",
     "axis_ticks",
+    "gpu_text",
     "live_figures",
     "money_text",
     "nice_step",
