@@ -26,6 +26,8 @@ from usepod_desktop.core.events import (
 from usepod_desktop.core.executor import JobOutcome
 from usepod_desktop.core.metrics import MetricsServer, parse_addr
 from usepod_desktop.core.protocol import HeartbeatFigures
+from usepod_desktop.core.serving.policy import Readings
+from usepod_desktop.core.serving.sensors import GpuReading, Snapshot
 from usepod_desktop.core.view import AgentView
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
@@ -65,6 +67,8 @@ def finished(
     ttfb_ms: float | None = 200.0,
     error_code: str | None = None,
     cancelled: bool = False,
+    prices: tuple[int, int] = (0, 0),
+    source: str = "coordinator",
 ) -> JobFinished:
     return JobFinished(
         JobOutcome(
@@ -81,6 +85,9 @@ def finished(
             bytes_relayed=10,
             error_code=error_code,
             cancelled=cancelled,
+            input_per_1m=prices[0],
+            output_per_1m=prices[1],
+            source=source,
         )
     )
 
@@ -254,5 +261,70 @@ async def test_seeds_from_a_running_agent() -> None:
         assert samples[("usepod_backend_up", (("backend", down.config.label),))] == 0
         agent.events.emit(finished("j1"))  # a seeded job that ends leaves the gauge
         assert (await scrape(server))[("usepod_jobs_in_flight", ())] == 1
+    finally:
+        await server.stop()
+
+
+async def test_estimated_earnings_count_billed_jobs_only(
+    served: tuple[FakeAgent, MetricsServer],
+) -> None:
+    agent, server = served
+    emit = agent.events.emit
+    # 100 input + 40 output tokens at $0.50 / $2.00 per 1M: billed $0.00013, the share 80%
+    prices = (500_000, 2_000_000)
+    emit(finished("a", prices=prices))
+    emit(finished("b", prices=prices, model="m2"))
+    emit(finished("c", prices=prices, error_code="backend_timeout"))  # not billed
+    emit(finished("d", prices=prices, cancelled=True))  # not billed
+    emit(finished("e", prices=prices, source="test"))  # "Send test job": not billed
+    m = await scrape(server)
+    expected = (100 * 0.5 + 40 * 2.0) / 1e6 * 0.8
+    assert m[("usepod_estimated_earnings_usd_total", (("model", "m1"),))] == pytest.approx(
+        expected, rel=1e-12
+    )
+    assert m[("usepod_estimated_earnings_usd_total", (("model", "m2"),))] == pytest.approx(
+        expected, rel=1e-12
+    )
+
+
+class FakeServing:
+    def __init__(self, snapshot: Any) -> None:
+        self.snapshot = snapshot
+
+
+async def test_gpu_gauges_from_the_serving_rules_reading() -> None:
+    agent = FakeAgent()
+    agent.serving = FakeServing(None)  # type: ignore[attr-defined]
+    server = MetricsServer("127.0.0.1:0", agent)
+    assert await server.start()
+    try:
+        m = await scrape(server)
+        assert not any(name.startswith("usepod_gpu_") for name, _l in m)  # no reading yet
+        agent.serving.snapshot = Snapshot(  # type: ignore[attr-defined]
+            Readings(),
+            (
+                GpuReading("RTX 4090", 64, 35, 12 * 1024, 24 * 1024, 210),
+                GpuReading("RTX 3060", 51, None, 1536, 12 * 1024, None),
+            ),
+        )
+        m = await scrape(server)
+        g0 = (("gpu", "0"), ("name", "RTX 4090"))
+        g1 = (("gpu", "1"), ("name", "RTX 3060"))
+        assert m[("usepod_gpu_temperature_celsius", g0)] == 64
+        assert m[("usepod_gpu_temperature_celsius", g1)] == 51
+        assert m[("usepod_gpu_memory_used_bytes", g0)] == 12 * 2**30
+        assert m[("usepod_gpu_memory_total_bytes", g0)] == 24 * 2**30
+        assert m[("usepod_gpu_memory_used_bytes", g1)] == 1536 * 2**20
+        assert m[("usepod_gpu_utilization_ratio", g0)] == pytest.approx(0.35)
+        assert m[("usepod_gpu_power_watts", g0)] == 210
+        # a figure the sensor could not read is absent, not 0
+        assert ("usepod_gpu_utilization_ratio", g1) not in m
+        assert ("usepod_gpu_power_watts", g1) not in m
+        # the sensor found no GPU: no GPU series at all
+        agent.serving.snapshot = Snapshot(  # type: ignore[attr-defined]
+            Readings(), (), gpu_problem="no NVIDIA GPU sensor"
+        )
+        m = await scrape(server)
+        assert not any(name.startswith("usepod_gpu_") for name, _l in m)
     finally:
         await server.stop()

@@ -21,6 +21,7 @@ from usepod_desktop.core.config import (
     ObservabilityConfig,
     PricingConfig,
 )
+from usepod_desktop.core.serving.sensors import GpuReading, Sensors
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FakeBackend
 
@@ -31,6 +32,22 @@ RULES_TEST = MONITORING / "alerts.test.yml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 _NAME = re.compile(r"\b(usepod_[a-z0-9_]+)")
+
+
+class InjectedGpu:
+    """A GPU sensor with known readings, so the GPU metric names exist in the scrape."""
+
+    problem = None
+
+    def read(self) -> list[GpuReading]:
+        return [GpuReading("Test GPU", 64, 35, 12 * 1024, 24 * 1024, 210)]
+
+
+class NoIdle:
+    name = "test idle"
+
+    def idle_seconds(self) -> float | None:
+        return None
 
 
 def promtool() -> str:
@@ -86,6 +103,14 @@ def used_metric_names() -> set[str]:
 async def test_every_metric_used_exists_in_a_real_scrape(tmp_path: Path) -> None:
     used = used_metric_names()
     assert {"usepod_jobs_total", "usepod_coordinator_connected"} <= used
+    assert {
+        "usepod_estimated_earnings_usd_total",
+        "usepod_gpu_temperature_celsius",
+        "usepod_gpu_memory_used_bytes",
+        "usepod_gpu_memory_total_bytes",
+        "usepod_gpu_utilization_ratio",
+        "usepod_gpu_power_watts",
+    } <= used
     async with (
         SandboxCoordinator(ws_heartbeat=None) as coord,
         FakeBackend("vllm", ["m1"], output_tokens=5) as fake,
@@ -98,6 +123,9 @@ async def test_every_metric_used_exists_in_a_real_scrape(tmp_path: Path) -> None
             observability=ObservabilityConfig(prometheus_addr="127.0.0.1:0"),
         )
         agent = Agent(config, allow_insecure=True)
+        agent.serving.sensors = Sensors(
+            idle=NoIdle(), processes=frozenset, battery=lambda: False, gpu=InjectedGpu()
+        )
         await agent.start()
         try:
             await coord.wait_for_capabilities(10)

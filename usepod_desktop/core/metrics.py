@@ -12,6 +12,12 @@ the agent's events:
 - `usepod_time_to_first_byte_seconds`: histogram, job start to first relayed byte
 - `usepod_coordinator_connected`: 1 while connected (serving or paused), else 0
 - `usepod_backend_up{backend}`: 1 / 0 per backend (its label), from each discovery
+- `usepod_estimated_earnings_usd_total{model}`: the provider's share of finished billed jobs,
+  computed as the ledger computes it (an estimate: the coordinator settles the payout)
+- `usepod_gpu_temperature_celsius`, `usepod_gpu_memory_used_bytes`,
+  `usepod_gpu_memory_total_bytes`, `usepod_gpu_utilization_ratio`, `usepod_gpu_power_watts`
+  `{gpu,name}`: read at scrape time from the serving rules' last sensor reading (the same one
+  the tray menu and the dashboard show); absent when there is no GPU sensor
 
 A bad address or a port in use gives one warning line; the agent keeps serving without metrics.
 
@@ -33,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 
 from usepod_desktop.core.events import (
@@ -42,6 +49,8 @@ from usepod_desktop.core.events import (
     JobStarted,
     StateChanged,
 )
+from usepod_desktop.core.ledger import JobRow
+from usepod_desktop.core.money import NANO_PER_USD
 from usepod_desktop.core.text import redact_url
 
 if TYPE_CHECKING:
@@ -76,6 +85,45 @@ def parse_addr(addr: str) -> tuple[str, int]:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} is out of range in {addr!r}")
     return host, port
+
+
+#: (metric name, help, GpuReading attribute, factor to the metric's unit)
+GPU_GAUGES: tuple[tuple[str, str, str, float], ...] = (
+    ("usepod_gpu_temperature_celsius", "GPU temperature.", "temp_c", 1.0),
+    ("usepod_gpu_memory_used_bytes", "GPU memory (VRAM) in use.", "vram_used_mb", 2.0**20),
+    ("usepod_gpu_memory_total_bytes", "GPU memory (VRAM) in all.", "vram_total_mb", 2.0**20),
+    ("usepod_gpu_utilization_ratio", "GPU utilisation, 0 to 1.", "util_pct", 0.01),
+    ("usepod_gpu_power_watts", "GPU power draw.", "power_w", 1.0),
+)
+
+
+class GpuCollector:
+    """The GPU gauges, read at scrape time from `snapshot()` (the serving rules' last sensor
+    reading, memory only: a scrape never touches NVML). No GPU, no samples."""
+
+    def __init__(self) -> None:
+        self.snapshot: Callable[[], Any] = lambda: None
+
+    def describe(self) -> list[Metric]:
+        return [
+            GaugeMetricFamily(name, doc, labels=["gpu", "name"]) for name, doc, _a, _f in GPU_GAUGES
+        ]
+
+    def collect(self) -> list[Metric]:
+        try:
+            gpus = tuple(getattr(self.snapshot(), "gpus", None) or ())
+        except Exception:
+            gpus = ()
+        families: list[Metric] = []
+        for name, doc, attr, factor in GPU_GAUGES:
+            family = GaugeMetricFamily(name, doc, labels=["gpu", "name"])
+            for index, reading in enumerate(gpus):
+                value = getattr(reading, attr, None)
+                if value is not None:
+                    family.add_metric([str(index), str(reading.name)], float(value) * factor)
+            if family.samples:
+                families.append(family)
+        return families
 
 
 def _outcome_label(outcome: Any) -> str:
@@ -120,6 +168,14 @@ class AgentMetrics:
             ["backend"],
             registry=r,
         )
+        self.earnings = Counter(
+            "usepod_estimated_earnings_usd",
+            "Estimated earnings (the provider's share) of finished billed jobs, in USD.",
+            ["model"],
+            registry=r,
+        )
+        self.gpus = GpuCollector()
+        r.register(self.gpus)
         self._in_flight: set[str] = set()
 
     def seed(self, view: AgentView) -> None:
@@ -147,6 +203,12 @@ class AgentMetrics:
                 self.tokens.labels(o.model_id, "output").inc(o.output_tokens)
             if o.ttfb_ms is not None:
                 self.ttfb.observe(o.ttfb_ms / 1000)
+            try:
+                earned = JobRow.from_outcome(o).earnings_nusd  # 0 unless done and billed
+            except Exception:  # a malformed outcome never breaks the metrics
+                earned = 0
+            if earned:
+                self.earnings.labels(o.model_id).inc(earned / NANO_PER_USD)
         elif isinstance(event, StateChanged):
             self.coordinator_connected.set(1 if event.state in CONNECTED_STATES else 0)
         elif isinstance(event, BackendStatusChanged):
@@ -217,6 +279,9 @@ class MetricsServer:
         self._runner = runner
         self.bound = self._bound_address(runner, host, port)
         self.metrics.seed(self.agent.snapshot())
+        serving = getattr(self.agent, "serving", None)
+        if serving is not None:  # the GPU gauges read its last sensor reading at each scrape
+            self.metrics.gpus.snapshot = lambda: getattr(serving, "snapshot", None)
         self._unsubscribe = self.agent.events.subscribe(self.metrics.handle)
         self.problem = None
         log.info("Prometheus metrics at %s", self.url)
