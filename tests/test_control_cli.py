@@ -118,6 +118,9 @@ async def test_pause_status_resume_against_a_running_headless_agent(
     assert status["state"] == "serving"
     assert status["paused_by"] == [] and status["models"] == ["m"]
     assert status["jobs_running"] == 0 and status["resumes_at"] is None
+    # seconds since the session's last heartbeat (None before the first, due every 15 s)
+    beat = status["last_heartbeat_s_ago"]
+    assert beat is None or 0 <= beat <= 16
 
     code, out, err = await cli("pause", "--for", "30m")
     assert code == 0, err

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -405,6 +406,51 @@ async def test_live_agent_is_used_instead_of_a_second_handshake(rig: Rig) -> Non
         assert checks["state"].action is not None and checks["state"].action.value == "resume"
     finally:
         await agent.stop(grace=0.1)
+
+
+async def test_live_agent_says_when_the_last_heartbeat_went_out(rig: Rig) -> None:
+    from usepod_desktop.core.agent import Agent
+
+    # a session whose first heartbeat is not due yet: said, not a failure
+    agent = Agent(
+        rig.config, config_path=rig.config_path, allow_insecure=True, heartbeat_interval=3600
+    )
+    await agent.start()
+    try:
+        await rig.coord.wait_for_capabilities(10)
+        assert agent.heartbeat_age_s is None
+        beat = by_name(await run_doctor(DoctorOptions(agent=agent, timeout=5.0)))["heartbeat"]
+        assert beat.status == Status.OK
+        assert beat.reason == "none sent yet in this session (the first is due within 1 h 0 min)"
+    finally:
+        await agent.stop(grace=0.1)
+
+    agent = Agent(
+        rig.config, config_path=rig.config_path, allow_insecure=True, heartbeat_interval=0.3
+    )
+    await agent.start()
+    try:
+        await rig.coord.wait_for_heartbeat(10)
+        assert agent.link is not None
+        age = agent.heartbeat_age_s
+        assert age is not None and 0 <= age < 2
+        beat = by_name(await run_doctor(DoctorOptions(agent=agent, timeout=5.0)))["heartbeat"]
+        assert beat.status == Status.OK
+        assert re.fullmatch(r"last heartbeat sent [0-2] s ago \(every 0.3 s\)", beat.reason)
+        # heartbeats stop (a long interval from the next one on) and 2 h pass: a warning
+        link = agent.link
+        link.heartbeat_interval = 3600
+        sent = len(rig.coord.sessions[-1].heartbeats)
+        await rig.coord.wait_for_heartbeat(10, after=sent)  # the one already due goes out
+        later = link.clock() + 2 * 3600 + 120
+        link.clock = lambda: later
+        beat = by_name(await run_doctor(DoctorOptions(agent=agent, timeout=5.0)))["heartbeat"]
+        assert beat.status == Status.WARN
+        assert beat.reason.startswith("last heartbeat sent 2 h 2 min ago (due every 1 h 0 min)")
+        assert "coordinator may drop this session" in beat.reason
+    finally:
+        await agent.stop(grace=0.1)
+    assert agent.heartbeat_age_s is None  # not connected: no figure
 
 
 async def test_cli_exit_codes_and_json(rig: Rig) -> None:

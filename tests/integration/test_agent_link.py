@@ -329,6 +329,37 @@ async def test_heartbeats_carry_real_figures(
     assert fig.tokens_per_sec_p50 > 0
 
 
+async def test_link_records_when_each_heartbeat_went_out(
+    coordinator: SandboxCoordinator, fake: FakeBackend, start_agent: AgentFactory, tmp_path: Path
+) -> None:
+    start = time.monotonic()
+    agent = await start_agent(
+        make_config(coordinator.url, [vllm(fake)], tmp_path), heartbeat_interval=0.2
+    )
+    await coordinator.wait_for_heartbeat(10)
+    link = agent.link
+    assert link is not None
+    first = link.last_heartbeat_sent_at
+    assert first is not None and start <= first <= time.monotonic()
+    await coordinator.wait_for_heartbeat(10, after=len(coordinator.sessions[-1].heartbeats))
+    second = link.last_heartbeat_sent_at
+    assert second is not None and second > first
+    age = agent.heartbeat_age_s
+    assert age is not None and 0 <= age <= time.monotonic() - second
+    view_age = agent.snapshot().heartbeat_age_s  # the frozen view the GUI reads
+    assert view_age is not None and 0 <= view_age <= time.monotonic() - second
+    # `usepod-desktop status --json` carries the same figure
+    shown = agent.serving.status()["last_heartbeat_s_ago"]
+    assert shown is not None and 0 <= shown <= time.monotonic() - second + 0.05
+    # a new session starts without one (its first is not due for an hour)
+    link.heartbeat_interval = 3600
+    sessions = link.sessions
+    await coordinator.kick()
+    await wait_until(lambda: link.sessions > sessions and link.connected, timeout=10)
+    assert link.last_heartbeat_sent_at is None and agent.heartbeat_age_s is None
+    assert agent.serving.status()["last_heartbeat_s_ago"] is None
+
+
 async def test_zero_advertised_models_is_a_warning_state_of_its_own(
     coordinator: SandboxCoordinator, start_agent: AgentFactory, tmp_path: Path
 ) -> None:

@@ -51,6 +51,9 @@ def print_status(status: dict[str, Any], *, as_json: bool = False) -> None:
     models = status.get("models") or []
     print(f"models advertised: {', '.join(models) if models else 'none'}")
     print(f"jobs running: {status.get('jobs_running', 0)}")
+    beat = status.get("last_heartbeat_s_ago")
+    if isinstance(beat, int | float):
+        print(f"last heartbeat sent: {beat:.0f} s ago")
     idle = status.get("idle_seconds")
     if status.get("idle_source") not in (None, "not needed"):
         shown = f"{idle:.0f} s" if isinstance(idle, int | float) else "unknown"

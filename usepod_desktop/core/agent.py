@@ -603,4 +603,12 @@ class Agent:
             live=self.stats.snapshot(queue_depth=running),
             jobs_in_window=self.stats.jobs_in_window(),
             discovered=discovery is not None,
+            heartbeat_age_s=self.heartbeat_age_s,
         )
+
+    @property
+    def heartbeat_age_s(self) -> float | None:
+        """Seconds since the coordinator session's last heartbeat was sent; None when not
+        connected or before the session's first heartbeat."""
+        link = self.link
+        return link.heartbeat_age_s if link is not None and link.connected else None

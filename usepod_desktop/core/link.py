@@ -24,6 +24,7 @@ import logging
 import os
 import ssl
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -223,6 +224,11 @@ class Link:
         self.status = LinkStatus(LinkState.OFFLINE)
         self.sessions = 0  # completed handshakes, for the UI and tests
         self.last_auth_failure: str | None = None
+        #: `time.monotonic()` when the last heartbeat frame of this session went out (None
+        #: before the first one; reset by each new session). Read only, for the doctor.
+        self.last_heartbeat_sent_at: float | None = None
+        #: The monotonic clock of :attr:`last_heartbeat_sent_at` (tests move it forward).
+        self.clock: Callable[[], float] = time.monotonic
         self._ws: ClientConnection | None = None
         self._established = False
         #: the session got auth_ok: its end is a planned cycle (backoff back to `initial`)
@@ -231,6 +237,12 @@ class Link:
         self._wake = asyncio.Event()
 
     # ---- public ------------------------------------------------------------------------
+
+    @property
+    def heartbeat_age_s(self) -> float | None:
+        """Seconds since this session's last heartbeat was sent (None before the first)."""
+        sent = self.last_heartbeat_sent_at
+        return None if sent is None else max(0.0, self.clock() - sent)
 
     @property
     def connected(self) -> bool:
@@ -351,6 +363,7 @@ class Link:
             self._ws = ws
             await ws.send(frame)
             self._established = True
+            self.last_heartbeat_sent_at = None
             self.sessions += 1
             self._set(LinkState.CONNECTED, provider_id or "")
             log.info("connected to %s as %s", self.url, provider_id or "<no provider id>")
@@ -468,6 +481,7 @@ class Link:
             await asyncio.sleep(self.heartbeat_interval)
             figures = self.stats.snapshot(queue_depth=self.executor.running)
             await ws.send(protocol.heartbeat(figures))
+            self.last_heartbeat_sent_at = self.clock()
 
     def _set(self, state: LinkState, detail: str = "", retry_in_s: float | None = None) -> None:
         self.status = LinkStatus(state, detail, retry_in_s)

@@ -72,3 +72,6 @@ class AgentView:
     jobs_in_window: int
     #: False before the first discovery pass.
     discovered: bool
+    #: Seconds since the coordinator session's last heartbeat went out (None: not connected,
+    #: or the session's first is not due yet).
+    heartbeat_age_s: float | None = None

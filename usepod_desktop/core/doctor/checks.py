@@ -584,6 +584,7 @@ class _Run:
                     f"reconnect(s) in the last hour"
                 )
             self.add(s, "handshake", Status.OK, f"connected now, {detail}")
+            self._heartbeat(s, link)
             if history is not None and history.reconnects_last_hour() >= 3:
                 self.add(
                     s,
@@ -613,6 +614,35 @@ class _Run:
                 f"not connected: {status.detail or status.state}{retry}",
                 "see the steps above; the agent keeps retrying by itself",
                 Action.OPEN_SETTINGS_COORDINATOR,
+            )
+
+    def _heartbeat(self, s: str, link: Any) -> None:
+        """How long ago the live session's last heartbeat went out (the agent facade's figure).
+        Late by more than two intervals: the coordinator may take the session for dead."""
+        from usepod_desktop.core.doctor.history import format_duration
+
+        interval = float(getattr(link, "heartbeat_interval", 0) or 0)
+        span = f"{interval:.3g} s" if interval < 60 else format_duration(interval)
+        every = f"every {span}" if interval else "on a timer"
+        age = getattr(self.o.agent, "heartbeat_age_s", None)
+        if age is None:
+            due = f" (the first is due within {span})" if interval else ""
+            self.add(s, "heartbeat", Status.OK, f"none sent yet in this session{due}")
+        elif interval and age > 2 * interval + 1:
+            self.add(
+                s,
+                "heartbeat",
+                Status.WARN,
+                f"last heartbeat sent {format_duration(age)} ago (due {every}): the "
+                "coordinator may drop this session",
+                "check the log for a stalled connection; a busy or sleeping computer delays it",
+            )
+        else:
+            self.add(
+                s,
+                "heartbeat",
+                Status.OK,
+                f"last heartbeat sent {format_duration(age)} ago ({every})",
             )
 
     # ---- 3. serving state --------------------------------------------------------------

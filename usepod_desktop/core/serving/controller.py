@@ -416,6 +416,7 @@ class ServingController:
             "resumes_at": resumes_at.isoformat() if resumes_at else None,
             "models": models,
             "jobs_running": agent.jobs_running,
+            "last_heartbeat_s_ago": _rounded_age(getattr(agent, "heartbeat_age_s", None)),
             "idle_seconds": snap.readings.idle_s if snap else None,
             "idle_source": snap.idle_source if snap else None,
             "on_battery": snap.readings.on_battery if snap else None,
@@ -442,3 +443,8 @@ class ServingController:
         if isinstance(decision, Paused):
             return f"Paused: {decision.text}"
         return "Serving"
+
+
+def _rounded_age(age: float | None) -> float | None:
+    """Seconds since the coordinator session's last heartbeat, to 0.1 s (None: none yet)."""
+    return None if age is None else round(age, 1)
