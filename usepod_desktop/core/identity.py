@@ -22,7 +22,6 @@ import base64
 import binascii
 import logging
 import os
-import re
 import stat
 import sys
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from usepod_desktop.core.config import atomic_write_text
 from usepod_desktop.core.errors import IdentityError
 from usepod_desktop.core.fs import restrict_to_owner
 from usepod_desktop.core.text import safe_remote_text
+from usepod_desktop.core.timeparse import parse_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -275,17 +275,12 @@ def _b64(value: str, name: str, path: Path) -> bytes:
         raise IdentityError(f"identity file {path}: field '{name}' is not valid base64") from None
 
 
-_FRACTION = re.compile(r"(\.\d{6})\d+")
-
-
 def _parse_time(value: str, path: Path) -> datetime:
     """RFC 3339 as chrono writes it (up to nanoseconds, `Z` or an offset)."""
-    text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00").replace("z", "+00:00")
     try:
-        parsed = datetime.fromisoformat(text)
+        return parse_rfc3339(value)
     except ValueError:
         raise IdentityError(f"identity file {path}: field 'created' is not RFC 3339") from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _warn_if_readable_by_others(path: Path) -> None:

@@ -86,6 +86,7 @@ from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.secrets import SERVICE, SecretStore
 from usepod_desktop.core.text import safe_remote_text
+from usepod_desktop.core.timeparse import parse_rfc3339
 
 __all__ = [
     "BACKEND_HINTS",
@@ -445,18 +446,10 @@ def backup_path_for(path: Path, now: datetime) -> Path:
 def _parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value.strip():
         return None
-    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
-    head, dot, tail = text.partition(".")
-    if dot:  # more than 6 fraction digits (nanoseconds) is valid RFC 3339, not for Python
-        digits = len(tail) - len(tail.lstrip("0123456789"))
-        if digits > 6:
-            tail = tail[:6] + tail[digits:]
-        text = f"{head}.{tail}"
     try:
-        parsed = datetime.fromisoformat(text)
+        return parse_rfc3339(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _non_negative_int(value: Any) -> int | None:
