@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from usepod_desktop.core import protocol
-from usepod_desktop.core.backends import build_backend, openai_compat
+from usepod_desktop.core.backends import build_backend, sse
 from usepod_desktop.core.backends.base import Usage
 from usepod_desktop.core.config import BackendConfig, ConfigError, parse_config
 from usepod_desktop.core.events import JobFinished, JobStarted
@@ -118,7 +118,7 @@ async def test_absurd_token_counts_never_stop_the_ledger_nor_leave_a_job_in_flig
     tmp_path: Path, price: int, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     caplog.set_level(logging.WARNING)
-    monkeypatch.setattr(openai_compat, "_clamp_logged", False)
+    monkeypatch.setattr(sse, "_clamp_logged", False)
     upstream = HostileUsageServer(HUGE_COUNTS)
     url = await upstream.start()
     backend = build_backend(BackendConfig("vllm", url=url), SecretStore(environ={}))

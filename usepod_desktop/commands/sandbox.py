@@ -263,7 +263,7 @@ class _Sandbox:
 
     async def ask(self, prompt: str) -> None:
         """Send one prompt and stream its answer to stdout."""
-        from usepod_desktop.sandbox.answers import AnswerDecoder
+        from usepod_desktop.core.backends.sse import AnswerDecoder
 
         dispatched = await self._dispatch(prompt)
         if isinstance(dispatched, str):
@@ -293,7 +293,7 @@ class _Sandbox:
 
     async def demo(self) -> None:
         """Send one demo prompt; print its answer on one line when done."""
-        from usepod_desktop.sandbox.answers import extract_text
+        from usepod_desktop.core.backends.sse import extract_text
 
         self.demo_count += 1
         number = self.demo_count

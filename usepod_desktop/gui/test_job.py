@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from usepod_desktop.core.backends.sse import AnswerDecoder
 from usepod_desktop.core.errors import UserFacingError
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.icons import app_icon
@@ -29,49 +30,6 @@ from usepod_desktop.gui.widgets import elide_middle, set_tone
 
 if TYPE_CHECKING:
     from usepod_desktop.gui.controller import AppController
-
-try:
-    from usepod_desktop.sandbox.answers import AnswerDecoder
-except ImportError:  # pragma: no cover - a build without the sandbox package
-    import json
-
-    class AnswerDecoder:  # type: ignore[no-redef]
-        """Minimal fallback: OpenAI / Anthropic SSE text deltas."""
-
-        def __init__(self, format: str = "openai") -> None:
-            self.format = format
-            self.error: str | None = None
-            self._pending = b""
-
-        def feed(self, data: bytes) -> str:
-            lines = (self._pending + data).split(b"\n")
-            self._pending = lines.pop()
-            return "".join(self._line(line.decode("utf-8", "replace")) for line in lines)
-
-        def close(self) -> str:
-            text = self._line(self._pending.decode("utf-8", "replace"))
-            self._pending = b""
-            return text
-
-        def _line(self, line: str) -> str:
-            line = line.strip()
-            if not line.startswith("data:") or line[5:].strip() == "[DONE]":
-                return ""
-            try:
-                event = json.loads(line[5:])
-            except ValueError:
-                return ""
-            if not isinstance(event, dict):
-                return ""
-            if "error" in event:
-                self.error = str(event["error"])
-            if event.get("type") == "content_block_delta":
-                return str(event.get("delta", {}).get("text", ""))
-            out = ""
-            for choice in event.get("choices") or []:
-                out += str((choice.get("delta") or {}).get("content") or "")
-            return out
-
 
 #: Longer model ids are cut in the middle (the tooltip has the whole id).
 MODEL_ID_CHARS = 60

@@ -197,9 +197,9 @@ def run_headless_sandbox(args: argparse.Namespace) -> int:
 
 
 async def _headless(args: argparse.Namespace) -> int:
+    from usepod_desktop.core.backends.sse import extract_text
     from usepod_desktop.core.events import JobFinished, StateChanged
     from usepod_desktop.core.host import AgentHost, HostOptions
-    from usepod_desktop.sandbox.answers import extract_text
 
     options = HostOptions(
         config=getattr(args, "config", None),

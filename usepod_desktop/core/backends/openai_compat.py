@@ -16,9 +16,10 @@ the model's context length, so no request can make the key pay for another model
 provider, a paid tool or several answers at the advertised price of one.
 
 Each upstream chunk goes to the sink at once and unmodified (`Accept-Encoding: identity`, so
-the bytes are the real SSE text). Token usage is read on the side by :class:`SseUsageScanner`,
-which costs a couple of substring searches per chunk and decodes JSON only for the few lines
-that carry `"usage"` or `"error"`.
+the bytes are the real SSE text). Token usage is read on the side by
+:class:`~usepod_desktop.core.backends.sse.SseUsageScanner` (re-exported here), which costs a
+couple of substring searches per chunk and decodes JSON only for the few lines that carry
+`"usage"` or `"error"`.
 
 Error classes (docs/files.md, "Backends") -> `ErrorCode`: connect failure -> backend_unreachable;
 timeout -> backend_timeout; 404 or a "model not found" body -> model_not_loaded; 401/403 ->
@@ -32,7 +33,6 @@ import contextlib
 import errno
 import json
 import logging
-import math
 import os
 import re
 import socket
@@ -55,6 +55,11 @@ from usepod_desktop.core.backends.base import (
     ModelInfo,
     Usage,
     one_line,
+)
+from usepod_desktop.core.backends.sse import (
+    SseUsageScanner,
+    error_text,
+    json_count,
 )
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.logsetup import register_secret
@@ -104,186 +109,6 @@ log = logging.getLogger(__name__)
 _USER_AGENT = f"usepod-desktop/{__version__}"
 _JSON_HEADERS = {"Content-Type": "application/json"}
 _ANTHROPIC_HEADERS = {"Content-Type": "application/json", "anthropic-version": "2023-06-01"}
-
-
-# ------------------------------------------------------------------------------ usage scanner
-
-
-#: Largest token count taken from a backend: a larger one (a C++ server's wrapped -1 is
-#: 2**64-1) is clamped to it, and the first such value is logged.
-MAX_TOKEN_COUNT = 2**31 - 1
-_clamp_logged = False
-
-
-def json_count(value: Any) -> int | None:
-    """A token count from JSON: a non-negative integer (an integral float is accepted),
-    clamped to MAX_TOKEN_COUNT."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        count = value
-    elif isinstance(value, float):
-        if not math.isfinite(value) or not value.is_integer():
-            return None  # NaN, infinite or fractional
-        count = int(value)
-    elif isinstance(value, Decimal):
-        if not value.is_finite() or value != value.to_integral_value():
-            return None
-        # compared before int(): int(Decimal("1e999999999")) would build a billion digits
-        count = int(value) if value <= MAX_TOKEN_COUNT else MAX_TOKEN_COUNT + 1
-    else:
-        return None
-    if count < 0:
-        return None
-    return _clamped(count)
-
-
-def _clamped(count: int) -> int:
-    global _clamp_logged
-    if count <= MAX_TOKEN_COUNT:
-        return count
-    if not _clamp_logged:
-        _clamp_logged = True
-        log.warning(
-            "a backend reported a token count of about 2**%d; counts above %d are clamped "
-            "(logged once)",
-            count.bit_length(),
-            MAX_TOKEN_COUNT,
-        )
-    return MAX_TOKEN_COUNT
-
-
-_INPUT_KEYS = ("input_tokens", "prompt_tokens", "input")
-_OUTPUT_KEYS = ("output_tokens", "completion_tokens", "output")
-_ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens")
-
-
-def _first_count(usage: dict[str, Any], keys: tuple[str, ...]) -> int | None:
-    for key in keys:
-        value = json_count(usage.get(key))
-        if value is not None:
-            return value
-    return None
-
-
-def error_text(error: Any) -> str:
-    """The message of an `error` value: `{"message": ...}`, a plain string, or its JSON."""
-    if isinstance(error, dict):
-        for key in ("message", "msg", "detail", "type", "code"):
-            value = error.get(key)
-            if isinstance(value, str) and value:
-                return value
-            if isinstance(value, int) and not isinstance(value, bool):
-                return f"error code {value}"
-        return json.dumps(error)[:200]
-    if isinstance(error, str):
-        return error
-    return json.dumps(error)[:200]
-
-
-class SseUsageScanner:
-    """Reads token usage and error events from an SSE byte stream, chunk by chunk, on the side.
-
-    Cheap per chunk: the partial last line is kept in a buffer, and a chunk whose complete
-    lines contain neither `"usage"` nor `"error"` costs two substring searches. Only complete
-    `data:` lines carrying one of those markers are JSON-decoded; `:` comment lines are skipped.
-    Input tokens come from the first present of input_tokens, prompt_tokens, input; output from
-    output_tokens, completion_tokens, output; each count keeps the last value seen. Anthropic
-    streams put the input count in `message_start` (`message.usage`) and the output count in
-    `message_delta` (`usage`), which the same rule covers.
-
-    `feed()` returns True once an error event (`data: {"error": ...}`, or Anthropic's
-    `{"type": "error", ...}`) was seen; `error` then holds its message.
-    """
-
-    __slots__ = ("_buf", "_skipping", "error", "input_tokens", "output_tokens")
-
-    #: A partial line longer than this is not buffered (no usage line is that long).
-    MAX_LINE = 1024 * 1024
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self._skipping = False  # inside an over-long line: ignore up to the next newline
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.error: str | None = None
-
-    @property
-    def usage(self) -> Usage:
-        return Usage(self.input_tokens, self.output_tokens)
-
-    def feed(self, chunk: bytes) -> bool:
-        data = self._buf + chunk if self._buf else chunk
-        end = data.rfind(b"\n")
-        if end < 0:
-            if self._skipping:
-                return False
-            if len(data) > self.MAX_LINE:
-                self._buf = b""
-                self._skipping = True
-            else:
-                self._buf = data
-            return False
-        self._buf = data[end + 1 :]
-        if len(self._buf) > self.MAX_LINE:
-            self._buf = b""
-            skip_tail = True
-        else:
-            skip_tail = False
-        start = 0
-        if self._skipping:  # drop the rest of the over-long line
-            start = data.find(b"\n") + 1
-            self._skipping = False
-        if data.find(b'"usage"', start, end) >= 0 or data.find(b'"error"', start, end) >= 0:
-            self._lines(data[start:end])
-        self._skipping = skip_tail
-        return self.error is not None
-
-    def finish(self) -> bool:
-        """The stream ended: scan a last line that had no newline. Returns like feed()."""
-        tail, self._buf = self._buf, b""
-        if tail and not self._skipping and (b'"usage"' in tail or b'"error"' in tail):
-            self._lines(tail)
-        return self.error is not None
-
-    def _lines(self, block: bytes) -> None:
-        for line in block.split(b"\n"):
-            if b'"usage"' not in line and b'"error"' not in line:
-                continue
-            if not line.startswith(b"data:"):
-                continue  # ":" comments, "event:" lines, anything else
-            payload = line[5:].strip()  # also drops the "\r" of CRLF line ends
-            if payload.startswith(b"{"):
-                self.take(payload)
-
-    def take(self, payload: bytes) -> None:
-        """Read usage / error from one decoded event (also used for a non-streamed answer)."""
-        try:
-            obj = json.loads(payload)
-        except ValueError:
-            return
-        if not isinstance(obj, dict):
-            return
-        error = obj.get("error")
-        if error:
-            self.error = error_text(error)
-        usage = obj.get("usage")
-        if obj.get("type") == "message_start":
-            message = obj.get("message")
-            if isinstance(message, dict):
-                usage = message.get("usage")
-        if isinstance(usage, dict):
-            value = _first_count(usage, _INPUT_KEYS)
-            if value is not None:
-                # Anthropic reports prompt tokens served from the prompt cache apart from
-                # input_tokens (llama.cpp: input_tokens 1 + cache_read_input_tokens 31 on a
-                # repeated prompt); all of them were read. OpenAI's prompt_tokens includes them.
-                for cached in _ANTHROPIC_CACHE_KEYS:
-                    value += json_count(usage.get(cached)) or 0
-                self.input_tokens = _clamped(value)
-            value = _first_count(usage, _OUTPUT_KEYS)
-            if value is not None:
-                self.output_tokens = value
 
 
 # ------------------------------------------------------------------------------ error mapping
