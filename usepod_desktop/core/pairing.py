@@ -54,12 +54,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from usepod_desktop import PROTOCOL_VERSION, __version__
 from usepod_desktop.core import identity as identity_mod
 from usepod_desktop.core import paths
-from usepod_desktop.core.backends.base import one_line
-from usepod_desktop.core.backends.openai_compat import (
-    BodyTooLarge,
-    connect_failure_text,
-    read_limited,
-)
+from usepod_desktop.core.backends.openai_compat import BodyTooLarge, read_limited
 from usepod_desktop.core.backoff import Backoff
 from usepod_desktop.core.config import (
     MAX_CONCURRENT_RANGE,
@@ -84,6 +79,14 @@ from usepod_desktop.core.errors import (
 from usepod_desktop.core.identity import Identity
 from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
 from usepod_desktop.core.logsetup import register_secret
+from usepod_desktop.core.net import (
+    NetFailure,
+    connect_failure_text,
+    error_detail,
+    failure_of,
+    one_line,
+    snippet,
+)
 from usepod_desktop.core.secrets import SERVICE, SecretStore
 from usepod_desktop.core.text import safe_remote_text
 from usepod_desktop.core.timeparse import parse_rfc3339
@@ -673,23 +676,23 @@ class PairingFlow:
                 else:
                     with contextlib.suppress(BodyTooLarge):
                         content = await read_limited(response, _MAX_ERROR_BODY)
-        except (TimeoutError, httpx.TimeoutException):
-            raise _Unreachable("no answer (timed out)") from None
-        except httpx.TransportError as exc:
+        except (TimeoutError, httpx.TransportError) as exc:
+            if failure_of(exc) in (NetFailure.TIMEOUT, NetFailure.CONNECT_TIMEOUT):
+                raise _Unreachable("no answer (timed out)") from None
             raise _Unreachable(connect_failure_text(exc)) from None
         except BodyTooLarge as exc:
             raise PairingError(f"the coordinator's answer to {what} is too large: {exc}") from None
         if not response.is_success:
             status = f"HTTP {response.status_code} {response.reason_phrase}".strip()
             raise PairingError(
-                f"the coordinator answered {status} to {what}{_error_detail(content)}"
+                f"the coordinator answered {status} to {what}{error_detail(content)}"
             )
         try:
             parsed = json.loads(content)
         except ValueError:
             raise PairingError(
                 f"the coordinator's answer to {what} is not JSON "
-                f"({_snippet(content) or 'empty body'})"
+                f"({snippet(content) or 'empty body'})"
             ) from None
         if not isinstance(parsed, dict):
             raise PairingError(
@@ -973,25 +976,3 @@ class PairingFlow:
 
 def _new_key() -> Ed25519PrivateKey:
     return Ed25519PrivateKey.generate()
-
-
-def _snippet(content: bytes) -> str:
-    return one_line(content[:_MAX_ERROR_BODY].decode("utf-8", "replace"), 80)
-
-
-def _error_detail(content: bytes) -> str:
-    """`: <message>` from a JSON error body (`error`, `message`, `detail`), else a snippet."""
-    if not content.strip():
-        return ""
-    try:
-        body = json.loads(content)
-    except ValueError:
-        return f": {_snippet(content)}"
-    if isinstance(body, dict):
-        for key in ("error", "message", "detail"):
-            value = body.get(key)
-            if isinstance(value, dict):
-                value = value.get("message")
-            if isinstance(value, str) and value.strip():
-                return f": {one_line(value, 120)}"
-    return f": {_snippet(content)}"

@@ -11,7 +11,6 @@ raises :class:`BackendError`, whose `code` is the `job_error.error_code` to send
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,9 +18,8 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
 from usepod_desktop.core.errors import UserFacingError
-from usepod_desktop.core.logsetup import redact
+from usepod_desktop.core.net import MAX_MESSAGE_CHARS, one_line  # noqa: F401  (re-exported)
 from usepod_desktop.core.protocol import ErrorCode
-from usepod_desktop.core.text import escape_controls
 
 if TYPE_CHECKING:
     from usepod_desktop.core.config import BackendConfig
@@ -39,9 +37,6 @@ __all__ = [
     "Usage",
     "one_line",
 ]
-
-#: Longest `BackendError.message` (the protocol caps `job_error.message` at 4096 anyway).
-MAX_MESSAGE_CHARS = 300
 
 HealthState = Literal["ok", "unreachable", "timeout", "loading", "error"]
 
@@ -93,18 +88,6 @@ class Usage:
 
     input_tokens: int = 0
     output_tokens: int = 0
-
-
-_WS = re.compile(r"\s+")
-
-
-def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Collapse whitespace, escape control characters (terminal escapes, bidi controls),
-    redact anything secret-shaped and cut to `limit` characters."""
-    text = redact(escape_controls(_WS.sub(" ", text).strip()))
-    if len(text) > limit:
-        text = text[: limit - 3].rstrip() + "..."
-    return text
 
 
 class BackendError(Exception):

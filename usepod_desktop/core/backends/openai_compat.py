@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import json
 import logging
 import os
@@ -38,7 +37,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar
 
@@ -58,11 +57,18 @@ from usepod_desktop.core.backends.base import (
 )
 from usepod_desktop.core.backends.sse import (
     SseUsageScanner,
-    error_text,
     json_count,
 )
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.logsetup import register_secret
+from usepod_desktop.core.net import (
+    NET_ERRORS,
+    NetFailure,
+    connect_failure_text,
+    error_message_of,
+    error_text,
+    failure_of,
+)
 from usepod_desktop.core.protocol import ErrorCode
 from usepod_desktop.core.text import redact_url
 
@@ -71,6 +77,7 @@ __all__ = [
     "PROBE_TIMEOUT",
     "OpenAICompatBackend",
     "SseUsageScanner",
+    "backend_error_of",
     "byok_request",
     "classify_http_error",
     "connect_failure_text",
@@ -125,29 +132,6 @@ _NO_ENDPOINT = re.compile(
 )
 
 
-def error_message_of(body: bytes | str, limit: int = 200) -> str:
-    """A short, one-line message from an error body: the JSON `error.message`, `error`
-    string, `detail` or `message` when present, else the text itself."""
-    text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
-    message: str | None = None
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        obj = None
-    if isinstance(obj, dict):
-        if obj.get("error"):
-            message = error_text(obj["error"])
-        else:
-            for key in ("detail", "message", "msg"):
-                value = obj.get(key)
-                if isinstance(value, str) and value:
-                    message = value
-                    break
-    if message is None:
-        message = text
-    return one_line(message, limit) or "(empty body)"
-
-
 def classify_http_error(
     kind: str, status: int, body: bytes | str, *, anthropic: bool = False
 ) -> BackendError:
@@ -171,35 +155,52 @@ def classify_http_error(
     return BackendError(ErrorCode.INTERNAL, shown, status)
 
 
-def _walk(exc: BaseException) -> Iterator[BaseException]:
-    """The exception, its causes/contexts and exception-group members (bounded)."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo and len(seen) < 32:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        for nxt in (current.__cause__, current.__context__):
-            if nxt is not None:
-                todo.append(nxt)
-        if isinstance(current, BaseExceptionGroup):
-            todo.extend(current.exceptions)
+def backend_error_of(
+    exc: BaseException,
+    kind: str,
+    *,
+    probe: str | None = None,
+    probe_timeout: float = PROBE_TIMEOUT,
+    answered: bool = False,
+    relayed: int = 0,
+) -> BackendError:
+    """The BackendError for a request that failed in transport (one of ``net.NET_ERRORS``).
 
-
-def connect_failure_text(exc: BaseException) -> str:
-    """One line for a failed connect: "connection refused", "cannot resolve host", ..."""
-    for item in _walk(exc):
-        if isinstance(item, ConnectionRefusedError) or (
-            isinstance(item, OSError) and item.errno == errno.ECONNREFUSED
-        ):
-            return "connection refused"
-        if isinstance(item, socket.gaierror):
-            return "cannot resolve host name"
-        if isinstance(item, OSError) and item.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
-            return "host unreachable"
-    return f"cannot connect ({one_line(str(exc) or type(exc).__name__, 120)})"
+    `probe` names a health / model-list call ("GET <url>"): any timeout there is
+    backend_timeout and any other failure `internal`. For a job (`probe` None): a connect
+    timeout or failure is backend_unreachable; a read timeout backend_timeout; a connection
+    closed before the response headers (`answered` False) backend_unreachable (nothing was
+    generated or relayed), closed after them `internal` with the `relayed` byte count (the
+    backend was reachable and part of the answer may be out already; the next job on a dead
+    server gets backend_unreachable from its connect attempt).
+    """
+    failure = failure_of(exc)
+    name = type(exc).__name__
+    if failure is NetFailure.CONNECT:
+        return BackendError(ErrorCode.BACKEND_UNREACHABLE, f"{kind}: {connect_failure_text(exc)}")
+    if probe is not None:
+        if failure in (NetFailure.TIMEOUT, NetFailure.CONNECT_TIMEOUT):
+            return BackendError(
+                ErrorCode.BACKEND_TIMEOUT, f"{kind}: {probe} timed out after {probe_timeout:g} s"
+            )
+        return BackendError(ErrorCode.INTERNAL, f"{kind}: {probe} failed: {name}")
+    if failure is NetFailure.CONNECT_TIMEOUT:
+        return BackendError(
+            ErrorCode.BACKEND_UNREACHABLE,
+            f"{kind}: connect timed out after {CONNECT_TIMEOUT:g} s",
+        )
+    if failure is NetFailure.TIMEOUT:
+        return BackendError(ErrorCode.BACKEND_TIMEOUT, f"{kind}: timed out ({name})")
+    if failure is NetFailure.DISCONNECTED:
+        if not answered:
+            return BackendError(
+                ErrorCode.BACKEND_UNREACHABLE, f"{kind}: disconnected before answering ({name})"
+            )
+        return BackendError(
+            ErrorCode.INTERNAL,
+            f"{kind}: upstream connection dropped mid-stream after {relayed} bytes ({name})",
+        )
+    return BackendError(ErrorCode.INTERNAL, f"{kind}: request failed ({name}: {exc})")
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -596,21 +597,12 @@ class OpenAICompatBackend(Backend):
         if content is None:
             try:
                 response, _ = await self._probe_get(url)
-            except (TimeoutError, httpx.TimeoutException):
-                raise BackendError(
-                    ErrorCode.BACKEND_TIMEOUT,
-                    f"{self.kind}: GET {url} timed out after {self.probe_timeout:g} s",
-                ) from None
-            except httpx.ConnectError as exc:
-                raise BackendError(
-                    ErrorCode.BACKEND_UNREACHABLE, f"{self.kind}: {connect_failure_text(exc)}"
-                ) from None
             except BodyTooLarge as exc:
                 shown = redact_url(url)
                 raise BackendError(ErrorCode.INTERNAL, f"{self.kind}: GET {shown}: {exc}") from None
-            except httpx.HTTPError as exc:
-                raise BackendError(
-                    ErrorCode.INTERNAL, f"{self.kind}: GET {url} failed: {type(exc).__name__}"
+            except NET_ERRORS as exc:
+                raise backend_error_of(
+                    exc, self.kind, probe=f"GET {url}", probe_timeout=self.probe_timeout
                 ) from None
             if not response.is_success:
                 raise classify_http_error(self.kind, response.status_code, response.content)
@@ -737,41 +729,8 @@ class OpenAICompatBackend(Backend):
                 if scanner.finish():
                     raise self._stream_error(scanner.error)
                 return scanner.usage
-        except httpx.ConnectTimeout:
-            # The connection never opened: the backend is unreachable, not slow.
-            raise BackendError(
-                ErrorCode.BACKEND_UNREACHABLE,
-                f"{self.kind}: connect timed out after {CONNECT_TIMEOUT:g} s",
-            ) from None
-        except httpx.TimeoutException as exc:
-            raise BackendError(
-                ErrorCode.BACKEND_TIMEOUT, f"{self.kind}: timed out ({type(exc).__name__})"
-            ) from None
-        except httpx.ConnectError as exc:
-            raise BackendError(
-                ErrorCode.BACKEND_UNREACHABLE, f"{self.kind}: {connect_failure_text(exc)}"
-            ) from None
-        except (httpx.RemoteProtocolError, httpx.NetworkError) as exc:
-            if not answered:
-                # Closed before any answer: the server went away (or was never really there);
-                # nothing was generated or relayed, so this is a reachability problem.
-                raise BackendError(
-                    ErrorCode.BACKEND_UNREACHABLE,
-                    f"{self.kind}: disconnected before answering ({type(exc).__name__})",
-                ) from None
-            # Dropped after the backend accepted the job (crash, OOM kill, restart): the backend
-            # was reachable and part of the answer may be out already, so it is not a connect
-            # failure; `internal` keeps `backend_unreachable` meaning "could not connect", and
-            # the next job on a dead server gets that code from its connect attempt.
-            raise BackendError(
-                ErrorCode.INTERNAL,
-                f"{self.kind}: upstream connection dropped mid-stream after {relayed} bytes "
-                f"({type(exc).__name__})",
-            ) from None
         except httpx.HTTPError as exc:
-            raise BackendError(
-                ErrorCode.INTERNAL, f"{self.kind}: request failed ({type(exc).__name__}: {exc})"
-            ) from None
+            raise backend_error_of(exc, self.kind, answered=answered, relayed=relayed) from None
         finally:
             self._inflight -= 1
             self._shard_running[shard] -= 1

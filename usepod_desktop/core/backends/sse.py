@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from usepod_desktop.core.backends.base import Usage
+from usepod_desktop.core.net import error_text
 from usepod_desktop.core.protocol import JobFormat
 
 __all__ = [
@@ -96,21 +97,6 @@ def _first_count(usage: dict[str, Any], keys: tuple[str, ...]) -> int | None:
         if value is not None:
             return value
     return None
-
-
-def error_text(error: Any) -> str:
-    """The message of an `error` value: `{"message": ...}`, a plain string, or its JSON."""
-    if isinstance(error, dict):
-        for key in ("message", "msg", "detail", "type", "code"):
-            value = error.get(key)
-            if isinstance(value, str) and value:
-                return value
-            if isinstance(value, int) and not isinstance(value, bool):
-                return f"error code {value}"
-        return json.dumps(error)[:200]
-    if isinstance(error, str):
-        return error
-    return json.dumps(error)[:200]
 
 
 class SseUsageScanner:
