@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
+from usepod_desktop.core.listeners import Listeners
+
 if TYPE_CHECKING:
     from usepod_desktop.core.discovery import DiscoveryResult
     from usepod_desktop.core.executor import JobOutcome
@@ -90,7 +92,7 @@ class EventBus:
     (`subscribe(JobFinished, handler)`: the handler gets only those, no isinstance filter)."""
 
     def __init__(self) -> None:
-        self._handlers: list[tuple[type | None, Handler]] = []
+        self._handlers: Listeners[[Any]] = Listeners("event handler", log)
 
     @overload
     def subscribe(self, handler: Handler, /) -> Callable[[], None]: ...
@@ -106,24 +108,16 @@ class EventBus:
         """Call `handler(event)` for every event, or for every event of one type (subclasses
         included); returns the unsubscribe function."""
         if handler is None:
-            entry: tuple[type | None, Handler] = (None, first)
-        elif isinstance(first, type):
-            entry = (first, handler)
-        else:
+            return self._handlers.add(first)
+        if not isinstance(first, type):
             raise TypeError("subscribe(handler) or subscribe(EventType, handler)")
-        self._handlers.append(entry)
+        event_type, typed = first, handler
 
-        def unsubscribe() -> None:
-            if entry in self._handlers:
-                self._handlers.remove(entry)
+        def of_type(event: object) -> None:
+            if isinstance(event, event_type):
+                typed(event)
 
-        return unsubscribe
+        return self._handlers.add(of_type)
 
     def emit(self, event: object) -> None:
-        for event_type, handler in list(self._handlers):
-            if event_type is not None and not isinstance(event, event_type):
-                continue
-            try:
-                handler(event)
-            except Exception:
-                log.exception("event handler failed for %s", type(event).__name__)
+        self._handlers.emit(event)

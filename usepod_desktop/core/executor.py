@@ -30,10 +30,11 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from usepod_desktop.core import protocol
 from usepod_desktop.core.backends.base import BackendError, JobRequest, UpstreamPrice, Usage
+from usepod_desktop.core.listeners import Listeners
 from usepod_desktop.core.protocol import ErrorCode
 from usepod_desktop.core.stats import JobStats
 from usepod_desktop.core.text import safe_remote_text
@@ -145,8 +146,14 @@ class Executor:
     max_concurrent: int = 8
     max_tokens_per_minute: int | None = None
     stats: JobStats = field(default_factory=JobStats)
-    on_outcome: list[OutcomeListener] = field(default_factory=list)
-    on_start: list[StartListener] = field(default_factory=list)
+    #: Called with each finished job's outcome (a failing listener is logged, never raised).
+    on_outcome: Listeners[[JobOutcome]] = field(
+        default_factory=lambda: Listeners("job outcome listener", log)
+    )
+    #: Called with each started job and its backend's label.
+    on_start: Listeners[[protocol.Job, str]] = field(
+        default_factory=lambda: Listeners("job start listener", log)
+    )
 
     def __post_init__(self) -> None:
         self.routes: dict[str, AdvertisedModel] = {}
@@ -205,8 +212,7 @@ class Executor:
             self._watchdog = asyncio.get_running_loop().create_task(
                 self._send_watchdog(), name="send-watchdog"
             )
-        for listener in self.on_start:
-            _call(listener, job, route.backend)
+        self.on_start.emit(job, route.backend)
         return task
 
     def _refuse_duplicate(self, job: protocol.Job, send: Sender) -> asyncio.Task[None]:
@@ -482,8 +488,7 @@ class Executor:
             log.debug("job %s done: %d+%d tokens", job_id, usage.input_tokens, usage.output_tokens)
         else:
             log.info("job %s ended: %s (%s)", job_id, code, message)
-        for listener in self.on_outcome:
-            _call(listener, outcome)
+        self.on_outcome.emit(outcome)
 
     async def _send_watchdog(self) -> None:
         """End jobs whose current chunk has not been taken by the socket within SEND_TIMEOUT_S.
@@ -530,10 +535,3 @@ def _sane_usage(usage: object, job_id: str) -> Usage:
         return usage
     log.warning("job %s: token counts missing or out of range; taken as %s", job_id, counts)
     return Usage(counts[0], counts[1])
-
-
-def _call(listener: Callable[..., Any], *args: Any) -> None:
-    try:
-        listener(*args)
-    except Exception:
-        log.exception("job listener failed")

@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 from usepod_desktop.core import paths
 from usepod_desktop.core.config import REMOTE_KINDS
 from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.listeners import Listeners
 from usepod_desktop.core.money import UpstreamRates as _UpstreamPrice
 from usepod_desktop.core.money import (
     earnings_nusd,
@@ -669,7 +670,7 @@ class Ledger:
         #: One line (the file and what to do) while the ledger cannot be used, else None.
         self.problem: str | None = None
         #: Called with the new `problem` (a str, or None when it clears), from any thread.
-        self.on_problem: list[Callable[[str | None], None]] = []
+        self.on_problem: Listeners[[str | None]] = Listeners("ledger problem callback", log)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._writer_conn: sqlite3.Connection | None = None
@@ -753,11 +754,7 @@ class Ledger:
             log.info("earnings ledger %s: recording again", self.path)
         else:
             log.warning("%s", problem)
-        for callback in list(self.on_problem):
-            try:
-                callback(problem)
-            except Exception:
-                log.exception("ledger problem callback failed")
+        self.on_problem.emit(problem)
 
     def _fail_write(self, exc: BaseException) -> None:
         conn, self._writer_conn = self._writer_conn, None

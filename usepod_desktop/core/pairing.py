@@ -78,6 +78,7 @@ from usepod_desktop.core.errors import (
 )
 from usepod_desktop.core.identity import Identity
 from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
+from usepod_desktop.core.listeners import Listeners
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.net import (
     NetFailure,
@@ -563,7 +564,9 @@ class PairingFlow:
         self.cancelled = False
         #: Set once :meth:`complete` began writing (cancelling no longer undoes anything).
         self.commit_started = False
-        self._listeners: list[Callable[[PairingEvent], None]] = [on_event] if on_event else []
+        self._listeners: Listeners[[PairingEvent]] = Listeners("pairing listener", log)
+        if on_event is not None:
+            self._listeners.add(on_event)
         self._probe = probe or (lambda: probe_local(probe_host, probe_ports))
         self._transport = transport
         self._running: set[asyncio.Task[Any]] = set()
@@ -571,15 +574,12 @@ class PairingFlow:
 
     # ---- events
 
-    def add_listener(self, callback: Callable[[PairingEvent], None]) -> None:
-        self._listeners.append(callback)
+    def add_listener(self, callback: Callable[[PairingEvent], None]) -> Callable[[], None]:
+        """Call `callback` with every pairing event; returns the function that removes it."""
+        return self._listeners.add(callback)
 
     def _emit(self, event: PairingEvent) -> None:
-        for callback in list(self._listeners):
-            try:
-                callback(event)
-            except Exception:
-                log.exception("pairing listener failed on %s", type(event).__name__)
+        self._listeners.emit(event)
 
     def remaining(self, code: PairCode) -> float:
         """Seconds until `code` expires (0 when it has)."""
