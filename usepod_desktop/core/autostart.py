@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from usepod_desktop import APP_NAME
 from usepod_desktop.core import paths
-from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.errors import AutostartError
 from usepod_desktop.core.fs import atomic_write_bytes
 
 #: File name of the XDG autostart entry.
@@ -141,10 +141,6 @@ def macos_translocation_problem(program: str) -> str | None:
         "the disk image, and open it from Applications: otherwise start at login would point "
         "at a path that is gone after a restart."
     )
-
-
-class AutostartError(UserFacingError):
-    title = "Start at login"
 
 
 # --------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 
 from usepod_desktop.core import paths
 from usepod_desktop.core.config import REMOTE_KINDS
-from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.errors import LedgerError
 from usepod_desktop.core.listeners import Listeners
 from usepod_desktop.core.money import UpstreamRates as _UpstreamPrice
 from usepod_desktop.core.money import (
@@ -388,12 +388,6 @@ MIGRATIONS: list[tuple[str, ...]] = [
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
-
-
-class LedgerError(UserFacingError):
-    """The ledger database cannot be used. The message names the file and what to do."""
-
-    title = "Earnings ledger problem"
 
 
 def default_ledger_path() -> Path:

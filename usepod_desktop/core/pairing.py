@@ -73,8 +73,8 @@ from usepod_desktop.core.discovery import ProbeResult, probe_local
 from usepod_desktop.core.errors import (
     ConfigError,
     IdentityError,
+    PairingError,
     SecretStoreError,
-    UserFacingError,
 )
 from usepod_desktop.core.identity import Identity
 from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
@@ -161,12 +161,6 @@ BACKEND_HINTS: dict[str, tuple[str, str]] = {
 
 
 # ------------------------------------------------------------------------------ errors
-
-
-class PairingError(UserFacingError):
-    """Pairing cannot go on: one line for the operator, never a secret."""
-
-    title = "Pairing failed"
 
 
 class PairingExpired(PairingError):

@@ -37,7 +37,7 @@ from typing import Any
 
 from usepod_desktop import APP_NAME
 from usepod_desktop.core import autostart, paths
-from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.errors import ServiceError
 from usepod_desktop.core.fs import atomic_write_text
 from usepod_desktop.core.logsetup import PROCESS_KIND_ENV
 
@@ -60,10 +60,6 @@ CONTROL_ACTIONS = ("start", "stop", "restart", "logs")
 #: Exit code of `service status` (and the control actions) when nothing is installed, as the
 #: reference agent (and LSB `status`) use.
 EXIT_NOT_INSTALLED = 3
-
-
-class ServiceError(UserFacingError):
-    title = "Service"
 
 
 def _run_for_real(argv: Sequence[str]) -> int:

@@ -30,7 +30,7 @@ from packaging.version import InvalidVersion, Version
 
 from usepod_desktop import __version__
 from usepod_desktop.core import paths
-from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.errors import UpdateCheckError
 
 __all__ = [
     "UPDATE_FEED_URL",
@@ -57,12 +57,6 @@ CHECK_INTERVAL_S = 24 * 3600.0
 CHECK_JITTER_S = 3 * 3600.0
 _MAX_VERSION_LEN = 64
 _URL_RE = re.compile(r"^https?://[^\s\"'<>]{1,300}$")
-
-
-class UpdateCheckError(UserFacingError):
-    """The feed could not be reached or answered something unusable (one line)."""
-
-    title = "Update check"
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
-from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.errors import MissingKeyError, UsePodError
 from usepod_desktop.core.net import MAX_MESSAGE_CHARS, one_line  # noqa: F401  (re-exported)
 from usepod_desktop.core.protocol import ErrorCode
 
@@ -90,7 +90,7 @@ class Usage:
     output_tokens: int = 0
 
 
-class BackendError(Exception):
+class BackendError(UsePodError):
     """A failed backend call. `code` is the `job_error.error_code`; `message` is one line and
     never contains a key; `status` is the upstream HTTP status when there was one."""
 
@@ -144,15 +144,3 @@ class Backend(ABC):
         """Close connections. Jobs still running on this backend fail."""
 
 
-class MissingKeyError(UserFacingError):
-    """A remote backend (openrouter, venice) without an API key."""
-
-    title = "API key missing"
-
-    def __init__(self, config: BackendConfig, where_looked: str) -> None:
-        super().__init__(
-            f"{config.label}: no API key; looked in {where_looked}. "
-            f"Add it with `usepod-desktop keys set {config.api_key_env}` or in the settings."
-        )
-        self.config = config
-        self.where_looked = where_looked
