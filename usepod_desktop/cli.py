@@ -16,6 +16,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from types import ModuleType
 
 from usepod_desktop import __version__
 
@@ -128,19 +129,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parents = [_global_flags(suppress=True)]
     for name in COMMANDS:
-        module = _command_module(name)
-        if module is not None:
-            module.add_parser(sub, parents)
+        _command_module(name).add_parser(sub, parents)
     return parser
 
 
-def _command_module(name: str):  # type: ignore[no-untyped-def]
-    try:
-        return importlib.import_module(f"usepod_desktop.commands.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"usepod_desktop.commands.{name}":
-            return None  # not built yet
-        raise
+def _command_module(name: str) -> ModuleType:
+    return importlib.import_module(f"usepod_desktop.commands.{name}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,7 +145,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return gui.run(args)
     module = _command_module(args.command)
-    assert module is not None
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

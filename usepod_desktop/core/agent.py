@@ -176,20 +176,6 @@ class Agent:
         self.instance_kind = instance_kind
         self.identity_lock: IdentityLock | None = None
 
-    @classmethod
-    def from_file(
-        cls, path: str | Path | None = None, *, allow_insecure: bool = False, **kwargs: Any
-    ) -> Agent:
-        from usepod_desktop.core.config import find_config
-
-        found = find_config(path)
-        return cls(
-            load_config(found, allow_insecure=allow_insecure),
-            config_path=found,
-            allow_insecure=allow_insecure,
-            **kwargs,
-        )
-
     # ---- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:

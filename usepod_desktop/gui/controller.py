@@ -508,11 +508,8 @@ class AppController(QObject):
 
     def open_pairing(self) -> QWidget | None:
         """The pairing wizard ("Pair this computer...", first launch)."""
-        try:
-            from usepod_desktop.gui.pairing import open_pairing_wizard
-        except ImportError:
-            show_message(None, "Pairing", NOT_PAIRED_CLI)
-            return None
+        from usepod_desktop.gui.pairing import open_pairing_wizard
+
         return open_pairing_wizard(self)
 
     def open_dashboard(self) -> DashboardWindow:
@@ -583,10 +580,7 @@ class AppController(QObject):
     # start at login
 
     def autostart_supported(self) -> tuple[bool, str]:
-        try:
-            from usepod_desktop.core import autostart  # noqa: F401
-        except ImportError:
-            return False, "Start at login is not available in this build"
+        """Whether "Start at login" can be offered, and why not (every supported OS can)."""
         return True, ""
 
     def start_at_login(self) -> bool:

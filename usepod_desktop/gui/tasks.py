@@ -79,10 +79,3 @@ def spawn(
 def pending() -> int:
     """How many spawned tasks are still running (for shutdown and tests)."""
     return len(_tasks)
-
-
-async def wait_pending(timeout: float = 5.0) -> None:  # noqa: ASYNC109
-    """Wait (bounded) for every spawned task to end."""
-    tasks = [t for t in _tasks if not t.done()]
-    if tasks:
-        await asyncio.wait(tasks, timeout=timeout)

@@ -140,9 +140,6 @@ class SandboxSession:
             return True
         return backend.kind in self.demo_remote or backend.api_key_env in self.demo_remote
 
-    def is_demo(self, label: str) -> bool:
-        return label in self.demo_labels
-
     def start_demo_jobs(self, interval_s: float = 5.0) -> None:
         if self._demo_task is None:
             self._demo_task = asyncio.create_task(self._demo_loop(interval_s), name="demo-jobs")
