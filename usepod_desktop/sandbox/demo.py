@@ -112,8 +112,7 @@ class SandboxSession:
         if base is not None and base.backends:
             probe_cfg = replace(base, coordinator=CoordinatorConfig("ws://127.0.0.1:1/x"))
             pool = BackendPool(SecretStore())
-            try:
-                pool.sync(probe_cfg)
+            try:  # discover() builds the adapters (keyring reads) off the event loop
                 result = await discover(probe_cfg, pool)
             finally:
                 await pool.aclose()
