@@ -51,8 +51,6 @@ log = logging.getLogger(__name__)
 CONFIG_RELOAD_DEBOUNCE_MS = 300
 #: The GUI's words (the menu and the status window offer "Pair this computer..." next to it).
 NOT_PAIRED = "not paired yet; choose “Pair this computer…”"
-#: Where there is no pairing wizard (a build without it): the command-line way.
-NOT_PAIRED_CLI = "Not paired yet: run `usepod-desktop setup` or try `usepod-desktop --sandbox`"
 TRAY_RECHECK_MS = 5000
 
 
