@@ -142,5 +142,3 @@ class Backend(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Close connections. Jobs still running on this backend fail."""
-
-
