@@ -7,6 +7,7 @@
     │   ├── ConfigError             agent.toml missing or invalid; `field` names the field
     │   │   └── ConfigChangedError  (config.py) agent.toml changed on disk since it was loaded
     │   ├── IdentityError           the identity key file is unreadable or inconsistent
+    │   ├── IdentityInUse           (identity_lock.py) another process serves as this identity
     │   ├── SecretStoreError        no usable OS keyring, or it refused an operation
     │   ├── MissingKeyError         a remote backend has no API key
     │   ├── LedgerError             the earnings ledger database cannot be used
