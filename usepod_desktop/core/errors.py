@@ -5,7 +5,8 @@
     UsePodError                     every exception the agent raises on purpose
     ├── UserFacingError             safe to show as is: `title` + one-line message, no secret
     │   ├── ConfigError             agent.toml missing or invalid; `field` names the field
-    │   │   └── ConfigChangedError  (config.py) agent.toml changed on disk since it was loaded
+    │   │   ├── ConfigChangedError  (config.py) agent.toml changed on disk since it was loaded
+    │   │   └── ConfigNotFound      (host.py) no agent.toml where the agent looked
     │   ├── IdentityError           the identity key file is unreadable or inconsistent
     │   ├── IdentityInUse           (identity_lock.py) another process serves as this identity
     │   ├── SecretStoreError        no usable OS keyring, or it refused an operation
