@@ -130,3 +130,48 @@ def test_ws_needs_allow_insecure(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not supported"):
         Link("http://127.0.0.1:1/x", ident, Executor(), never, allow_insecure=True)
     assert Link("ws://127.0.0.1:1/x", ident, Executor(), never, allow_insecure=True)
+
+
+async def test_the_default_tls_context_is_built_once_per_link(
+    tls_coordinator: tuple[str, Path, list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Loading the CA store costs CPU at every reconnect: the link keeps the context it built."""
+    from usepod_desktop.core import link as link_mod
+
+    url, _, _ = tls_coordinator
+    built: list[ssl.SSLContext] = []
+
+    def counting() -> ssl.SSLContext:
+        built.append(ssl.create_default_context())
+        return built[-1]
+
+    monkeypatch.setattr(link_mod, "default_ssl_context", counting)
+    failures = 0
+    done = asyncio.Event()
+    link = Link(
+        url,
+        identity.load_or_create(tmp_path / "id.key"),
+        Executor(),
+        never,
+        backoff=Backoff(initial=0.01, maximum=0.02),
+    )
+
+    def on_status(status: object) -> None:
+        nonlocal failures
+        if getattr(status, "retry_in_s", None):
+            failures += 1
+            if failures >= 3:  # three refused handshakes: three reconnects
+                done.set()
+
+    link.on_status = on_status
+    task = asyncio.create_task(link.run_forever())
+    try:
+        async with asyncio.timeout(10):
+            await done.wait()
+    finally:
+        await link.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(built) == 1 and link.ssl_context is built[0]

@@ -338,7 +338,9 @@ class Link:
         if host in ("127.0.0.1", "localhost", "::1"):
             kwargs["proxy"] = None
         if self.url.startswith("wss://"):
-            kwargs["ssl"] = self.ssl_context or default_ssl_context()
+            if self.ssl_context is None:  # built once per link: loading the CA store costs
+                self.ssl_context = default_ssl_context()  # ~10 ms of CPU per reconnect
+            kwargs["ssl"] = self.ssl_context
         async with connect(self.url, **kwargs) as ws:
             self._set(LinkState.AUTHENTICATING, self.url)
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
