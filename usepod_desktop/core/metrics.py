@@ -99,7 +99,7 @@ GPU_GAUGES: tuple[tuple[str, str, str, float], ...] = (
 
 class GpuCollector:
     """The GPU gauges, read at scrape time from `snapshot()` (the serving rules' last sensor
-    reading, memory only: a scrape never touches NVML). No GPU, no samples."""
+    reading, memory only: a scrape never reads a GPU sensor). No GPU, no samples."""
 
     def __init__(self) -> None:
         self.snapshot: Callable[[], Any] = lambda: None

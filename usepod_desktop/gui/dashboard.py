@@ -101,7 +101,7 @@ log = logging.getLogger(__name__)
 #: After a JobFinished, the ledger is read again at most this often (seconds).
 REFRESH_MIN_INTERVAL_S = 2.0
 #: Shown when the sensor layer found no GPU and gave no reason.
-NO_GPU_TEXT = "no NVIDIA GPU sensor"
+NO_GPU_TEXT = "no NVIDIA or AMD GPU sensor"
 #: The live figures (memory only) are refreshed this often while the window is shown.
 LIVE_INTERVAL_MS = 2000
 DAYS = 30

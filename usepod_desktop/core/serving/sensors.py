@@ -10,8 +10,9 @@ Idle time, by platform (the first source that answers wins and is kept):
 - fallback: systemd-logind's `IdleHint`/`IdleSinceHint` of our session (system bus);
 - Windows: `GetLastInputInfo`; macOS: `CGEventSourceSecondsSinceLastEventType`.
 
-Processes and battery: psutil. GPU: NVML (nvidia-ml-py) where an NVIDIA driver is present;
-read only (we never set clocks or power limits); elsewhere the status says no GPU sensor.
+Processes and battery: psutil. GPU: NVML (nvidia-ml-py) where an NVIDIA driver is present,
+else on Linux the amdgpu driver's sysfs files; read only (we never set clocks or power limits);
+elsewhere the status says no GPU sensor.
 Every read is blocking: call :meth:`Sensors.read` from a worker thread.
 """
 
@@ -21,6 +22,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -429,6 +431,7 @@ class NvmlGpu:
         self._nvml = nvml
         self._ready = False
         self.problem: str | None = None
+        self.reason: str | None = None  # the short why, for a status naming several sensors
 
     def _init(self) -> bool:
         if self._ready:
@@ -440,12 +443,14 @@ class NvmlGpu:
                 import pynvml
             except ImportError:
                 self.problem = "no GPU sensor: nvidia-ml-py is not installed"
+                self.reason = "nvidia-ml-py is not installed"
                 return False
             self._nvml = pynvml
         try:
             self._nvml.nvmlInit()
         except Exception as exc:
-            self.problem = f"no NVIDIA GPU sensor ({str(exc)[:80] or type(exc).__name__})"
+            self.reason = str(exc)[:80] or type(exc).__name__
+            self.problem = f"no NVIDIA GPU sensor ({self.reason})"
             return False
         self._ready = True
         return True
@@ -459,6 +464,7 @@ class NvmlGpu:
             count = nvml.nvmlDeviceGetCount()
         except Exception as exc:
             self.problem = f"NVML: {exc}"
+            self.reason = str(exc)[:80] or type(exc).__name__
             return []
         for i in range(min(count, 16)):
             try:
@@ -489,6 +495,178 @@ def _safe(fn: Callable[[], Any]) -> float | None:
     return value if value == value and value >= 0 else None  # NaN/negative -> unknown
 
 
+AMD_VENDOR_ID = "0x1002"
+_SYSFS_MAX_BYTES = 128  # every amdgpu figure is one short line; a longer file is not one
+_SYSFS_INT = re.compile(r"[0-9]{1,20}")
+_CARD_DIR = re.compile(r"card[0-9]{1,3}")  # card0, not the connectors (card0-DP-1)
+
+
+def _sysfs_text(path: str) -> str | None:
+    """The first line of a sysfs file, or None (absent, unreadable, not text, too long)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_SYSFS_MAX_BYTES + 1)
+    except OSError:
+        return None
+    if len(data) > _SYSFS_MAX_BYTES:
+        return None
+    try:
+        return data.decode("ascii").strip()
+    except UnicodeDecodeError:
+        return None
+
+
+def _sysfs_int(path: str) -> int | None:
+    """A sysfs file holding one non-negative integer, or None for anything else."""
+    text = _sysfs_text(path)
+    if text is None or not _SYSFS_INT.fullmatch(text):
+        return None
+    return int(text)
+
+
+class AmdSysfsGpu:
+    """AMD GPUs through the amdgpu driver's sysfs files (Linux, read only).
+
+    A card is /sys/class/drm/cardN/device whose `driver` link ends in `amdgpu` or whose
+    `vendor` is 0x1002. Figures: temperature from the hwmon sensor labelled "edge" (temp1 where
+    there are no labels; the card's surface temperature, the figure closest to what NVML calls
+    the GPU temperature; "junction" runs 10-20 °C hotter and would trip thresholds set with an
+    NVIDIA card in mind), utilisation from gpu_busy_percent, VRAM from mem_info_vram_used and
+    mem_info_vram_total (bytes), power from hwmon power1_average or else power1_input
+    (microwatts). A file that is absent or holds anything but an integer gives None for that
+    figure. `root` is the sysfs mount (injectable for tests)."""
+
+    name = "amdgpu sysfs"
+
+    def __init__(self, root: str | os.PathLike[str] = "/sys") -> None:
+        self.root = os.fspath(root)
+        self.problem: str | None = None
+        self.reason: str | None = None
+
+    def _cards(self) -> list[tuple[str, str]]:
+        drm = os.path.join(self.root, "class", "drm")
+        try:
+            entries = os.listdir(drm)
+        except OSError:
+            return []
+        cards = sorted((e for e in entries if _CARD_DIR.fullmatch(e)), key=lambda e: int(e[4:]))
+        out: list[tuple[str, str]] = []
+        for card in cards[:16]:
+            device = os.path.join(drm, card, "device")
+            try:
+                driver = os.path.basename(os.readlink(os.path.join(device, "driver")))
+            except OSError:
+                driver = ""
+            vendor = (_sysfs_text(os.path.join(device, "vendor")) or "").lower()
+            if driver == "amdgpu" or vendor == AMD_VENDOR_ID:
+                out.append((card, device))
+        return out
+
+    def read(self) -> list[GpuReading]:
+        cards = self._cards()
+        if not cards:
+            self.reason = "no amdgpu card under /sys/class/drm"
+            self.problem = f"no AMD GPU sensor ({self.reason})"
+            return []
+        self.problem = self.reason = None
+        return [self._read_card(card, device) for card, device in cards]
+
+    def _read_card(self, card: str, device: str) -> GpuReading:
+        hwmon = self._hwmon(device)
+        temp_mc = power_uw = None
+        if hwmon is not None:
+            temp_mc = _sysfs_int(os.path.join(hwmon, f"{self._temp_sensor(hwmon)}_input"))
+            power_uw = _sysfs_int(os.path.join(hwmon, "power1_average"))
+            if power_uw is None:
+                power_uw = _sysfs_int(os.path.join(hwmon, "power1_input"))
+        util = _sysfs_int(os.path.join(device, "gpu_busy_percent"))
+        used = _sysfs_int(os.path.join(device, "mem_info_vram_used"))
+        total = _sysfs_int(os.path.join(device, "mem_info_vram_total"))
+        return GpuReading(
+            self._card_name(card, device),
+            temp_mc / 1000.0 if temp_mc is not None else None,
+            float(util) if util is not None and util <= 100 else None,
+            used / 2**20 if used is not None else None,
+            total / 2**20 if total is not None else None,
+            power_uw / 1_000_000.0 if power_uw is not None else None,
+        )
+
+    @staticmethod
+    def _hwmon(device: str) -> str | None:
+        """The device's hwmon directory (the one named "amdgpu" when there are several)."""
+        base = os.path.join(device, "hwmon")
+        try:
+            entries = sorted(e for e in os.listdir(base) if e.startswith("hwmon"))
+        except OSError:
+            return None
+        for entry in entries:
+            if _sysfs_text(os.path.join(base, entry, "name")) == "amdgpu":
+                return os.path.join(base, entry)
+        return os.path.join(base, entries[0]) if entries else None
+
+    @staticmethod
+    def _temp_sensor(hwmon: str) -> str:
+        """ "tempN" of the sensor labelled "edge"; temp1 (edge on every amdgpu card) otherwise."""
+        for n in range(1, 8):
+            if _sysfs_text(os.path.join(hwmon, f"temp{n}_label")) == "edge":
+                return f"temp{n}"
+        return "temp1"
+
+    @staticmethod
+    def _card_name(card: str, device: str) -> str:
+        product = _sysfs_text(os.path.join(device, "product_name"))
+        if product and product.isprintable():
+            return product[:64]
+        pci_id = _sysfs_text(os.path.join(device, "device"))
+        if pci_id and re.fullmatch(r"0x[0-9a-fA-F]{4}", pci_id):
+            return f"AMD GPU {pci_id.lower()} ({card})"
+        return f"AMD GPU ({card})"
+
+
+class FirstGpuSensor:
+    """The first sensor that finds a GPU: NVML, then (Linux) amdgpu's sysfs files, asked in that
+    order on every read (NVML keeps a failed start; the sysfs scan is repeated). The sensors
+    share `read() -> list[GpuReading]` and `problem`, so the rules, tray, dashboard and metrics
+    do not care which one answered."""
+
+    def __init__(self, sensors: list[Any]) -> None:
+        self.sensors = sensors
+        self.active: Any = None
+        self.problem: str | None = None
+
+    @property
+    def name(self) -> str:
+        return getattr(self.active, "name", "none")
+
+    def read(self) -> list[GpuReading]:
+        for sensor in self.sensors:
+            try:
+                readings = sensor.read()
+            except Exception as exc:  # a sensor never takes the serving rules down
+                log.debug("GPU sensor %s failed: %s", getattr(sensor, "name", sensor), exc)
+                readings = []
+            if readings:
+                self.active, self.problem = sensor, None
+                return readings
+        self.active = None
+        names = " or ".join(getattr(s, "name", "?") for s in self.sensors)
+        if len(self.sensors) == 1:
+            self.problem = getattr(self.sensors[0], "problem", None) or f"no GPU sensor ({names})"
+        else:
+            details = "; ".join(
+                f"{getattr(s, 'name', '?')}: {getattr(s, 'reason', None) or 'no GPU found'}"
+                for s in self.sensors
+            )
+            self.problem = f"no NVIDIA or AMD GPU sensor ({details})"
+        return []
+
+
+def default_gpu_sensor() -> FirstGpuSensor:
+    if sys.platform.startswith("linux"):
+        return FirstGpuSensor([NvmlGpu(), AmdSysfsGpu()])
+    return FirstGpuSensor([NvmlGpu()])
+
+
 # ---------------------------------------------------------------------------- all together
 
 
@@ -515,7 +693,7 @@ class Sensors:
         self.idle = idle if idle is not None else default_idle_source()
         self.processes = processes or running_process_names
         self.battery = battery or on_battery
-        self.gpu = gpu if gpu is not None else NvmlGpu()
+        self.gpu = gpu if gpu is not None else default_gpu_sensor()
 
     def read(self, *, need_idle: bool = True, need_processes: bool = True) -> Snapshot:
         idle = self.idle.idle_seconds() if need_idle else None
