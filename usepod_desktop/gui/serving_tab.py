@@ -176,8 +176,8 @@ class ServingTab(QWidget):
         layout.addWidget(
             _note(
                 "Pausing stops offering models (running jobs finish); resuming offers them "
-                "again. Pauses are immediate; a resume waits until the pause is the time above "
-                "old, so models are not withdrawn and offered again every few seconds. "
+                "again. Pauses are immediate; a resume waits until the pause has lasted the time "
+                "above, so models are not withdrawn and offered again every few seconds. "
                 "Saved in agent.toml [serving].",
                 self,
             )
