@@ -57,7 +57,7 @@ def test_suite_run_from_a_desktop_leaves_the_real_home_alone(tmp_path: Path) -> 
             "-p",
             "no:cacheprovider",
             "-q",
-            "tests/test_cli.py",
+            "tests/commands/test_cli.py",
             "-k",
             "keys_status",
         ],

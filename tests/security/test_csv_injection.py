@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_earnings_cli import cli, outcome
+from tests.commands.test_earnings import cli, outcome
 from usepod_desktop.core.ledger import Ledger, default_ledger_path
 from usepod_desktop.core.text import csv_cell
 

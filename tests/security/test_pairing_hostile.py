@@ -97,7 +97,7 @@ async def _run_setup(base: str, tmp_path: Path) -> tuple[int, str, str]:
     """`usepod-desktop setup` as a user runs it (a real subprocess, isolated home)."""
     import sys
 
-    from tests.test_setup_cli import REPO, env, probe_args
+    from tests.commands.test_setup import REPO, env, probe_args
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.commands.test_discover import MakeFake, run_cli, write_config
 from tests.core.test_metrics import FakeAgent, scrape
 from tests.pairing_support import free_port
-from tests.test_discover_cli import MakeFake, run_cli, write_config
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.events import BackendStatusChanged
 from usepod_desktop.core.logsetup import redact

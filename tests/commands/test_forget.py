@@ -18,7 +18,7 @@ from tests.conftest import MemoryKeyring
 from usepod_desktop.core import identity, service
 from usepod_desktop.core.pairing import HOST_TOKEN_KEY
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FIXTURE = REPO / "tests" / "fixtures" / "agent.example.toml"
 
 

@@ -79,7 +79,7 @@ def cli(
         [sys.executable, "-m", "usepod_desktop", *args],
         capture_output=True,
         text=True,
-        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        env={**env, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
         cwd=cwd,
         timeout=60,
     )

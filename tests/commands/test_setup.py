@@ -23,7 +23,7 @@ from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FakeBackend
 from usepod_desktop.sandbox.pairing import ApprovedModel, PairingDesk, enable_pairing
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CODE_LINE = re.compile(r"2\. Enter the code\s+(\S+)")
 
 
