@@ -1,5 +1,6 @@
 """The GUI's one owner of the agent facade: state for display, the actions behind every menu
-entry and button, the windows (one of each), notifications and today's figures.
+entry and button, the windows (one of each), notifications and today's figures (read from the
+ledger by :class:`~usepod_desktop.gui.figures.LedgerFigures`, shared with the dashboard).
 
 The tray (or the fallback window where there is no tray) shows what the controller says and
 calls its methods; no widget talks to the network or reads agent.toml.
@@ -31,6 +32,7 @@ from usepod_desktop.core.money import earnings_nusd, format_amount
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.bridge import AgentBridge
 from usepod_desktop.gui.errors import show_message, show_user_error
+from usepod_desktop.gui.figures import LedgerFigures
 from usepod_desktop.gui.notify import Level, Notifier
 from usepod_desktop.gui.prefs import Prefs
 from usepod_desktop.gui.widgets import APP_TITLE, elide
@@ -142,7 +144,6 @@ class AppController(QObject):
         #: Builds the agent and owns it, the ledger and the sandbox session (core/host.py).
         self.host = AgentHost()
         self._ledger_detach: Callable[[], None] | None = None
-        self._ledger_summary: tuple[int, int] | None = None
         self.notifications: list[tuple[str, str, Level]] = []
         kwargs = {} if offline_grace_ms is None else {"offline_grace_ms": offline_grace_ms}
         self.notifier = Notifier(self.prefs, self.notify, parent=self, **kwargs)
@@ -167,10 +168,15 @@ class AppController(QObject):
         self.stopping = False
         self._quit = asyncio.Event()
         self.bridge.event.connect(self._on_event)
-        self._ledger_timer = QTimer(self)
-        self._ledger_timer.setSingleShot(True)
-        self._ledger_timer.setInterval(500)
-        self._ledger_timer.timeout.connect(self.refresh_today)
+        #: The one throttled reader of the ledger, for the tray's "today" and the dashboard.
+        self.figures = LedgerFigures(
+            self.host,
+            self.bridge,
+            sandbox=lambda: bool(self.sandbox),
+            stopping=lambda: self.stopping,
+            parent=self,
+        )
+        self.figures.todayChanged.connect(self.statusChanged)
         #: The agent.toml that could not be loaded (None: no such problem). While it is set,
         #: the file (and its folder: editors and our own saves replace the file) is watched
         #: and a change starts the agent again; "Reload agent.toml" does the same by hand.
@@ -324,8 +330,8 @@ class AppController(QObject):
     def today_summary(self) -> tuple[int, int]:
         """(jobs served today, estimated earnings in nano-USD): the ledger's figure when it has
         one, else the in-memory count."""
-        if self._ledger_summary is not None:
-            return self._ledger_summary
+        if self.figures.today is not None:
+            return self.figures.today
         return self.today.summary()
 
     def status_text(self) -> str:
@@ -624,7 +630,7 @@ class AppController(QObject):
         """Stop gracefully: no new jobs, running ones get the grace period, then close."""
         self.stopping = True
         self.notifier.suspend()
-        self._ledger_timer.stop()
+        self.figures.stop()
         self.updates.stop()
         if self._tray_watch is not None:
             self._tray_watch.stop()
@@ -679,8 +685,6 @@ class AppController(QObject):
     def _on_event(self, event: object) -> None:
         if isinstance(event, JobFinished):
             self.today.add(event, "sandbox" if self.sandbox else "coordinator")
-            if self.ledger is not None and not self._ledger_timer.isActive():
-                self._ledger_timer.start()  # at most one ledger read per 0.5 s
         self.statusChanged.emit()
 
     @property
@@ -700,19 +704,5 @@ class AppController(QObject):
             self._ledger_detach = self.host.record_jobs(agent, sandbox=self.sandbox)
 
     def refresh_today(self) -> None:
-        ledger = self.ledger
-        if ledger is None or self.stopping or not tasks.loop_available():
-            return
-        sources = ("sandbox",) if self.sandbox else ("coordinator",)
-
-        async def read() -> None:
-            totals = await self.host.ledger_today(sources)
-            if totals is not None:
-                self._ledger_summary = (totals.done, totals.earnings_nusd)
-            self.statusChanged.emit()
-
-        def failed(error: UserFacingError) -> None:
-            log.warning("today's figures from the ledger: %s", error)
-            self._ledger_summary = None
-
-        tasks.spawn(read(), name="ledger-today", on_error=failed)
+        """Read today's figures from the ledger again now (see :class:`LedgerFigures`)."""
+        self.figures.refresh_today()

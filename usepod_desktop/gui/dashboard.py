@@ -3,10 +3,12 @@ day, per model and the last jobs) and the live figures the heartbeats carry.
 
 Two sources, two paces:
 
-- The **ledger** (SQLite on disk) is read in a worker thread (`asyncio.to_thread`), never on
-  the event loop: when the window is opened, on "Refresh", and after `JobFinished` events, at
-  most once every :data:`REFRESH_MIN_INTERVAL_S` however many jobs finish. A ledger that cannot
-  be read shows its one-line problem in the window; without a ledger the window says so.
+- The **ledger** (SQLite on disk) is read by the controller's one
+  :class:`~usepod_desktop.gui.figures.LedgerFigures` (which also reads the tray's "today") in a
+  worker thread, never on the event loop: when the window is opened, on "Refresh", and after
+  `JobFinished` events while it is shown, at most once every :data:`REFRESH_MIN_INTERVAL_S`
+  however many jobs finish. A ledger that cannot be read shows its one-line problem in the
+  window; without a ledger the window says so.
 - The **live figures** (jobs running, tokens/s p50, time to first byte p50/p95, error rate over
   60 s) come from the agent's snapshot (`Agent.snapshot().live`, in memory), every
   :data:`LIVE_INTERVAL_MS` while the window is shown; that tick never touches the disk.
@@ -21,14 +23,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import sqlite3
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 from typing import TYPE_CHECKING, Any
 
-import shiboken6
 from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, QTimer
 from PySide6.QtGui import (
     QBrush,
@@ -64,7 +63,6 @@ from PySide6.QtWidgets import (
 )
 
 from usepod_desktop.core.config import REMOTE_KINDS
-from usepod_desktop.core.events import JobFinished
 from usepod_desktop.core.ledger import (
     ESTIMATE_NOTE,
     PERIOD_LABELS,
@@ -73,15 +71,13 @@ from usepod_desktop.core.ledger import (
     Dashboard,
     DayTotals,
     JobRow,
-    Ledger,
-    LedgerError,
     ModelTotals,
     SourcesArg,
     Totals,
 )
 from usepod_desktop.core.money import NANO_PER_USD, SHARE_PERCENT, format_amount
 from usepod_desktop.core.protocol import HeartbeatFigures
-from usepod_desktop.gui import tasks
+from usepod_desktop.gui.figures import DAYS, RECENT, REFRESH_MIN_INTERVAL_S, read_dashboard
 from usepod_desktop.gui.icons import app_icon
 from usepod_desktop.gui.widgets import (
     ERROR_COLOUR,
@@ -98,14 +94,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: After a JobFinished, the ledger is read again at most this often (seconds).
-REFRESH_MIN_INTERVAL_S = 2.0
 #: Shown when the sensor layer found no GPU and gave no reason.
 NO_GPU_TEXT = "no NVIDIA or AMD GPU sensor"
 #: The live figures (memory only) are refreshed this often while the window is shown.
 LIVE_INTERVAL_MS = 2000
-DAYS = 30
-RECENT = 50
 #: "Estimated: the coordinator settles the payout from its own token count."
 ESTIMATE_TEXT = ESTIMATE_NOTE[:1].upper() + ESTIMATE_NOTE[1:] + "."
 SANDBOX_TEXT = (
@@ -199,22 +191,6 @@ def outcome_text(row: JobRow) -> str:
 
 def local_time(moment: datetime, tz: tzinfo | None) -> datetime:
     return moment.astimezone(tz) if tz is not None else moment.astimezone()
-
-
-def read_dashboard(
-    ledger: Ledger, sources: SourcesArg = USE_DEFAULT, *, days: int = DAYS, recent: int = RECENT
-) -> Dashboard:
-    """Everything the window shows, for `sources` (blocking: run it in a worker thread).
-    Waits (bounded) for jobs queued to the ledger's writer first. Raises LedgerError."""
-    ledger.flush(5.0)
-    return Dashboard(
-        generated_at=ledger.now(),
-        periods=ledger.periods(sources=sources),
-        per_model=ledger.per_model(sources=sources),
-        per_day=ledger.per_day(days, sources=sources),
-        recent=ledger.recent(recent, sources=sources),
-        problem=ledger.problem,
-    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,12 +499,11 @@ def _fill(table: QTableWidget, rows: Sequence[Sequence[Cell]]) -> None:
 class DashboardWindow(QWidget):
     """The earnings dashboard (a non-modal top-level window; the controller keeps one)."""
 
-    def __init__(
-        self, controller: AppController, *, refresh_interval_s: float = REFRESH_MIN_INTERVAL_S
-    ) -> None:
+    def __init__(self, controller: AppController) -> None:
         super().__init__()
         self.controller = controller
-        self.refresh_interval_s = refresh_interval_s
+        #: The controller's ledger reader (it owns the throttle).
+        self.figures = controller.figures
         self.setObjectName("dashboardWindow")
         self.setWindowIcon(app_icon())
         self.resize(1100, 780)
@@ -542,9 +517,7 @@ class DashboardWindow(QWidget):
         #: The last read's one-line problem (None when it read fine).
         self.read_problem: str | None = None
         self.read_task: asyncio.Task[None] | None = None
-        self._again = False
-        self._stale = False
-        self._last_read_at: float | None = None
+        self._watching = False
 
         root = QVBoxLayout(self)
         head = QHBoxLayout()
@@ -594,14 +567,12 @@ class DashboardWindow(QWidget):
         self.stack.addWidget(self.content)
         root.addWidget(self.stack, 1)
 
-        self._refresh_timer = QTimer(self)
-        self._refresh_timer.setSingleShot(True)
-        self._refresh_timer.timeout.connect(lambda: self.refresh())
         self.live_timer = QTimer(self)
         self.live_timer.setInterval(LIVE_INTERVAL_MS)
         self.live_timer.timeout.connect(self.update_live)
 
-        controller.bridge.jobFinished.connect(self._on_job_finished)
+        self.figures.dashboardReading.connect(self._on_reading)
+        self.figures.dashboardChanged.connect(self._on_read)
         controller.agentChanged.connect(self._on_agent_changed)
         self._apply_mode()
         self.update_live()
@@ -714,66 +685,35 @@ class DashboardWindow(QWidget):
     def refresh(self) -> asyncio.Task[None] | None:
         """Read the ledger again in a worker thread (coalesced with a read under way).
         Returns the read's task, None when there is no ledger to read."""
-        self._refresh_timer.stop()
-        self._stale = False
         self._apply_mode()
-        if self.read_task is not None and not self.read_task.done():
-            self._again = True
-            return self.read_task
-        ledger = self.controller.ledger
         self._show_page()
-        if ledger is None or self.controller.stopping:
-            if ledger is None:
+        task = self.figures.refresh_dashboard()
+        if task is None:
+            if self.controller.ledger is None:
                 self._set_problem(None)
             return None
-        self._last_read_at = time.monotonic()
-        self.refresh_button.setEnabled(False)
-        self.read_task = tasks.spawn(self._read(ledger), name="dashboard-read")
-        return self.read_task
+        self.read_task = task
+        return task
 
     def schedule_refresh(self) -> None:
-        """Read again soon: at once if the last read began long enough ago, else when
-        :attr:`refresh_interval_s` has passed since it (many events, one read)."""
-        if not self.isVisible():
-            self._stale = True  # read when shown again
-            return
-        if self._refresh_timer.isActive():
-            return
-        wait = 0.0
-        if self._last_read_at is not None:
-            wait = max(0.0, self._last_read_at + self.refresh_interval_s - time.monotonic())
-        self._refresh_timer.start(round(wait * 1000))
+        """Read again soon, throttled (see :meth:`LedgerFigures.schedule_dashboard`)."""
+        self.figures.schedule_dashboard()
 
-    async def _read(self, ledger: Ledger) -> None:
-        sources = self.sources()
-        data: Dashboard | None = None
-        problem: str | None = None
-        try:
-            data = await asyncio.to_thread(read_dashboard, ledger, sources)
-        except LedgerError as exc:
-            problem = exc.message
-        except (sqlite3.Error, OSError) as exc:  # the ledger wraps these; belt and braces
-            log.warning("reading the earnings ledger: %s", exc)
-            problem = f"cannot read the earnings ledger {ledger.path} ({exc})"
-        finally:
-            alive = shiboken6.isValid(self)
-            if alive:
-                self.reads += 1
-                self.refresh_button.setEnabled(True)
-        if not alive:
-            return
+    def _on_reading(self) -> None:
+        self.refresh_button.setEnabled(False)
+
+    def _on_read(self, data: Dashboard | None, problem: str | None) -> None:
+        self.reads += 1
+        self.refresh_button.setEnabled(True)
         self.read_problem = problem
         if data is not None:
             self._show_dashboard(data)
         self._set_problem(problem or (data.problem if data is not None else None))
-        if self._again:
-            self._again = False
-            self.schedule_refresh()
 
-    def _on_job_finished(self, event: JobFinished) -> None:
-        if event.outcome.source == "test":
-            return  # "Send test job" is not in the figures
-        self.schedule_refresh()
+    def _watch(self, watching: bool) -> None:
+        if watching != self._watching:
+            self._watching = watching
+            self.figures.watch_dashboard(self, watching)
 
     def _on_agent_changed(self) -> None:
         self._apply_mode()
@@ -963,18 +903,19 @@ class DashboardWindow(QWidget):
     def showEvent(self, event: QShowEvent) -> None:
         self.update_live()
         self.live_timer.start()
-        if self._stale or self.read_task is None:
+        self._watch(True)
+        if self.figures.dashboard_stale or self.read_task is None:
             self.refresh()
         super().showEvent(event)
 
     def hideEvent(self, event: QHideEvent) -> None:
         self.live_timer.stop()
-        self._refresh_timer.stop()
+        self._watch(False)
         super().hideEvent(event)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.live_timer.stop()
-        self._refresh_timer.stop()
+        self._watch(False)
         super().closeEvent(event)
 
 

@@ -1,0 +1,96 @@
+"""The one throttled ledger reader (gui/figures.py) behind the tray's "today" and the dashboard:
+a real ledger file, JobFinished events through the controller's bridge, the ledger's own read
+methods counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+import qasync
+
+from tests.gui.conftest import spin, until
+from tests.gui.test_dashboard import NOW, QWEN, Job, controller_with, open_window, record
+from usepod_desktop.core.events import JobFinished
+from usepod_desktop.core.ledger import Ledger
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    book = Ledger(tmp_path / "ledger.sqlite3", clock=lambda: NOW, tz=UTC)
+    yield book
+    book.close()
+
+
+def count_calls(monkeypatch: pytest.MonkeyPatch, ledger: Ledger, name: str) -> list[int]:
+    calls: list[int] = []
+    original = getattr(ledger, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, name, counting)
+    return calls
+
+
+def finish(controller: Any, ledger: Ledger, count: int, first_minute: int) -> None:
+    """`count` jobs recorded in the ledger, then their JobFinished events all at once."""
+    done = [
+        Job(f"f-{first_minute + i}", QWEN, 0, (1000, 500), minute=first_minute + i)
+        for i in range(count)
+    ]
+    record(ledger, done)
+    for job in done:
+        controller.bridge.jobFinished.emit(JobFinished(job.outcome))
+
+
+def test_without_a_window_only_today_is_read_once_per_burst_and_the_dashboard_goes_stale(
+    qloop: qasync.QEventLoop, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = controller_with(ledger)
+    today_reads = count_calls(monkeypatch, ledger, "today")
+    dashboard_reads = count_calls(monkeypatch, ledger, "periods")
+    changed: list[int] = []
+    controller.figures.todayChanged.connect(lambda: changed.append(1))
+    finish(controller, ledger, 20, first_minute=10)
+    until(qloop, lambda: changed, timeout=3, what="today's figures read")
+    assert controller.today_summary()[0] == 20  # the ledger's figure (its clock's day)
+    spin(qloop, 0.8)
+    assert len(today_reads) == 1 and len(changed) == 1  # one read for 20 events
+    assert dashboard_reads == [] and controller.figures.dashboard_stale
+    window = open_window(qloop, controller)  # a window shown later reads what changed
+    assert window.figures is controller.figures
+    assert len(dashboard_reads) == 1 and not controller.figures.dashboard_stale
+    assert window.total_labels[("today", "jobs")].text() == "20"
+
+
+def test_two_windows_share_one_read(
+    qloop: qasync.QEventLoop, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    controller = controller_with(ledger)
+    first = open_window(qloop, controller)
+    second = open_window(qloop, controller)
+    dashboard_reads = count_calls(monkeypatch, ledger, "periods")
+    reads = (first.reads, second.reads)
+    spin(qloop, 2.1)  # past the throttle of the windows' first reads
+    finish(controller, ledger, 5, first_minute=30)
+    until(qloop, lambda: first.reads > reads[0], timeout=4, what="the read after the jobs")
+    spin(qloop, 0.3)
+    assert len(dashboard_reads) == 1  # one disk read ...
+    assert (first.reads, second.reads) == (reads[0] + 1, reads[1] + 1)  # ... both windows
+    for window in (first, second):
+        assert window.total_labels[("today", "jobs")].text() == "5"
+    # one window hidden: the other still follows the jobs; both hidden: no read at all
+    second.hide()
+    finish(controller, ledger, 1, first_minute=40)
+    until(qloop, lambda: first.reads == reads[0] + 2, timeout=4, what="the shown window's read")
+    first.hide()
+    finish(controller, ledger, 1, first_minute=41)
+    spin(qloop, 2.5)
+    assert len(dashboard_reads) == 2 and controller.figures.dashboard_stale
