@@ -465,8 +465,8 @@ class AppController(QObject):
 
     def reload_config_file(self) -> None:
         """Start again from agent.toml (after it was invalid): "Reload agent.toml"."""
-        if self.agent is not None or self.stopping:
-            return
+        if self.agent is not None or self.stopping or not tasks.loop_available():
+            return  # (a debounce timer may fire after its loop is gone)
         tasks.spawn(self.start(self.options), name="reload agent.toml")
 
     def open_config_file(self) -> bool:
