@@ -574,7 +574,9 @@ async def bench_first_byte_ws(n: int, backend: str, agent_env: dict[str, str] | 
 # ------------------------------------------------------------------ memory, idle, start-up
 
 
-async def bench_headless_memory(jobs: int, idle_s: float) -> dict[str, Any]:
+async def bench_headless_memory(
+    jobs: int, idle_s: float, warmup: int | None = None
+) -> dict[str, Any]:
     async with rig(output_tokens=16, max_concurrent=64) as r:
         startup = await r.start_agent()
         await asyncio.sleep(2)
@@ -594,7 +596,8 @@ async def bench_headless_memory(jobs: int, idle_s: float) -> dict[str, Any]:
 
         # Warm-up: long enough to fill what is bounded by design (the 60 s stats window, the
         # SQLite page cache of the ledger, connection pools), then two equal runs.
-        await batch(max(3000, jobs // 3))
+        warmup_jobs = max(3000, jobs // 3) if warmup is None else warmup
+        await batch(warmup_jobs)
         await asyncio.sleep(1)
         warm_rss = r.agent.memory_info().rss
         await batch(jobs)
@@ -608,6 +611,7 @@ async def bench_headless_memory(jobs: int, idle_s: float) -> dict[str, Any]:
         "idle_rss_mb": idle_rss / 2**20,
         "idle_cpu_percent_of_core": idle_cpu * 100,
         "idle_window_s": idle_s,
+        "warmup_jobs": warmup_jobs,
         "rss_after_warmup_mb": warm_rss / 2**20,
         "rss_after_jobs_mb": after_rss / 2**20,
         "jobs": jobs,
@@ -691,7 +695,9 @@ async def bench_gui(lag_seconds: float, tokens_per_second: float | None) -> dict
 BENCHES: dict[str, Callable[[argparse.Namespace], Awaitable[Any]]] = {
     "overhead": lambda a: bench_overhead(100 if a.quick else 500),
     "throughput": lambda a: _throughput_all(a),
-    "memory": lambda a: bench_headless_memory(2000 if a.quick else 10_000, 10 if a.quick else 60),
+    "memory": lambda a: bench_headless_memory(
+        2000 if a.quick else 10_000, 10 if a.quick else 60, a.warmup
+    ),
     "gui": lambda a: _gui_both(a),
     "ratio": lambda a: _ratio_all(a),
     "firstbyte": lambda a: _first_byte_all(a),
@@ -741,6 +747,13 @@ async def main() -> int:
         default=[None],
         metavar="LOOP",
         help="ratio: the agent's `run --loop` values to measure (default: its default)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        metavar="JOBS",
+        help="memory: jobs run before the RSS baseline (default: max(3000, jobs / 3))",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "latest.json")
     args = parser.parse_args()
