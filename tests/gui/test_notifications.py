@@ -148,3 +148,33 @@ def test_today_counter_counts_only_its_own_source() -> None:
     for source in ("coordinator", "sandbox", "test"):
         demo.add(job(source), "sandbox")
     assert demo.summary()[0] == 1
+
+
+def test_remote_text_in_a_notification_bubble_is_never_markup(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux notification services read HTML in the body: a coordinator reason carrying a link
+    or an image must reach the bubble as text (and stay readable on other systems)."""
+    from usepod_desktop.gui.notify import bubble_text
+
+    hostile = 'suspended: <a href="http://x">appeal</a> <img src="file:///etc/passwd"> & more'
+    assert bubble_text(hostile, "linux") == (
+        'suspended: &lt;a href="http://x"&gt;appeal&lt;/a&gt; '
+        '&lt;img src="file:///etc/passwd"&gt; &amp; more'
+    )
+    assert bubble_text(hostile, "win32") == hostile
+    assert bubble_text(hostile, "darwin") == hostile
+
+    shown: list[tuple[str, str]] = []
+
+    class Tray:
+        def isVisible(self) -> bool:
+            return True
+
+        def showMessage(self, title: str, message: str, *_: object) -> None:
+            shown.append((title, message))
+
+    monkeypatch.setattr(rig.controller, "tray", Tray())
+    rig.controller.notify("Coordinator <b>says</b>", hostile, "warning")
+    assert shown == [(bubble_text("Coordinator <b>says</b>"), bubble_text(hostile))]
+    assert "<a " not in shown[0][1] and "<img" not in shown[0][1]

@@ -33,7 +33,7 @@ from usepod_desktop.gui import tasks
 from usepod_desktop.gui.bridge import AgentBridge
 from usepod_desktop.gui.errors import show_message, show_user_error
 from usepod_desktop.gui.figures import LedgerFigures
-from usepod_desktop.gui.notify import Level, Notifier
+from usepod_desktop.gui.notify import Level, Notifier, bubble_text
 from usepod_desktop.gui.prefs import Prefs
 from usepod_desktop.gui.widgets import APP_TITLE, elide
 
@@ -673,7 +673,7 @@ class AppController(QObject):
             "error": QSystemTrayIcon.MessageIcon.Critical,
         }[level]
         if self.tray is not None and self.tray.isVisible():
-            self.tray.showMessage(title, message, icon, 8000)
+            self.tray.showMessage(bubble_text(title), bubble_text(message), icon, 8000)
         elif self.window is not None:
             self.window.show_notification(title, message)
 

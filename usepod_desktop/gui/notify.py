@@ -13,6 +13,8 @@ The switches are in :class:`usepod_desktop.gui.prefs.Prefs` (the settings window
 
 from __future__ import annotations
 
+import html
+import sys
 from collections.abc import Callable
 from typing import Literal
 
@@ -28,6 +30,17 @@ Sink = Callable[[str, str, Level], None]
 OFFLINE_GRACE_MS = 10_000
 NO_MODELS_GRACE_MS = 30_000
 _ONLINE = (AgentState.SERVING, AgentState.NO_MODELS, AgentState.PAUSED)
+
+
+def bubble_text(text: str, platform: str | None = None) -> str:
+    """`text` as the system's notification bubble should get it. On Linux Qt hands it to the
+    desktop's notification service, and many of those (GNOME Shell, KDE, dunst) read a subset
+    of HTML in the body: a coordinator reason or backend message with `<a href=...>` or
+    `<img src=...>` must show as text, so `&`, `<` and `>` are escaped there (SECURITY.md:
+    remote text is shown as plain text everywhere). Elsewhere the text is shown as is."""
+    if (platform or sys.platform).startswith("linux"):
+        return html.escape(text, quote=False)
+    return text
 
 
 class Notifier(QObject):
