@@ -403,6 +403,9 @@ async def test_a_sandbox_coordinator_is_recorded_as_sandbox_and_never_names_the_
             session = await coord.wait_for_provider(10)
             await coord.wait_for_capabilities(10)
             assert agent.link is not None and agent.link.sandbox
+            # the session's id is shown for what it is (Settings), never stored
+            assert agent.sandbox_provider_id == session.provider_id
+            assert agent.provider_id == "prov_real"
             handle = await coord.dispatch("model-a", CHAT)
             assert isinstance(await handle.wait(10), protocol.JobDone)
             await wait_until(lambda: agent.jobs_running == 0)

@@ -593,6 +593,15 @@ class Agent:
         )
 
     @property
+    def sandbox_provider_id(self) -> str | None:
+        """The provider id a sandbox coordinator gave the current session (never written into
+        the identity file, docs/sandbox.md); None when not connected to a sandbox."""
+        link = self.link
+        if link is None or not link.connected or not link.sandbox:
+            return None
+        return link.session_provider_id
+
+    @property
     def heartbeat_age_s(self) -> float | None:
         """Seconds since the coordinator session's last heartbeat was sent; None when not
         connected or before the session's first heartbeat."""

@@ -217,6 +217,8 @@ class Link:
         self.on_provider_id = on_provider_id
         #: The coordinator said `"sandbox": true` in auth_ok (docs/sandbox.md).
         self.sandbox = False
+        #: The provider id the coordinator gave this session (a sandbox's is never stored).
+        self.session_provider_id: str | None = None
         self.send_stall_timeout = (
             SEND_STALL_TIMEOUT_S if send_stall_timeout is None else send_stall_timeout
         )
@@ -367,6 +369,7 @@ class Link:
             self._established = True
             self.last_heartbeat_sent_at = None
             self.sessions += 1
+            self.session_provider_id = provider_id or None
             self._set(LinkState.CONNECTED, provider_id or "")
             log.info("connected to %s as %s", self.url, provider_id or "<no provider id>")
             heartbeat = asyncio.create_task(self._heartbeat(ws), name="heartbeat")

@@ -214,9 +214,14 @@ class CoordinatorTab(QWidget):
         _mark(self.url, self.url_error, None)
 
     def refresh(self, agent: Agent) -> None:
-        self.provider_id.setText(
-            agent.provider_id or "not assigned yet (assigned on first connection)"
-        )
+        sandbox_id = agent.sandbox_provider_id
+        if agent.provider_id:
+            shown = agent.provider_id
+        elif sandbox_id:
+            shown = f"{sandbox_id} (this sandbox session only; not stored)"
+        else:
+            shown = "not assigned yet (assigned on first connection)"
+        self.provider_id.setText(shown)
         self.public_key.setText(agent.public_key_b64 or "")
         self.copy_key.setEnabled(bool(agent.public_key_b64))
         self.show_state(agent.state, agent.reason)
