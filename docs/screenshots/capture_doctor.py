@@ -14,26 +14,17 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-HOME = Path(tempfile.mkdtemp(prefix="usepod-shots-"))
-for name, sub in (
-    ("HOME", ""),
-    ("USEPOD_CONFIG_DIR", ".config/usepod-agent"),
-    ("USEPOD_DATA_DIR", "data"),
-    ("USEPOD_LOG_DIR", "log"),
-    ("XDG_CONFIG_HOME", ".config"),
-):
-    os.environ[name] = str(HOME / sub)
-sys.path.insert(0, str(HERE.parents[1]))
+sys.path.insert(0, str(HERE))  # capture.py: the throw-away home and the in-memory keyring
 
 import keyring  # noqa: E402
 import keyring.backend  # noqa: E402
 import qasync  # noqa: E402
+from capture import HOME, MemoryKeyring  # noqa: E402 (sets HOME before the app is imported)
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from usepod_desktop.core.config import (  # noqa: E402
@@ -47,24 +38,6 @@ from usepod_desktop.core.config import (  # noqa: E402
 from usepod_desktop.gui.controller import AppController, StartOptions  # noqa: E402
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator  # noqa: E402
 from usepod_desktop.sandbox.fakes import FakeBackend  # noqa: E402
-
-
-class MemoryKeyring(keyring.backend.KeyringBackend):
-    priority = 1  # type: ignore[assignment]
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.store: dict[tuple[str, str], str] = {}
-
-    def get_password(self, service: str, username: str) -> str | None:
-        return self.store.get((service, username))
-
-    def set_password(self, service: str, username: str, password: str) -> None:
-        self.store[(service, username)] = password
-
-    def delete_password(self, service: str, username: str) -> None:
-        self.store.pop((service, username), None)
-
 
 MARKET = {
     "data": [
