@@ -76,13 +76,6 @@ def _local(iso: str) -> str:
 
 
 def _gpu(g: dict[str, Any]) -> str:
-    parts = []
-    if g.get("temperature_c") is not None:
-        parts.append(f"{g['temperature_c']:.0f} °C")
-    if g.get("utilization_pct") is not None:
-        parts.append(f"{g['utilization_pct']:.0f} %")
-    if g.get("vram_used_mb") is not None and g.get("vram_total_mb"):
-        parts.append(f"{g['vram_used_mb'] / 1024:.1f}/{g['vram_total_mb'] / 1024:.1f} GB")
-    if g.get("power_w") is not None:
-        parts.append(f"{g['power_w']:.0f} W")
-    return f"{g.get('name', 'GPU')}: {', '.join(parts) or 'no figures'}"
+    from usepod_desktop.core.serving.sensors import GpuReading
+
+    return GpuReading.from_status(g).summary(labelled=True)

@@ -30,6 +30,7 @@ from usepod_desktop.core.config import (
     parse_serving_table,
 )
 from usepod_desktop.core.errors import ConfigError
+from usepod_desktop.core.serving.sensors import GpuReading
 from usepod_desktop.gui.widgets import error_label, mark_invalid, set_error
 
 if TYPE_CHECKING:
@@ -346,16 +347,8 @@ def sensors_text(status: dict[str, Any]) -> str:
 
 
 def gpu_line(g: dict[str, Any]) -> str:
-    figures = []
-    if g.get("temperature_c") is not None:
-        figures.append(f"{g['temperature_c']:.0f} °C")
-    if g.get("utilization_pct") is not None:
-        figures.append(f"{g['utilization_pct']:.0f} % busy")
-    if g.get("vram_used_mb") is not None and g.get("vram_total_mb"):
-        figures.append(f"VRAM {g['vram_used_mb'] / 1024:.1f}/{g['vram_total_mb'] / 1024:.1f} GB")
-    if g.get("power_w") is not None:
-        figures.append(f"{g['power_w']:.0f} W")
-    return f"{g.get('name', 'GPU')}: {', '.join(figures) or 'no figures'}"
+    """One GPU of the serving status, as the tray, the dashboard and this tab show it."""
+    return GpuReading.from_status(g).summary(labelled=True)
 
 
 def _rounded(s: ServingConfig) -> ServingConfig:

@@ -26,7 +26,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -408,15 +408,29 @@ class GpuReading:
     vram_total_mb: float | None = None
     power_w: float | None = None
 
-    def summary(self) -> str:
-        """ "RTX 4090: 64 °C, 35 %, 12.0/24.0 GB, 210 W"."""
+    @classmethod
+    def from_status(cls, g: Mapping[str, Any]) -> GpuReading:
+        """Back from one entry of the serving status' `gpus` list (`status --json`)."""
+        return cls(
+            name=str(g.get("name", "GPU")),
+            temp_c=g.get("temperature_c"),
+            util_pct=g.get("utilization_pct"),
+            vram_used_mb=g.get("vram_used_mb"),
+            vram_total_mb=g.get("vram_total_mb"),
+            power_w=g.get("power_w"),
+        )
+
+    def summary(self, *, labelled: bool = False) -> str:
+        """ "RTX 4090: 64 °C, 35 %, 12.0/24.0 GB, 210 W"; `labelled` (what people read: the
+        tray, the dashboard, `status`): "RTX 4090: 64 °C, 35 % busy, VRAM 12.0/24.0 GB, 210 W"."""
         parts: list[str] = []
         if self.temp_c is not None:
             parts.append(f"{self.temp_c:.0f} °C")
         if self.util_pct is not None:
-            parts.append(f"{self.util_pct:.0f} %")
+            parts.append(f"{self.util_pct:.0f} %" + (" busy" if labelled else ""))
         if self.vram_used_mb is not None and self.vram_total_mb:
-            parts.append(f"{self.vram_used_mb / 1024:.1f}/{self.vram_total_mb / 1024:.1f} GB")
+            vram = f"{self.vram_used_mb / 1024:.1f}/{self.vram_total_mb / 1024:.1f} GB"
+            parts.append(f"VRAM {vram}" if labelled else vram)
         if self.power_w is not None:
             parts.append(f"{self.power_w:.0f} W")
         return f"{self.name}: {', '.join(parts) or 'no figures'}"
