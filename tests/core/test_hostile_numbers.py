@@ -15,13 +15,14 @@ import json
 import logging
 import sqlite3
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.core.test_executor import Route
 from usepod_desktop.core import protocol
 from usepod_desktop.core.backends import build_backend, sse
 from usepod_desktop.core.backends.base import Usage
@@ -79,17 +80,6 @@ class HostileUsageServer:
         )
         await writer.drain()
         writer.close()
-
-
-@dataclass
-class Route:
-    model_id: str
-    backend_ref: Any
-    backend: str = "vllm"
-    input_per_1m: int = 500_000
-    output_per_1m: int = 750_000
-    backend_label: str = "vllm @ http://127.0.0.1:8000"
-    upstream: Any = None
 
 
 class Wire:

@@ -392,8 +392,7 @@ class Executor:
         code: str | None = None
         message: str | None = None
         terminal: str | None = None
-        # the backend's own id ([model_aliases] may advertise it under another one)
-        served_as = getattr(route, "backend_model_id", None) or route.model_id
+        served_as = route.served_as  # the backend's own id ([model_aliases] may rename it)
         request = JobRequest(job_id, served_as, job.request, job.format)
         try:
             try:

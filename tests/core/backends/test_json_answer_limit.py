@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from dataclasses import dataclass
-from typing import Any
 
+from tests.core.test_executor import Route
 from usepod_desktop.core import protocol
 from usepod_desktop.core.backends import build_backend
 from usepod_desktop.core.backends.openai_compat import JSON_SLICE, MAX_JSON_ANSWER
@@ -58,17 +57,6 @@ class JsonAnswerServer:
         except ConnectionError:
             pass  # the agent stopped reading at its limit
         writer.close()
-
-
-@dataclass
-class Route:
-    model_id: str
-    backend_ref: Any
-    backend: str = "vllm"
-    input_per_1m: int = 500_000
-    output_per_1m: int = 750_000
-    backend_label: str = "vllm @ http://127.0.0.1:8000"
-    upstream: Any = None
 
 
 async def run_one(body: bytes) -> tuple[list[str], protocol.OutboundFrame]:
