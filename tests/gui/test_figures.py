@@ -94,3 +94,37 @@ def test_two_windows_share_one_read(
     finish(controller, ledger, 1, first_minute=41)
     spin(qloop, 2.5)
     assert len(dashboard_reads) == 2 and controller.figures.dashboard_stale
+
+
+def test_a_slow_read_of_today_never_overwrites_a_newer_figure(
+    qloop: qasync.QEventLoop, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tray's figure once went back from 1 to 0: a read begun before a job was written
+    finished after the read that counted it. Reads of today do not overlap any more."""
+    import threading
+
+    controller = controller_with(ledger)
+    release = threading.Event()
+    entered = threading.Event()
+    original = ledger.today
+    calls: list[int] = []
+
+    def today(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        totals = original(*args, **kwargs)  # read before the job below is written ...
+        if len(calls) == 1:
+            entered.set()
+            release.wait(10)  # ... and held back until a newer read was asked for
+        return totals
+
+    monkeypatch.setattr(ledger, "today", today)
+    first = controller.figures.refresh_today()
+    assert first is not None
+    until(qloop, entered.is_set, timeout=5, what="the first read to begin")
+    finish(controller, ledger, 1, first_minute=50)  # written, and its JobFinished
+    assert controller.figures.refresh_today() is first  # joins the read under way
+    release.set()
+    until(qloop, lambda: len(calls) == 2, timeout=5, what="the read that follows it")
+    until(qloop, lambda: controller.today_summary()[0] == 1, timeout=5, what="the newer figure")
+    spin(qloop, 0.8)  # the JobFinished's throttled read comes and goes: still the newest
+    assert controller.today_summary()[0] == 1

@@ -91,6 +91,9 @@ class LedgerFigures(QObject):
         self.dashboard_task: asyncio.Task[None] | None = None
         #: Jobs finished while no dashboard watched: the next one shown reads again.
         self.dashboard_stale = False
+        #: The read of today's figures under way or last done (None before the first).
+        self.today_task: asyncio.Task[None] | None = None
+        self._today_again = False
         self._watchers: set[int] = set()
         self._again = False
         self._last_read_at: float | None = None
@@ -121,24 +124,37 @@ class LedgerFigures(QObject):
 
     # ---- today -------------------------------------------------------------------------
 
-    def refresh_today(self) -> None:
-        """Read today's figures again now (in a worker thread)."""
+    def refresh_today(self) -> asyncio.Task[None] | None:
+        """Read today's figures again now (in a worker thread). A read under way is not
+        raced: one more read follows it, so an older read can never overwrite a newer
+        figure. Returns the read's task (None without a ledger or while stopping)."""
+        if self.today_task is not None and not self.today_task.done():
+            self._today_again = True
+            return self.today_task
         if self.ledger is None or self._stopping() or not tasks.loop_available():
-            return
-        sources = ("sandbox",) if self._sandbox() else ("coordinator",)
+            return None
+        self.today_task = tasks.spawn(
+            self._read_today(), name="ledger-today", on_error=self._today_failed
+        )
+        return self.today_task
 
-        async def read() -> None:
+    async def _read_today(self) -> None:
+        sources = ("sandbox",) if self._sandbox() else ("coordinator",)
+        try:
             totals = await self.host.ledger_today(sources)
             if totals is not None:
                 self.today = (totals.done, totals.earnings_nusd)
             self.todayChanged.emit()
+        finally:
+            if self._today_again:
+                self._today_again = False
+                # scheduled: it runs once this read has ended, so the next one begins
+                asyncio.get_running_loop().call_soon(self.refresh_today)
 
-        def failed(error: UserFacingError) -> None:
-            log.warning("today's figures from the ledger: %s", error)
-            self.today = None
-            self.todayChanged.emit()
-
-        tasks.spawn(read(), name="ledger-today", on_error=failed)
+    def _today_failed(self, error: UserFacingError) -> None:
+        log.warning("today's figures from the ledger: %s", error)
+        self.today = None
+        self.todayChanged.emit()
 
     # ---- dashboard ---------------------------------------------------------------------
 
