@@ -14,6 +14,7 @@ import contextlib
 import gc
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,6 +32,7 @@ from usepod_desktop.core.config import (
     PricingConfig,
     save_config,
 )
+from usepod_desktop.core.ledger import Ledger
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FakeBackend
 
@@ -165,6 +167,7 @@ def write_config(url: str, backends: tuple[BackendConfig, ...], **limits: Any) -
 @pytest.fixture
 def rig_factory(qloop: qasync.QEventLoop) -> Iterator[Callable[..., Rig]]:
     rigs: list[Rig] = []
+    ledgers: list[Ledger] = []
 
     def make(
         *,
@@ -194,6 +197,12 @@ def rig_factory(qloop: qasync.QEventLoop) -> Iterator[Callable[..., Rig]]:
             return True
 
         controller = AppController(open_url=record, offline_grace_ms=offline_grace_ms)
+        # the ledger's "today" is the day the rig was made, even if the test ends after
+        # midnight (the ledger counts from that day's start, with no end)
+        made = datetime.now(UTC)
+        ledger = Ledger(clock=lambda: made)
+        ledgers.append(ledger)
+        controller.ledger = ledger
         controller.options.grace_s = 2.0
         controller.show_ui(tray_available=tray)
         rig = Rig(qloop, coordinator, fake, controller, path, opened)
@@ -215,6 +224,8 @@ def rig_factory(qloop: qasync.QEventLoop) -> Iterator[Callable[..., Rig]]:
         with contextlib.suppress(Exception):
             run(qloop, rig.coordinator.stop())
     rigs.clear()
+    for ledger in ledgers:
+        ledger.close()
 
 
 @pytest.fixture
