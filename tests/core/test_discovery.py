@@ -312,6 +312,28 @@ async def test_openrouter_byok_pricing(
     assert any(w.startswith("vendor/free: free upstream") for w in warnings)
 
 
+async def test_an_implausible_upstream_price_is_never_advertised(
+    make_fake: MakeFake, pool: BackendPool, remote: Callable[..., BackendConfig]
+) -> None:
+    # the upstream's model list is an untrusted answer: 1e30 USD per token, or a price just
+    # over the ceiling once divided by the share, must not reach the capabilities
+    fake = await make_fake(
+        "openrouter",
+        [
+            FakeModel("vendor/hostile", 8000, 1e30, 1e30),
+            FakeModel("vendor/just-over", 8000, 0.1, 0.000001),  # $125,000 / 1M after the share
+            FakeModel("vendor/fine", 8000, 0.000001, 0.000002),
+        ],
+        api_key=KEY,
+    )
+    result = await discover(make_config(remote(fake)), pool)
+    assert [m.model_id for m in result.models] == ["vendor/fine"]
+    warnings = result.reports[0].warnings
+    for model in ("vendor/hostile", "vendor/just-over"):
+        (line,) = [w for w in warnings if w.startswith(model + ":")]
+        assert "upstream price implausible" in line and "$100,000" in line
+
+
 async def test_venice_byok_pricing_is_exact_and_rounds_up(
     make_fake: MakeFake, pool: BackendPool, remote: Callable[..., BackendConfig]
 ) -> None:

@@ -31,6 +31,7 @@ from usepod_desktop.core.events import JobFinished, JobStarted
 from usepod_desktop.core.executor import Executor, JobOutcome
 from usepod_desktop.core.ledger import INT64_MAX, MAX_TOKENS, JobRow, Ledger
 from usepod_desktop.core.metrics import AgentMetrics
+from usepod_desktop.core.money import MAX_MICRO
 from usepod_desktop.core.secrets import SecretStore
 
 HUGE_COUNTS: list[int] = [2**64 - 1, 10**400]
@@ -213,7 +214,7 @@ def test_database_failure_still_keeps_rows_for_a_retry(tmp_path: Path) -> None:
         assert ledger.count() == 3
 
 
-@pytest.mark.parametrize("value", [10**9 + 1, 10**30, 10**400])
+@pytest.mark.parametrize("value", [MAX_MICRO + 1, 10**30, 10**400])
 @pytest.mark.parametrize(
     "key", ["default_input_per_1m", "default_output_per_1m", 'models."a/b".input_per_1m']
 )
@@ -240,9 +241,9 @@ def test_absurd_prices_are_refused_with_the_field(key: str, value: int) -> None:
 def test_the_highest_accepted_price_loads() -> None:
     text = (
         '[coordinator]\nurl = "wss://x"\n[pricing]\n'
-        "default_input_per_1m = 1_000_000_000\ndefault_output_per_1m = 1_000_000_000\n"
+        f"default_input_per_1m = {MAX_MICRO}\ndefault_output_per_1m = {MAX_MICRO}\n"
     )
-    assert parse_config(text).pricing.default_input_per_1m == 10**9
+    assert parse_config(text).pricing.default_input_per_1m == MAX_MICRO == 10**11
 
 
 @pytest.mark.parametrize(

@@ -27,13 +27,14 @@ from usepod_desktop.core.errors import ConfigError
 from usepod_desktop.core.fs import atomic_write_text
 from usepod_desktop.core.kinds import ALL_KINDS as KINDS
 from usepod_desktop.core.kinds import LOCAL_KINDS, REMOTE_KINDS
+from usepod_desktop.core.money import MAX_MICRO, ModelPrice, format_rate
 from usepod_desktop.core.text import redact_url
 
 BACKEND_KEYS = frozenset({"kind", "url", "api_key_env", "markup", "models"})
 MAX_CONCURRENT_RANGE = (1, 256)
-#: Highest price accepted, micro-USD per 1M tokens ($1,000 per million tokens): above it a
-#: value is a typo or an attack on the ledger's arithmetic, never a real listing.
-MAX_PRICE_PER_1M = 10**9
+#: Highest price accepted, micro-USD per 1M tokens: the money module's ceiling ($100,000 per
+#: million tokens); above it a value is a typo or an attack on the ledger's arithmetic.
+MAX_PRICE_PER_1M = MAX_MICRO
 DEFAULT_MAX_CONCURRENT = 8
 
 
@@ -76,12 +77,6 @@ class BackendConfig:
         if self.is_remote:
             return f"{self.kind} ({self.api_key_env})"
         return f"{self.kind} @ {redact_url(self.url or '')}"
-
-
-@dataclass(frozen=True, slots=True)
-class ModelPrice:
-    input_per_1m: int
-    output_per_1m: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,7 +588,7 @@ def _check_price_ceiling(value: int, name: str) -> None:
         shown = str(value) if value < 10**20 else f"a {value.bit_length()}-bit number"
         raise ConfigError(
             f"{name}: must be at most {MAX_PRICE_PER_1M} micro-USD per 1M tokens "
-            f"($1,000 per million), got {shown}",
+            f"({format_rate(MAX_PRICE_PER_1M)} per million), got {shown}",
             field=name,
         )
 

@@ -26,9 +26,11 @@ Users pay `tokens x listed price`; the provider receives :data:`PROVIDER_SHARE` 
 backend (OpenRouter, Venice) bills the operator upstream, so a BYOK model without a price of its
 own is listed at `upstream / share x (1 + markup)` rounded **up** to a whole micro-USD
 (:func:`byok_price`), and an explicit price whose share earns less than the upstream cost is
-flagged (:func:`is_below_cost`). :func:`resolve_price` is the whole rule for one model; discovery
-and the settings window both call it. The rule's arithmetic is exact (a markup of 1e-300 still
-lifts a whole price); an upstream cost is computed to 60 digits, exact for any real price list.
+flagged (:func:`is_below_cost`); a BYOK price above :data:`MAX_MICRO` (a hostile or broken
+upstream price list) is not advertised. :func:`resolve_price` is the whole rule for one model;
+discovery and the settings window both call it. The rule's arithmetic is exact (a markup of
+1e-300 still lifts a whole price); an upstream cost is computed to 60 digits, exact for any
+real price list.
 
 Rounding and text
 -----------------
@@ -51,9 +53,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_EVEN, Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Literal, Protocol, TypeAlias
 
-from usepod_desktop.core.config import ModelPrice
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # config imports this module (prices, the ceiling): types only here
     from usepod_desktop.core.config import PricingConfig
 
 __all__ = [
@@ -66,6 +66,7 @@ __all__ = [
     "SHARE_PERCENT",
     "SHARE_TEXT",
     "MicroPer1M",
+    "ModelPrice",
     "Nusd",
     "PriceChoice",
     "PriceError",
@@ -116,6 +117,14 @@ assert _INVERSE_SHARE * PROVIDER_SHARE == 1, "the share must have a finite decim
 # Upstream prices come from untrusted price lists: 60 digits are exact for every real price and
 # bound the work for an absurd one (it raises instead).
 _WIDE = decimal.Context(prec=60, Emin=decimal.MIN_EMIN, Emax=decimal.MAX_EMAX)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """One model's price pair (agent.toml `[pricing]`, the wire), micro-USD per 1M tokens."""
+
+    input_per_1m: MicroPer1M
+    output_per_1m: MicroPer1M
 
 
 class PriceError(ValueError):
@@ -238,6 +247,11 @@ def resolve_price(
     )
     if price.input_per_1m == 0 or price.output_per_1m == 0:
         return _not_offered(model_id, "free upstream", hint)
+    if price.input_per_1m > MAX_MICRO or price.output_per_1m > MAX_MICRO:
+        # the upstream's model list is another party's answer: a price no listing could
+        # sell at is a broken (or hostile) answer, never something to advertise
+        reason = f"upstream price implausible (above {format_rate(MAX_MICRO)} per 1M)"
+        return _not_offered(model_id, reason, hint)
     return PriceChoice(price, "upstream")
 
 
