@@ -408,7 +408,9 @@ async def test_cancel_stops_generation_on_the_server(
         slot = await slot_state(llama_server)
         if not slot["is_processing"]:
             break
-        assert time.monotonic() - cancelled_at < 3.0, f"slot still busy after cancel: {slot}"
+        # generous: on a loaded CPU the server only notices at its next token; what proves
+        # the cancel is the count below (the whole story would be all max_tokens)
+        assert time.monotonic() - cancelled_at < 15.0, f"slot still busy after cancel: {slot}"
         await asyncio.sleep(0.02)
     decoded = slot["next_token"][0]["n_decoded"]
     assert decoded < max_tokens, f"server generated {decoded} of {max_tokens} tokens"
