@@ -117,8 +117,10 @@ async def test_absurd_token_counts_never_stop_the_ledger_nor_leave_a_job_in_flig
     metrics = AgentMetrics()
     executor = Executor()
     executor.set_routes([Route("m", backend, input_per_1m=price)])  # type: ignore[list-item]
-    executor.on_start.append(lambda job, name: metrics.handle(JobStarted(job.job_id, "m", name)))
-    executor.on_outcome.append(lambda o: metrics.handle(JobFinished(o)))
+    executor.on_start.append(
+        lambda job, name: metrics.on_job_started(JobStarted(job.job_id, "m", name))
+    )
+    executor.on_outcome.append(lambda o: metrics.on_job_finished(JobFinished(o)))
     executor.on_outcome.append(ledger.submit)
     outcomes: list[JobOutcome] = []
     executor.on_outcome.append(outcomes.append)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from usepod_desktop.cli import seconds
 from usepod_desktop.commands.common import handle_user_errors, load_config
 from usepod_desktop.core.errors import UserFacingError
+from usepod_desktop.core.events import JobFinished, StateChanged
 from usepod_desktop.core.stopping import (  # re-exported: tests and callers use this module
     ConsoleHandler,
     StopHandlers,
@@ -107,17 +108,17 @@ _WARN_STATES = {"no_models", "error", "needs_pairing"}
 _LINK_LOGS = {"offline", "connecting"}
 
 
-def log_event(event: object) -> None:
-    """The journal's view of the agent: state changes, and one INFO line per finished job."""
-    from usepod_desktop.core.events import JobFinished, StateChanged
+def log_state(event: StateChanged) -> None:
+    """The journal's view of the agent's state (WARNING when connected but useless)."""
+    if event.state.value in _LINK_LOGS:
+        return  # the link logs each reconnect once, with its reason and delay
+    level = logging.WARNING if event.state.value in _WARN_STATES else logging.INFO
+    log.log(level, "state: %s (%s)", event.state.value, event.reason)
 
-    if isinstance(event, StateChanged):
-        if event.state.value in _LINK_LOGS:
-            return  # the link logs each reconnect once, with its reason and delay
-        level = logging.WARNING if event.state.value in _WARN_STATES else logging.INFO
-        log.log(level, "state: %s (%s)", event.state.value, event.reason)
-    elif isinstance(event, JobFinished):
-        log.info("%s", job_line(event.outcome))
+
+def log_job(event: JobFinished) -> None:
+    """One INFO line per finished job."""
+    log.info("%s", job_line(event.outcome))
 
 
 def job_line(outcome: object) -> str:
@@ -187,7 +188,8 @@ async def serve(args: argparse.Namespace, config: Config) -> int:
     assert agent is not None
     if host.ledger is not None and host.ledger.problem:  # reported; never stops serving
         log.warning("earnings ledger: %s", host.ledger.problem)
-    agent.events.subscribe(log_event)
+    agent.events.subscribe(StateChanged, log_state)
+    agent.events.subscribe(JobFinished, log_job)
     stop = asyncio.Event()
     handlers = install_stop_handlers(asyncio.get_running_loop(), stop)
     try:

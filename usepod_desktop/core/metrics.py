@@ -45,6 +45,7 @@ from prometheus_client.exposition import choose_encoder
 from usepod_desktop.core.events import (
     AgentState,
     BackendStatusChanged,
+    EventBus,
     JobFinished,
     JobStarted,
     StateChanged,
@@ -187,32 +188,48 @@ class AgentMetrics:
             label = redact_url(report.config.label)
             self.backend_up.labels(label).set(1 if report.status == "ok" else 0)
 
-    def handle(self, event: object) -> None:
-        """An EventBus handler."""
-        if isinstance(event, JobStarted):
-            self._in_flight.add(event.job_id)
-            self.jobs_in_flight.set(len(self._in_flight))
-        elif isinstance(event, JobFinished):
-            o = event.outcome
-            self._in_flight.discard(o.job_id)
-            self.jobs_in_flight.set(len(self._in_flight))
-            self.jobs.labels(o.model_id, _outcome_label(o), o.backend or "none").inc()
-            if o.input_tokens:
-                self.tokens.labels(o.model_id, "input").inc(o.input_tokens)
-            if o.output_tokens:
-                self.tokens.labels(o.model_id, "output").inc(o.output_tokens)
-            if o.ttfb_ms is not None:
-                self.ttfb.observe(o.ttfb_ms / 1000)
-            try:
-                earned = JobRow.from_outcome(o).earnings_nusd  # 0 unless done and billed
-            except Exception:  # a malformed outcome never breaks the metrics
-                earned = 0
-            if earned:
-                self.earnings.labels(o.model_id).inc(earned / NANO_PER_USD)
-        elif isinstance(event, StateChanged):
-            self.coordinator_connected.set(1 if event.state in CONNECTED_STATES else 0)
-        elif isinstance(event, BackendStatusChanged):
-            self.backend_up.labels(redact_url(event.label)).set(1 if event.up else 0)
+    def subscribe(self, bus: EventBus) -> Callable[[], None]:
+        """Follow `bus` (one handler per event type); returns the unsubscribe function."""
+        offs = [
+            bus.subscribe(JobStarted, self.on_job_started),
+            bus.subscribe(JobFinished, self.on_job_finished),
+            bus.subscribe(StateChanged, self.on_state),
+            bus.subscribe(BackendStatusChanged, self.on_backend),
+        ]
+
+        def unsubscribe() -> None:
+            for off in offs:
+                off()
+
+        return unsubscribe
+
+    def on_job_started(self, event: JobStarted) -> None:
+        self._in_flight.add(event.job_id)
+        self.jobs_in_flight.set(len(self._in_flight))
+
+    def on_job_finished(self, event: JobFinished) -> None:
+        o = event.outcome
+        self._in_flight.discard(o.job_id)
+        self.jobs_in_flight.set(len(self._in_flight))
+        self.jobs.labels(o.model_id, _outcome_label(o), o.backend or "none").inc()
+        if o.input_tokens:
+            self.tokens.labels(o.model_id, "input").inc(o.input_tokens)
+        if o.output_tokens:
+            self.tokens.labels(o.model_id, "output").inc(o.output_tokens)
+        if o.ttfb_ms is not None:
+            self.ttfb.observe(o.ttfb_ms / 1000)
+        try:
+            earned = JobRow.from_outcome(o).earnings_nusd  # 0 unless done and billed
+        except Exception:  # a malformed outcome never breaks the metrics
+            earned = 0
+        if earned:
+            self.earnings.labels(o.model_id).inc(earned / NANO_PER_USD)
+
+    def on_state(self, event: StateChanged) -> None:
+        self.coordinator_connected.set(1 if event.state in CONNECTED_STATES else 0)
+
+    def on_backend(self, event: BackendStatusChanged) -> None:
+        self.backend_up.labels(redact_url(event.label)).set(1 if event.up else 0)
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """The exposition body and its content type (OpenMetrics when asked for)."""
@@ -282,7 +299,7 @@ class MetricsServer:
         serving = getattr(self.agent, "serving", None)
         if serving is not None:  # the GPU gauges read its last sensor reading at each scrape
             self.metrics.gpus.snapshot = lambda: getattr(serving, "snapshot", None)
-        self._unsubscribe = self.agent.events.subscribe(self.metrics.handle)
+        self._unsubscribe = self.metrics.subscribe(self.agent.events)
         self.problem = None
         log.info("Prometheus metrics at %s", self.url)
         return True

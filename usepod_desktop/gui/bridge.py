@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Signal, SignalInstance
 
 from usepod_desktop.core.events import (
     BackendStatusChanged,
@@ -23,6 +23,7 @@ from usepod_desktop.core.events import (
     JobStarted,
     StateChanged,
 )
+from usepod_desktop.core.serving.controller import ServingChanged
 
 
 class AgentBridge(QObject):
@@ -33,6 +34,7 @@ class AgentBridge(QObject):
     capabilitiesSent = Signal(object)  # CapabilitiesSent
     discoveryCompleted = Signal(object)  # DiscoveryCompleted
     configReloaded = Signal(object)  # ConfigReloaded
+    servingChanged = Signal(object)  # ServingChanged (a [serving] rule paused or resumed)
     #: Every event, after its specific signal (for the tray's status refresh).
     event = Signal(object)
 
@@ -43,26 +45,29 @@ class AgentBridge(QObject):
     def attach(self, bus: EventBus) -> None:
         """Listen to `bus` (detaching from the previous one, e.g. after pairing)."""
         self.detach()
-        self._unsubscribe = bus.subscribe(self._dispatch)
+        typed: tuple[tuple[type, SignalInstance], ...] = (
+            (StateChanged, self.stateChanged),
+            (JobStarted, self.jobStarted),
+            (JobFinished, self.jobFinished),
+            (BackendStatusChanged, self.backendStatusChanged),
+            (CapabilitiesSent, self.capabilitiesSent),
+            (DiscoveryCompleted, self.discoveryCompleted),
+            (ServingChanged, self.servingChanged),
+            (ConfigReloaded, self.configReloaded),
+        )
+        # The bus calls its handlers in subscription order: the typed signals first, then
+        # `event`, so a slot of `event` (the tray's status refresh) sees what the typed slots
+        # (the controller's "today" counter, the notifier) already did with the same event.
+        offs = [bus.subscribe(kind, signal.emit) for kind, signal in typed]
+        offs.append(bus.subscribe(self.event.emit))
+
+        def unsubscribe() -> None:
+            for off in offs:
+                off()
+
+        self._unsubscribe = unsubscribe
 
     def detach(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-
-    def _dispatch(self, event: object) -> None:
-        if isinstance(event, StateChanged):
-            self.stateChanged.emit(event)
-        elif isinstance(event, JobStarted):
-            self.jobStarted.emit(event)
-        elif isinstance(event, JobFinished):
-            self.jobFinished.emit(event)
-        elif isinstance(event, BackendStatusChanged):
-            self.backendStatusChanged.emit(event)
-        elif isinstance(event, CapabilitiesSent):
-            self.capabilitiesSent.emit(event)
-        elif isinstance(event, DiscoveryCompleted):
-            self.discoveryCompleted.emit(event)
-        elif isinstance(event, ConfigReloaded):
-            self.configReloaded.emit(event)
-        self.event.emit(event)

@@ -167,7 +167,10 @@ class AppController(QObject):
         self._autostart_on: bool | None = None
         self.stopping = False
         self._quit = asyncio.Event()
-        self.bridge.event.connect(self._on_event)
+        # Order matters: the bridge emits `jobFinished` before `event`, so the "today"
+        # counter has the job when the status refresh below reads it.
+        self.bridge.jobFinished.connect(self._on_job_finished)
+        self.bridge.event.connect(self._on_any_event)
         #: The one throttled reader of the ledger, for the tray's "today" and the dashboard.
         self.figures = LedgerFigures(
             self.host,
@@ -682,9 +685,10 @@ class AppController(QObject):
 
     # ---- figures -----------------------------------------------------------------------
 
-    def _on_event(self, event: object) -> None:
-        if isinstance(event, JobFinished):
-            self.today.add(event, "sandbox" if self.sandbox else "coordinator")
+    def _on_job_finished(self, event: JobFinished) -> None:
+        self.today.add(event, "sandbox" if self.sandbox else "coordinator")
+
+    def _on_any_event(self, _event: object) -> None:
         self.statusChanged.emit()
 
     @property

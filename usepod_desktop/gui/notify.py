@@ -21,6 +21,7 @@ from typing import Literal
 from PySide6.QtCore import QObject, QTimer
 
 from usepod_desktop.core.events import AgentState, BackendStatusChanged, StateChanged
+from usepod_desktop.core.serving.controller import ServingChanged
 from usepod_desktop.gui.bridge import AgentBridge
 from usepod_desktop.gui.prefs import Prefs
 
@@ -78,7 +79,7 @@ class Notifier(QObject):
     def connect_bridge(self, bridge: AgentBridge) -> None:
         bridge.stateChanged.connect(self.on_state)
         bridge.backendStatusChanged.connect(self.on_backend)
-        bridge.event.connect(self.on_serving)
+        bridge.servingChanged.connect(self.on_serving)
 
     # ---- events
 
@@ -131,12 +132,10 @@ class Notifier(QObject):
                 "info",
             )
 
-    def on_serving(self, event: object) -> None:
+    def on_serving(self, event: ServingChanged) -> None:
         """A `[serving]` rule paused or resumed serving (a pause the user asked for is not
         announced back to them)."""
-        from usepod_desktop.core.serving.controller import ServingChanged
-
-        if not isinstance(event, ServingChanged) or event.manual:
+        if event.manual:
             return
         if event.serving:
             self._send(

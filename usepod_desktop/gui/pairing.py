@@ -117,6 +117,12 @@ class PairingWizard(QDialog):
         self._committing = False
         self.flow: PairingFlow | None = None
         self._setup_error: str | None = None
+        self._flow_handlers: dict[type, Callable[[Any], None]] = {
+            BackendsDetected: self._on_backends_detected,
+            CoordinatorUnreachable: self._on_unreachable,
+            WaitingForApproval: self._on_waiting,
+            CodeExpired: self._on_code_expired,
+        }
         try:
             self.flow = PairingFlow(
                 coordinator_base,
@@ -508,20 +514,30 @@ class PairingWizard(QDialog):
     # ---- flow events (on the loop, which is Qt's thread) -------------------------------
 
     def _on_flow_event(self, event: PairingEvent) -> None:
-        if isinstance(event, BackendsDetected):
-            self._show_backends(event.backends)
-        elif isinstance(event, CoordinatorUnreachable):
-            set_tone(
-                self.code_status,
-                f"Cannot reach {event.url} ({event.detail}); trying again in "
-                f"{max(1, round(event.retry_in))} s...",
-                "warning",
-            )
-        elif isinstance(event, WaitingForApproval):
-            if self.code_status.text().startswith("Cannot reach"):
-                set_tone(self.code_status, "Waiting for you to approve this computer...")
-        elif isinstance(event, CodeExpired):
-            log.info("pair code expired")
+        """Dispatch a flow event by its type (the flow's events are final dataclasses); the
+        types without a handler here (IdentityReady, CodeIssued, Paired) are answered by the
+        coroutine that awaits the flow."""
+        handler = self._flow_handlers.get(type(event))
+        if handler is not None:
+            handler(event)
+
+    def _on_backends_detected(self, event: BackendsDetected) -> None:
+        self._show_backends(event.backends)
+
+    def _on_unreachable(self, event: CoordinatorUnreachable) -> None:
+        set_tone(
+            self.code_status,
+            f"Cannot reach {event.url} ({event.detail}); trying again in "
+            f"{max(1, round(event.retry_in))} s...",
+            "warning",
+        )
+
+    def _on_waiting(self, _event: WaitingForApproval) -> None:
+        if self.code_status.text().startswith("Cannot reach"):
+            set_tone(self.code_status, "Waiting for you to approve this computer...")
+
+    def _on_code_expired(self, _event: CodeExpired) -> None:
+        log.info("pair code expired")
 
     def _tick(self) -> None:
         if self.code is None or self.flow is None:

@@ -213,21 +213,22 @@ async def _headless(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    def show(event: object) -> None:
-        if isinstance(event, StateChanged):
-            print(f"[sandbox] {event.state.label}: {event.reason}", flush=True)
-        elif isinstance(event, JobFinished):
-            o = event.outcome
-            handle = session.coordinator.jobs.get(o.job_id)
-            answer = extract_text(handle.data, o.format).strip() if handle else ""
-            status = "ok" if o.ok else f"{o.error_code}: {o.message}"
-            print(
-                f"[sandbox] job {o.model_id} -> {status}; {o.input_tokens}+{o.output_tokens} "
-                f"tokens in {o.duration_ms} ms: {answer[:80]!r}",
-                flush=True,
-            )
+    def show_state(event: StateChanged) -> None:
+        print(f"[sandbox] {event.state.label}: {event.reason}", flush=True)
 
-    agent.events.subscribe(show)
+    def show_job(event: JobFinished) -> None:
+        o = event.outcome
+        handle = session.coordinator.jobs.get(o.job_id)
+        answer = extract_text(handle.data, o.format).strip() if handle else ""
+        status = "ok" if o.ok else f"{o.error_code}: {o.message}"
+        print(
+            f"[sandbox] job {o.model_id} -> {status}; {o.input_tokens}+{o.output_tokens} "
+            f"tokens in {o.duration_ms} ms: {answer[:80]!r}",
+            flush=True,
+        )
+
+    agent.events.subscribe(StateChanged, show_state)
+    agent.events.subscribe(JobFinished, show_job)
     stop = asyncio.Event()
     from usepod_desktop.core.stopping import install_stop_handlers
 

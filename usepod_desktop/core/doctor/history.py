@@ -31,7 +31,7 @@ class ConnectionHistory:
         history = cls(clock)
         if getattr(agent, "state", None) in CONNECTED:
             history._connected()
-        history._detach = agent.events.subscribe(history.handle)
+        history._detach = agent.events.subscribe(StateChanged, history.handle)
         return history
 
     def detach(self) -> None:
@@ -39,9 +39,7 @@ class ConnectionHistory:
             self._detach()
             self._detach = None
 
-    def handle(self, event: object) -> None:
-        if not isinstance(event, StateChanged):
-            return
+    def handle(self, event: StateChanged) -> None:
         if event.state in CONNECTED:
             if self.connected_since is None:
                 self._connected()
