@@ -4,11 +4,17 @@ builds the agent and the ledger, records every job, and owns their lifecycle."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.conftest import MemoryKeyring
+from tests.pairing_support import probe_ports
+from usepod_desktop.core import paths
+from usepod_desktop.core.backoff import Backoff
 from usepod_desktop.core.config import (
     BackendConfig,
     Config,
@@ -16,14 +22,16 @@ from usepod_desktop.core.config import (
     PricingConfig,
     save_config,
 )
-from usepod_desktop.core.events import JobFinished
+from usepod_desktop.core.events import AgentState, JobFinished
 from usepod_desktop.core.executor import JobOutcome
-from usepod_desktop.core.host import AgentHost, ConfigNotFound, HostOptions
+from usepod_desktop.core.host import Adopted, AgentHost, ConfigNotFound, HostOptions
 from usepod_desktop.core.ledger import Ledger, default_ledger_path
+from usepod_desktop.core.pairing import PairingFlow, PairingResult
 from usepod_desktop.core.protocol import JobDone
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.demo import DEMO_MODEL, SandboxSession
 from usepod_desktop.sandbox.fakes import FakeBackend
+from usepod_desktop.sandbox.pairing import PairingDesk, enable_pairing
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
 T = 15.0
@@ -136,5 +144,138 @@ async def test_load_again_replaces_the_agent_and_keeps_the_ledger(tmp_path: Path
             agent.events.emit(JobFinished(outcome))
         assert ledger.flush(5)
         assert [r.job_id for r in ledger.rows()] == ["new"]  # the replaced agent is detached
+    finally:
+        await host.close()
+
+
+# ---- adopting a pairing (the wizard's "Start serving", through AgentHost.adopt_pairing) ----
+
+
+@pytest.fixture
+async def pairing_desk() -> AsyncIterator[tuple[SandboxCoordinator, PairingDesk, FakeBackend]]:
+    """The sandbox coordinator playing the real one, with its pairing desk and one backend."""
+    coord = SandboxCoordinator(ws_heartbeat=None)
+    coord.announce_sandbox = False
+    desk = enable_pairing(coord)
+    async with coord, FakeBackend("vllm", ["model-a", "model-b"]) as fake:
+        yield coord, desk, fake
+
+
+async def pair(
+    coord: SandboxCoordinator,
+    desk: PairingDesk,
+    fake: FakeBackend,
+    prices: list[tuple[str, int, int]],
+    *,
+    after: int = 0,
+) -> PairingResult:
+    """A real device-flow pairing, approved at the desk with these model prices; it writes
+    the default agent.toml and identity."""
+    flow = PairingFlow(
+        coord.http_url,
+        probe_ports=probe_ports(vllm=fake.port),
+        poll_interval=0.02,
+        backoff=Backoff(initial=0.02, maximum=0.1),
+    )
+    task = asyncio.create_task(flow.run())
+    request = await desk.wait_for_request(T, after=after)
+    desk.approve(request.pair_code, prices)
+    return await asyncio.wait_for(task, T)
+
+
+def prices_of(caps: Any) -> dict[str, int]:
+    return {m["model_id"]: m["input_per_1m"] for m in caps.models}
+
+
+async def test_adopting_a_first_pairing_starts_serving_then_a_new_one_reloads_in_place(
+    pairing_desk: tuple[SandboxCoordinator, PairingDesk, FakeBackend],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    memory_keyring: MemoryKeyring,
+) -> None:
+    coord, desk, fake = pairing_desk
+    monkeypatch.chdir(tmp_path)  # no ./agent.toml: "not paired yet"
+    host = AgentHost()
+    shown: list[Any] = []
+    try:
+        with pytest.raises(ConfigNotFound):
+            await host.load(HostOptions(agent_kwargs={"instance_kind": "tray"}))
+        result = await pair(coord, desk, fake, [("model-b", 250_000, 500_000)])
+        assert result.config_path == paths.default_config_path()
+
+        adopted = await host.adopt_pairing(result, grace=1, on_agent=shown.append)
+
+        assert adopted is Adopted.STARTED
+        agent = host.agent
+        assert agent is not None and shown == [agent]  # told before it started
+        assert agent.config_path == paths.default_config_path()
+        # the usual lookup finds the new file; the ws:// sandbox needs insecure URLs
+        assert host.options.config is None and host.options.allow_insecure
+        assert host.options.agent_kwargs == {"instance_kind": "tray"}  # the rest is kept
+        session = await coord.wait_for_provider(T)
+        assert session.provider_id == result.provider_id
+        caps = await coord.wait_for_capabilities(T)
+        assert prices_of(caps) == {"model-a": 500_000, "model-b": 250_000}
+
+        # Pairing again writes the same agent.toml: the running agent reloads it in place.
+        seen = len(session.capabilities)
+        again = await pair(coord, desk, fake, [("model-a", 100_000, 200_000)], after=1)
+        assert await host.adopt_pairing(again, grace=1, on_agent=shown.append) is (Adopted.RELOADED)
+        assert host.agent is agent and shown == [agent]
+        caps = await coord.wait_for_capabilities(T, after=seen)
+        assert prices_of(caps)["model-a"] == 100_000
+    finally:
+        await host.close()
+
+
+async def test_adopting_stops_an_agent_on_another_file_and_serves_the_new_one(
+    pairing_desk: tuple[SandboxCoordinator, PairingDesk, FakeBackend],
+    tmp_path: Path,
+    memory_keyring: MemoryKeyring,
+) -> None:
+    coord, desk, fake = pairing_desk
+    other = tmp_path / "other.toml"
+    config = Config(
+        coordinator=CoordinatorConfig(url="ws://127.0.0.1:9/ws"),  # nothing listens there
+        pricing=PricingConfig(500_000, 750_000),
+        backends=(),
+        identity_key_path=str(tmp_path / "other.key"),
+    )
+    save_config(config, other, allow_insecure=True)
+    host = AgentHost()
+    shown: list[Any] = []
+    try:
+        old = await host.load(HostOptions(config=other, allow_insecure=True))
+        await host.start()
+        result = await pair(coord, desk, fake, [("model-a", 300_000, 600_000)])
+
+        assert await host.adopt_pairing(result, grace=1, on_agent=shown.append) is (Adopted.STARTED)
+
+        new = host.agent
+        assert new is not None and new is not old and shown == [None, new]
+        assert old.state == AgentState.OFFLINE  # stopped before the new one was built
+        # `--config` was given: it now names the paired file
+        assert host.options.config == paths.default_config_path()
+        assert (await coord.wait_for_provider(T)).provider_id == result.provider_id
+    finally:
+        await host.close()
+
+
+async def test_adopting_in_sandbox_mode_changes_nothing_until_the_next_start(
+    pairing_desk: tuple[SandboxCoordinator, PairingDesk, FakeBackend],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    memory_keyring: MemoryKeyring,
+) -> None:
+    coord, desk, fake = pairing_desk
+    monkeypatch.chdir(tmp_path)
+    host = AgentHost(sandbox=SandboxSession)
+    try:
+        agent = await host.load(HostOptions(sandbox=True))
+        result = await pair(coord, desk, fake, [("model-a", 300_000, 600_000)])
+        shown: list[Any] = []
+        assert await host.adopt_pairing(result, on_agent=shown.append) is Adopted.LATER
+        assert host.agent is agent and shown == []
+        assert host.sandbox_session is not None
     finally:
         await host.close()

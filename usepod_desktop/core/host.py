@@ -10,7 +10,8 @@
   every finished job there (source "sandbox" for the sandbox coordinator's jobs);
 - owns their lifecycle: :meth:`start`, :meth:`stop` (graceful, with a grace period),
   :meth:`close` (flushes and closes the ledger);
-- offers the app-level services the front ends need: start at login, today's ledger figures.
+- offers the app-level services the front ends need: start at login, today's ledger figures,
+  and :meth:`adopt_pairing` (serve with the agent.toml and identity a pairing just wrote).
 
 One host lives as long as the process; :meth:`load` may be called again (after pairing) and
 replaces the agent, keeping the ledger. No Qt here.
@@ -19,9 +20,11 @@ replaces the agent, keeping the ledger. No Qt here.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +35,12 @@ from usepod_desktop.core.events import JobFinished
 if TYPE_CHECKING:  # imported when first used: the tray paints before the agent is built
     from usepod_desktop.core.agent import Agent
     from usepod_desktop.core.ledger import Ledger, Totals
+    from usepod_desktop.core.pairing import PairingResult
     from usepod_desktop.sandbox.demo import SandboxSession
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AgentHost", "ConfigNotFound", "HostOptions"]
+__all__ = ["Adopted", "AgentHost", "ConfigNotFound", "HostOptions"]
 
 
 class ConfigNotFound(ConfigError):
@@ -55,6 +59,17 @@ class HostOptions:
     demo_remote: tuple[str, ...] = ()
     #: Passed on to :class:`Agent` (test seams: intervals, backoff).
     agent_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class Adopted(StrEnum):
+    """What :meth:`AgentHost.adopt_pairing` did."""
+
+    #: Sandbox mode: the new agent.toml is used on the next start.
+    LATER = "later"
+    #: The running agent already used that agent.toml: its config was reloaded in place.
+    RELOADED = "reloaded"
+    #: A new agent was built from the new agent.toml (the previous one stopped) and started.
+    STARTED = "started"
 
 
 class AgentHost:
@@ -196,6 +211,54 @@ class AgentHost:
             self._detach()
             self._detach = None
         self.agent = None
+
+    # ---- pairing -----------------------------------------------------------------------
+
+    async def adopt_pairing(
+        self,
+        result: PairingResult,
+        *,
+        grace: float = 10.0,
+        on_agent: Callable[[Agent | None], None] | None = None,
+    ) -> Adopted:
+        """Serve with what a pairing just wrote (`result`: its agent.toml and identity).
+
+        In sandbox mode nothing changes now (:attr:`Adopted.LATER`). An agent already running
+        on that agent.toml reloads it in place (RELOADED; a new coordinator URL reconnects).
+        Otherwise the running agent, if any, stops (jobs get `grace` seconds), and a new one
+        is built from the new file and started (STARTED); a `ws://` coordinator (a local
+        sandbox paired on purpose) allows insecure URLs. `on_agent` is told when the old agent
+        is gone (None) and the new one is built, before it starts (the GUI shows it then).
+
+        Raises what :meth:`load` and :meth:`start` raise; after a failed reload the running
+        agent keeps its previous config."""
+        from usepod_desktop.core import paths
+
+        if self.options.sandbox:
+            log.info("paired while in sandbox mode: the new agent.toml is used on the next start")
+            return Adopted.LATER
+        agent = self.agent
+        new_path = Path(result.config_path)
+        if agent is not None and agent.config_path is not None:
+            if Path(agent.config_path) == new_path:
+                await agent.reload_config()
+                return Adopted.RELOADED
+        if agent is not None:
+            await self.stop(grace=grace)
+            if on_agent is not None:
+                on_agent(None)
+        options = self.options
+        # Keep the usual lookup (None) when it finds the new file: `--config` is only set
+        # when it was given or the file lives elsewhere (e.g. the wizard was given a path).
+        if new_path != paths.default_config_path() or options.config is not None:
+            options = dataclasses.replace(options, config=new_path)
+        if result.insecure and not options.allow_insecure:
+            options = dataclasses.replace(options, allow_insecure=True)
+        agent = await self.load(options)
+        if on_agent is not None:
+            on_agent(agent)
+        await self.start()
+        return Adopted.STARTED
 
     # ---- app-level services ------------------------------------------------------------
 

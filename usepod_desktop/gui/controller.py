@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from usepod_desktop.core.config import ConfigDraft, load_config_draft
 from usepod_desktop.core.doctor.history import ConnectionHistory
 from usepod_desktop.core.errors import ConfigError, UserFacingError
 from usepod_desktop.core.events import AgentState, JobFinished
-from usepod_desktop.core.host import AgentHost, ConfigNotFound, HostOptions
+from usepod_desktop.core.host import Adopted, AgentHost, ConfigNotFound, HostOptions
 from usepod_desktop.core.money import earnings_nusd, format_amount
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.bridge import AgentBridge
@@ -40,6 +41,7 @@ from usepod_desktop.gui.widgets import APP_TITLE, elide
 if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
     from usepod_desktop.core.ledger import Ledger
+    from usepod_desktop.core.pairing import PairingResult
     from usepod_desktop.gui.dashboard import DashboardWindow
     from usepod_desktop.gui.doctor_window import DoctorWindow
     from usepod_desktop.gui.logview import LogViewer
@@ -302,11 +304,50 @@ class AppController(QObject):
             self.set_problem(AgentState.ERROR, f"the agent could not start: {exc}")
             sys.excepthook(type(exc), exc, exc.__traceback__)
             return
+        await self._serving(agent)
+
+    async def _serving(self, agent: Agent) -> None:
+        """What follows a started agent: the local control channel, the sandbox's demo jobs,
+        the start-at-login and today's figures."""
         await agent.serving.start_control()  # `usepod-desktop pause/resume/status`
         if self.sandbox_session is not None:
-            self.sandbox_session.start_demo_jobs(interval_s=options.demo_interval_s)
+            self.sandbox_session.start_demo_jobs(interval_s=self.options.demo_interval_s)
         await self._refresh_autostart()
         self.refresh_today()
+
+    async def adopt_pairing(self, result: PairingResult) -> None:
+        """The pairing wizard finished: say so, and serve with the new agent.toml and
+        identity (the host decides how: see :meth:`AgentHost.adopt_pairing`). A failed start
+        becomes the displayed state, as in :meth:`start`; a failed reload of the running agent
+        raises (it keeps serving with its previous config)."""
+        self.notifier.paired(result.provider_id)
+        before = self.agent
+        try:
+            adopted = await self.host.adopt_pairing(
+                result, grace=self.options.grace_s, on_agent=self.set_agent
+            )
+        except UserFacingError as exc:
+            if before is not None and self.host.agent is before:
+                raise
+            self.set_agent(None)
+            self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
+            return
+        except Exception as exc:  # a bug: show it, keep the tray alive
+            self.set_agent(None)
+            self.set_problem(AgentState.ERROR, f"the agent could not start: {exc}")
+            sys.excepthook(type(exc), exc, exc.__traceback__)
+            return
+        if adopted is not Adopted.STARTED:
+            return
+        used = self.host.options
+        self.options = dataclasses.replace(
+            self.options,
+            config=None if used.config is None else str(used.config),
+            allow_insecure=self.options.allow_insecure or used.allow_insecure,
+        )
+        agent = self.host.agent
+        if agent is not None:
+            await self._serving(agent)
 
     # ---- what the tray shows -----------------------------------------------------------
 

@@ -22,7 +22,6 @@ qasync loop (:func:`usepod_desktop.gui.tasks.spawn`).
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from html import escape
@@ -630,26 +629,8 @@ def open_pairing_wizard(
 
 
 def _serve_after_pairing(controller: AppController, result: PairingResult) -> None:
-    controller.notifier.paired(result.provider_id)
-    if controller.sandbox:
-        log.info("paired while in sandbox mode: the new agent.toml is used on the next start")
-        return
-
-    async def serve() -> None:
-        agent = controller.agent
-        if agent is not None and agent.config_path == result.config_path:
-            await agent.reload_config()
-            return
-        if agent is not None:
-            await agent.stop(grace=controller.options.grace_s)
-            controller.set_agent(None)
-        options = controller.options
-        if result.config_path != paths.default_config_path() or options.config:
-            options = dataclasses.replace(options, config=str(result.config_path))
-        if result.insecure:  # paired with a ws:// coordinator (a local sandbox) on purpose
-            options = dataclasses.replace(options, allow_insecure=True)
-        await controller.start(options)
-
     tasks.spawn(
-        serve(), name="serve-after-pairing", on_error=lambda error: show_user_error(None, error)
+        controller.adopt_pairing(result),
+        name="serve-after-pairing",
+        on_error=lambda error: show_user_error(None, error),
     )
