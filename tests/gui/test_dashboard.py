@@ -622,8 +622,11 @@ def test_controller_opens_one_dashboard_and_raises_it_again(rig: Rig) -> None:
     action = find_action(menu, "action_dashboard")
     assert action is not None and action.isEnabled()
     action.trigger()
-    rig.until(lambda: isinstance(controller._dashboard, DashboardWindow), what="dashboard")
-    window = controller._dashboard
+    rig.until(
+        lambda: isinstance(controller.windows.get("dashboard"), DashboardWindow), what="dashboard"
+    )
+    window = controller.windows.get("dashboard")
+    assert isinstance(window, DashboardWindow)
     rig.until(lambda: window.reads >= 1, what="read on open")
     assert window.isVisible()
     reads = window.reads

@@ -58,7 +58,7 @@ def test_diagnose_from_the_tray_shows_every_check_with_fix_buttons(
     assert action is not None and action.text() == "Diagnose…"
     connections = len(rig.coordinator.sessions)
     action.trigger()
-    window = rig.controller._doctor
+    window = rig.controller.windows.get("doctor")
     assert window is not None and window.isVisible()
     rig.until(lambda: window.report is not None and not window.running, 20, "the checks")
     rows = _rows(window)
@@ -72,7 +72,7 @@ def test_diagnose_from_the_tray_shows_every_check_with_fix_buttons(
     button = window.fix_buttons["Prices:alpha"]
     assert button.text() == "Open pricing"
     button.click()
-    settings = rig.controller._settings
+    settings = rig.controller.windows.get("settings")
     assert settings is not None and settings.isVisible()
     assert settings.tabs.currentIndex() == 2  # pricing
 

@@ -20,7 +20,6 @@ from usepod_desktop.core import paths
 from usepod_desktop.core.backoff import Backoff
 from usepod_desktop.core.config import load_config
 from usepod_desktop.core.events import AgentState
-from usepod_desktop.gui import pairing as gui_pairing
 from usepod_desktop.gui.pairing import (
     PAGE_BACKENDS,
     PAGE_CODE,
@@ -283,6 +282,6 @@ def test_first_launch_without_agent_toml_pairs_and_starts_serving(
         assert agent is not None and agent.config_path == paths.default_config_path()
         assert identity_mod.load(paths.default_identity_path()).provider_id == session.provider_id
         assert any(title == "Paired" for title, _m, _l in controller.notifications)
-        assert gui_pairing._open_wizards == {}  # closed: the next call opens a fresh one
+        assert controller.windows.get("pairing") is None  # closed: the next call opens anew
     finally:
         run(qloop, controller.shutdown(), 20)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from PySide6.QtCore import QFileSystemWatcher, QObject, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
@@ -37,6 +37,7 @@ from usepod_desktop.gui.figures import LedgerFigures
 from usepod_desktop.gui.notify import Level, Notifier, bubble_text
 from usepod_desktop.gui.prefs import Prefs
 from usepod_desktop.gui.widgets import APP_TITLE, elide
+from usepod_desktop.gui.windows import WindowRegistry, show_window
 
 if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
@@ -107,15 +108,6 @@ class TodayCounter:
         return self.jobs, self.earnings_nusd
 
 
-def show_window(window: QWidget) -> None:
-    """Show, un-minimise and raise a top-level window."""
-    if window.isMinimized():
-        window.showNormal()
-    window.show()
-    window.raise_()
-    window.activateWindow()
-
-
 class AppController(QObject):
     #: Anything the status display depends on changed (state, jobs, today's figures).
     statusChanged = Signal()
@@ -154,11 +146,8 @@ class AppController(QObject):
         self.tray: TrayIcon | None = None
         self._tray_watch: QTimer | None = None
         self.window: StatusWindow | None = None
-        self._settings: SettingsWindow | None = None
-        self._test_job: TestJobDialog | None = None
-        self._log_view: LogViewer | None = None
-        self._dashboard: DashboardWindow | None = None
-        self._doctor: DoctorWindow | None = None
+        #: Settings, dashboard, diagnose, log view, test job and the pairing wizard: one each.
+        self.windows = WindowRegistry()
         #: Connected since / reconnects, for the Diagnose window.
         self.connection_history: ConnectionHistory | None = None
         from usepod_desktop.gui.update_check import UpdateWatcher
@@ -320,6 +309,8 @@ class AppController(QObject):
         identity (the host decides how: see :meth:`AgentHost.adopt_pairing`). A failed start
         becomes the displayed state, as in :meth:`start`; a failed reload of the running agent
         raises (it keeps serving with its previous config)."""
+        if self.stopping:
+            return  # quitting (closing the wizard's last page also means "Start serving")
         self.notifier.paired(result.provider_id)
         before = self.agent
         try:
@@ -529,14 +520,17 @@ class AppController(QObject):
             return None
         from usepod_desktop.gui.settings import SettingsWindow
 
-        if self._settings is None:
-            self._settings = SettingsWindow(self)
-        elif self.agent is None and not self._settings.dirty and not self._settings.saving:
-            self._settings.load()  # the file as it is now
-        if tab is not None:
-            self._settings.select_tab(tab)
-        show_window(self._settings)
-        return self._settings
+        def again(window: SettingsWindow) -> None:
+            if self.agent is None and not window.dirty and not window.saving:
+                window.load()  # the file as it is now
+
+        def select(window: SettingsWindow) -> None:
+            if tab is not None:
+                window.select_tab(tab)
+
+        return self.windows.open(
+            "settings", lambda: SettingsWindow(self), again=again, prepare=select
+        )
 
     def open_test_job(self) -> TestJobDialog | None:
         if self.agent is None:
@@ -544,11 +538,9 @@ class AppController(QObject):
             return None
         from usepod_desktop.gui.test_job import TestJobDialog
 
-        if self._test_job is None:
-            self._test_job = TestJobDialog(self)
-        self._test_job.refresh_models()
-        show_window(self._test_job)
-        return self._test_job
+        return self.windows.open(
+            "test_job", lambda: TestJobDialog(self), prepare=TestJobDialog.refresh_models
+        )
 
     @property
     def needs_pairing(self) -> bool:
@@ -564,21 +556,17 @@ class AppController(QObject):
         """The earnings dashboard: one window, raised and read again when opened again."""
         from usepod_desktop.gui.dashboard import DashboardWindow
 
-        if self._dashboard is None:
-            self._dashboard = DashboardWindow(self)
-        self._dashboard.refresh()
-        show_window(self._dashboard)
-        return self._dashboard
+        return self.windows.open(
+            "dashboard", lambda: DashboardWindow(self), prepare=DashboardWindow.refresh
+        )
 
     def open_doctor(self) -> DoctorWindow:
         """The Diagnose window ("why am I not earning?"): runs the checks each time it opens."""
         from usepod_desktop.gui.doctor_window import DoctorWindow
 
-        if self._doctor is None:
-            self._doctor = DoctorWindow(self)
-        self._doctor.run_checks()
-        show_window(self._doctor)
-        return self._doctor
+        return self.windows.open(
+            "doctor", lambda: DoctorWindow(self), prepare=DoctorWindow.run_checks
+        )
 
     def show_update(self) -> None:
         """What the tray's "Update available" entry shows: the versions and what to do."""
@@ -595,10 +583,7 @@ class AppController(QObject):
     def open_log_view(self) -> LogViewer:
         from usepod_desktop.gui.logview import LogViewer
 
-        if self._log_view is None:
-            self._log_view = LogViewer(open_folder=self.open_log_folder)
-        show_window(self._log_view)
-        return self._log_view
+        return self.windows.open("log_view", lambda: LogViewer(open_folder=self.open_log_folder))
 
     def open_log_folder(self) -> bool:
         directory = paths.log_dir()
@@ -679,17 +664,10 @@ class AppController(QObject):
         if self._tray_watch is not None:
             self._tray_watch.stop()
         try:
-            for window in (
-                self._settings,
-                self._test_job,
-                self._log_view,
-                self._dashboard,
-                self._doctor,
-            ):
-                if window is not None:
-                    window.close()
-            if self._test_job is not None:
-                self._test_job.stop()
+            test_job = self.windows.get("test_job")
+            self.windows.close_all()  # the pairing wizard too (it cancels its flow)
+            if test_job is not None:
+                cast("TestJobDialog", test_job).stop()
             if self.agent is not None:  # the host's, or one set with set_agent
                 await self.agent.stop(grace=self.options.grace_s)
             await self.host.stop(grace=self.options.grace_s)  # and the sandbox session

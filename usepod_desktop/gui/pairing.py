@@ -586,8 +586,6 @@ class PairingWizard(QDialog):
 
 # ------------------------------------------------------------------------------ app hook
 
-_open_wizards: dict[int, PairingWizard] = {}
-
 
 def open_pairing_wizard(
     controller: AppController,
@@ -596,36 +594,32 @@ def open_pairing_wizard(
     config_path: Path | None = None,
     **wizard_options: Any,
 ) -> PairingWizard:
-    """Show the wizard for `controller` (the open one if there is one) and, once paired, start
-    its agent (first run) or reload it from the new agent.toml; the "Paired" notification too.
+    """Show the wizard for `controller` (the open one if there is one: the controller's window
+    registry keeps one per app) and, once paired, start its agent (first run) or reload it
+    from the new agent.toml; the "Paired" notification too.
 
     `coordinator_base` defaults to production; `config_path` to the file the running agent
     uses, else `--config`, else the shared config dir.
     """
-    key = id(controller)
-    existing = _open_wizards.get(key)
-    if existing is not None:
-        existing.show()
-        existing.raise_()
-        existing.activateWindow()
-        return existing
-    agent = controller.agent
-    if config_path is None:
-        if agent is not None and agent.config_path is not None:
-            config_path = Path(agent.config_path)
-        elif controller.options.config:
-            config_path = Path(controller.options.config).expanduser()
-        else:
-            config_path = paths.default_config_path()
-    wizard = PairingWizard(coordinator_base or DEFAULT_COORDINATOR, config_path, **wizard_options)
-    wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-    _open_wizards[key] = wizard
-    wizard.finished.connect(lambda _code: _open_wizards.pop(key, None))
-    wizard.paired.connect(lambda result: _serve_after_pairing(controller, result))
-    wizard.show()
-    wizard.raise_()
-    wizard.activateWindow()
-    return wizard
+
+    def build() -> PairingWizard:
+        path = config_path
+        agent = controller.agent
+        if path is None:
+            if agent is not None and agent.config_path is not None:
+                path = Path(agent.config_path)
+            elif controller.options.config:
+                path = Path(controller.options.config).expanduser()
+            else:
+                path = paths.default_config_path()
+        wizard = PairingWizard(coordinator_base or DEFAULT_COORDINATOR, path, **wizard_options)
+        wizard.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        # finished, not only destroyed (deleted later): the next call opens a fresh wizard
+        wizard.finished.connect(lambda _code: controller.windows.forget(wizard))
+        wizard.paired.connect(lambda result: _serve_after_pairing(controller, result))
+        return wizard
+
+    return controller.windows.open("pairing", build)
 
 
 def _serve_after_pairing(controller: AppController, result: PairingResult) -> None:
