@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 import qasync
-from PySide6.QtCore import QEvent, Qt
+from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QColor, QHelpEvent
 from PySide6.QtWidgets import QApplication, QMenu, QTableWidget, QToolTip
 
@@ -29,8 +29,10 @@ from tests.gui.test_responsiveness import PROMPT, LagMeter
 from usepod_desktop.core.backends.base import UpstreamPrice
 from usepod_desktop.core.events import JobFinished
 from usepod_desktop.core.executor import JobOutcome
+from usepod_desktop.core.host import AgentHost
 from usepod_desktop.core.ledger import Ledger
-from usepod_desktop.gui.controller import AppController, show_window
+from usepod_desktop.gui.bridge import AgentBridge
+from usepod_desktop.gui.controller import AppController
 from usepod_desktop.gui.dashboard import (
     DASH,
     ESTIMATE_TEXT,
@@ -38,7 +40,9 @@ from usepod_desktop.gui.dashboard import (
     RECENT_COLUMNS,
     DashboardWindow,
 )
+from usepod_desktop.gui.figures import LedgerFigures
 from usepod_desktop.gui.widgets import ERROR_COLOUR
+from usepod_desktop.gui.windows import show_window
 
 pytestmark = pytest.mark.gui
 
@@ -635,3 +639,52 @@ def test_controller_opens_one_dashboard_and_raises_it_again(rig: Rig) -> None:
     assert again is window and not window.isMinimized()
     rig.until(lambda: window.reads > reads, what="read again when opened again")
     menu.deleteLater()
+
+
+class SmallModel(QObject):
+    """Only what :class:`DashboardModel` names (no AppController): the window must need no
+    more of the app than that protocol."""
+
+    agentChanged = Signal()
+
+    def __init__(self, ledger: Ledger, *, sandbox: bool) -> None:
+        super().__init__()
+        self.agent: Any = None
+        self.sandbox = sandbox
+        self.host = AgentHost(ledger=ledger)
+        self.bridge = AgentBridge(self)
+        self.figures = LedgerFigures(
+            self.host, self.bridge, sandbox=lambda: self.sandbox, stopping=lambda: False
+        )
+
+    @property
+    def ledger(self) -> Ledger | None:
+        return self.host.ledger
+
+    def gpu_lines(self) -> list[str]:
+        return ["GPU: 40 °C"]
+
+
+def test_the_window_needs_only_the_dashboard_model(
+    qloop: qasync.QEventLoop, ledger: Ledger
+) -> None:
+    data = jobs()
+    record(ledger, data)
+    model = SmallModel(ledger, sandbox=False)
+    window = open_window(qloop, model)  # type: ignore[arg-type]
+    paid = [j for j in data if j.source == "coordinator"]
+    assert window.total_labels[("all_time", "jobs")].text() == str(len(paid))
+    assert window.windowTitle() == "Use Pod earnings"
+    assert window.gpu_label.text() == f"GPU: {DASH}"  # no agent: no GPU lines asked for
+    assert window.live_labels["running"].text() == DASH
+
+    model.sandbox = True  # the app restarted in sandbox mode: the window follows the signal
+    model.agentChanged.emit()
+    until(qloop, lambda: window.windowTitle() == "Use Pod earnings (sandbox)", what="mode")
+    sandbox_jobs = [j for j in data if j.source == "sandbox"]
+    until(
+        qloop,
+        lambda: window.total_labels[("all_time", "jobs")].text() == str(len(sandbox_jobs)),
+        what="the sandbox figures read again",
+    )
+    window.close()

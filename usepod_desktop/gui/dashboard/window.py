@@ -1,115 +1,72 @@
-"""The earnings dashboard: what the ledger recorded (totals per period, estimated earnings per
-day, per model and the last jobs) and the live figures the heartbeats carry.
-
-Two sources, two paces:
-
-- The **ledger** (SQLite on disk) is read by the controller's one
-  :class:`~usepod_desktop.gui.figures.LedgerFigures` (which also reads the tray's "today") in a
-  worker thread, never on the event loop: when the window is opened, on "Refresh", and after
-  `JobFinished` events while it is shown, at most once every :data:`REFRESH_MIN_INTERVAL_S`
-  however many jobs finish. A ledger that cannot be read shows its one-line problem in the
-  window; without a ledger the window says so.
-- The **live figures** (jobs running, tokens/s p50, time to first byte p50/p95, error rate over
-  60 s) come from the agent's snapshot (`Agent.snapshot().live`, in memory), every
-  :data:`LIVE_INTERVAL_MS` while the window is shown; that tick never touches the disk.
-
-Every amount of money is an estimate (the coordinator settles the payout from its own token
-count) and is labelled so; in sandbox mode the window says the figures are demo figures. The
-chart is a small QPainter widget (QtCharts is not part of PySide6-Essentials).
-"""
+"""The earnings dashboard window: the live figures, the totals per period, the chart and the
+tables, read through the app's one ledger reader (see the package docstring)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
-from typing import TYPE_CHECKING, Any
+from datetime import date, tzinfo
+from typing import TYPE_CHECKING
 
-from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, QTimer
-from PySide6.QtGui import (
-    QBrush,
-    QCloseEvent,
-    QColor,
-    QFont,
-    QFontMetricsF,
-    QHelpEvent,
-    QHideEvent,
-    QMouseEvent,
-    QPainter,
-    QPaintEvent,
-    QPalette,
-    QPen,
-    QShowEvent,
-)
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QHideEvent, QShowEvent
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QPushButton,
     QSplitter,
     QStackedWidget,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
-    QToolTip,
     QVBoxLayout,
     QWidget,
 )
 
 from usepod_desktop.core.config import REMOTE_KINDS
 from usepod_desktop.core.ledger import (
-    ESTIMATE_NOTE,
     PERIOD_LABELS,
     PERIODS,
     USE_DEFAULT,
     Dashboard,
-    DayTotals,
     JobRow,
     ModelTotals,
     SourcesArg,
     Totals,
 )
-from usepod_desktop.core.money import NANO_PER_USD, SHARE_PERCENT, format_amount
-from usepod_desktop.core.protocol import HeartbeatFigures
-from usepod_desktop.gui.figures import DAYS, RECENT, REFRESH_MIN_INTERVAL_S, read_dashboard
-from usepod_desktop.gui.icons import app_icon
-from usepod_desktop.gui.widgets import (
-    ERROR_COLOUR,
-    OK_COLOUR,
-    WARN_COLOUR,
-    plain,
-    plain_tooltip,
-    set_tone,
+from usepod_desktop.core.money import SHARE_PERCENT
+from usepod_desktop.gui.dashboard.chart import EarningsChart
+from usepod_desktop.gui.dashboard.model import DashboardModel, LiveFigures, gpu_text, live_figures
+from usepod_desktop.gui.dashboard.tables import (
+    MODEL_COLUMNS,
+    RECENT_COLUMNS,
+    Cell,
+    fill_table,
+    make_table,
 )
+from usepod_desktop.gui.dashboard.text import (
+    DASH,
+    ESTIMATE_TEXT,
+    NO_LEDGER_TEXT,
+    SANDBOX_TEXT,
+    count_text,
+    duration_text,
+    exact_money_text,
+    local_time,
+    money_text,
+    ms_text,
+    outcome_text,
+    rate_text,
+)
+from usepod_desktop.gui.figures import DAYS, RECENT
+from usepod_desktop.gui.icons import app_icon
+from usepod_desktop.gui.widgets import ERROR_COLOUR, OK_COLOUR, WARN_COLOUR, plain, set_tone
 
 if TYPE_CHECKING:
-    from usepod_desktop.core.view import AgentView, ModelView
-    from usepod_desktop.gui.controller import AppController
+    from usepod_desktop.core.view import ModelView
 
-log = logging.getLogger(__name__)
-
-#: Shown when the sensor layer found no GPU and gave no reason.
-NO_GPU_TEXT = "no NVIDIA or AMD GPU sensor"
 #: The live figures (memory only) are refreshed this often while the window is shown.
 LIVE_INTERVAL_MS = 2000
-#: "Estimated: the coordinator settles the payout from its own token count."
-ESTIMATE_TEXT = ESTIMATE_NOTE[:1].upper() + ESTIMATE_NOTE[1:] + "."
-SANDBOX_TEXT = (
-    "Sandbox mode: these are sandbox (demo) figures from the local sandbox coordinator and "
-    "fake backends. Nothing here is paid."
-)
-NO_LEDGER_TEXT = (
-    "No earnings ledger yet.\n\nThe ledger opens when the agent starts; every job it serves "
-    "is then recorded here with its estimated earnings."
-)
-DASH = "—"
-
 #: (key, row label) of the totals grid; its labels are `total_<period>_<key>`.
 TOTAL_ROWS: tuple[tuple[str, str], ...] = (
     ("jobs", "Jobs"),
@@ -127,383 +84,17 @@ LIVE_FIELDS: tuple[tuple[str, str], ...] = (
     ("ttfb_p95", "First byte p95"),
     ("error_rate", "Error rate (60 s)"),
 )
-MODEL_COLUMNS: tuple[str, ...] = (
-    "Model",
-    "Jobs",
-    "Success",
-    "Tokens in",
-    "Tokens out",
-    "Est. earnings",
-    "Median first byte",
-    "Est. upstream cost",
-    "Est. net margin",
-)
-RECENT_COLUMNS: tuple[str, ...] = (
-    "Ended",
-    "Model",
-    "Outcome",
-    "Tokens in",
-    "Tokens out",
-    "First byte",
-    "Duration",
-    "Est. earnings",
-)
-
-
-# ---------------------------------------------------------------------------------------------
-# Text
-
-
-def money_text(nusd: int) -> str:
-    """Nano-USD as dollars, small amounts with enough decimals to be seen (`$0.000312`)."""
-    return format_amount(nusd, places=None)
-
-
-def exact_money_text(nusd: int) -> str:
-    """Nano-USD as exact dollars, 9 decimals (`$0.000312000`), for tooltips."""
-    return format_amount(nusd, places=9)
-
-
-def count_text(n: int) -> str:
-    return f"{n:,}"
-
-
-def rate_text(rate: float | None) -> str:
-    return DASH if rate is None else f"{rate * 100:.1f} %"
-
-
-def ms_text(ms: float | None) -> str:
-    if ms is None:
-        return DASH
-    return f"{ms / 1000:.2f} s" if ms >= 10_000 else f"{ms:.0f} ms"
-
-
-def duration_text(ms: float) -> str:
-    return f"{ms / 1000:.2f} s"
-
-
-def outcome_text(row: JobRow) -> str:
-    """`done`, `error: <code>` or `cancelled`."""
-    if row.outcome == "error":
-        return f"error: {row.error_code}" if row.error_code else "error"
-    return row.outcome
-
-
-def local_time(moment: datetime, tz: tzinfo | None) -> datetime:
-    return moment.astimezone(tz) if tz is not None else moment.astimezone()
-
-
-@dataclass(frozen=True, slots=True)
-class LiveFigures:
-    """What the next heartbeat will report, plus the jobs counted in its 60 s window."""
-
-    figures: HeartbeatFigures
-    jobs_in_window: int
-
-
-def live_figures(view: AgentView | None) -> LiveFigures | None:
-    """The agent's rolling figures from memory (no disk), None without an agent."""
-    if view is None:
-        return None
-    return LiveFigures(view.live, view.jobs_in_window)
-
-
-def gpu_text(controller: AppController) -> str:
-    """The GPU lines of the tray menu (temperature, utilisation, VRAM, power), from the serving
-    rules' last sensor reading; why there are none; or a dash without an agent."""
-    if controller.agent is None:
-        return f"GPU: {DASH}"
-    lines = controller.gpu_lines()
-    if lines:
-        return "\n".join(lines)
-    if controller.agent.serving.snapshot is None:
-        return "GPU: no reading yet"
-    return f"GPU: {NO_GPU_TEXT}"
-
-
-# ---------------------------------------------------------------------------------------------
-# The chart
-
-
-def nice_step(raw: float) -> int:
-    """The smallest 1, 2 or 5 x 10^k (an integer, at least 1) that is >= `raw`."""
-    if raw <= 1:
-        return 1
-    base = 10 ** math.floor(math.log10(raw))
-    for m in (1, 2, 5, 10):
-        if raw <= m * base:
-            return int(m * base)
-    return int(10 * base)  # pragma: no cover - the loop always returns
-
-
-def axis_ticks(max_nusd: int, target: int = 4) -> list[int]:
-    """Gridline values (nano-USD) from 0 to a round top at or above `max_nusd`."""
-    top = max(max_nusd, 0) or 10_000_000  # nothing earned: an axis to one cent
-    step = nice_step(top / target)
-    count = -(-top // step)
-    return [k * step for k in range(count + 1)]
-
-
-def tick_text(nusd: int, step: int) -> str:
-    """An axis label in dollars with as many decimals as the step needs (`$0.005`, `$2`)."""
-    if step >= NANO_PER_USD:
-        decimals = 0
-    else:
-        decimals = max(2, math.ceil(-math.log10(step / NANO_PER_USD) - 1e-9))
-    return format_amount(nusd, places=decimals)
-
-
-class EarningsChart(QWidget):
-    """Bars of estimated earnings per day, a dollar axis, a tooltip per bar.
-
-    What it draws is public: :attr:`days`, :attr:`values_nusd`, :attr:`jobs`, :attr:`ticks`,
-    and :meth:`bar_rects` (the geometry `paintEvent` uses)."""
-
-    BAR_FILL = 0.72  # share of a day's slot the bar takes
-
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.setObjectName("earningsChart")
-        self.setMouseTracking(True)
-        self.setMinimumHeight(150)
-        self.days: list[date] = []
-        self.values_nusd: list[int] = []
-        self.jobs: list[int] = []
-        self.ticks: list[int] = axis_ticks(0)
-        self.hovered: int | None = None
-        self.sandbox = False
-
-    def sizeHint(self) -> QSize:
-        return QSize(640, 220)
-
-    def set_days(self, days: Sequence[DayTotals]) -> None:
-        self.days = [d.day for d in days]
-        self.values_nusd = [max(d.totals.earnings_nusd, 0) for d in days]
-        self.jobs = [d.totals.jobs for d in days]
-        self.ticks = axis_ticks(max(self.values_nusd, default=0))
-        self.hovered = None
-        self.update()
-
-    @property
-    def axis_max(self) -> int:
-        return self.ticks[-1]
-
-    def tick_labels(self) -> list[str]:
-        step = self.ticks[1] - self.ticks[0] if len(self.ticks) > 1 else self.ticks[0] or 1
-        return [tick_text(v, step) for v in self.ticks]
-
-    def _small_font(self) -> QFont:
-        font = QFont(self.font())
-        if font.pointSizeF() > 0:
-            font.setPointSizeF(max(font.pointSizeF() * 0.9, 7.0))
-        return font
-
-    def plot_rect(self) -> QRectF:
-        """The area the bars stand in (axis labels left of it, dates under it)."""
-        metrics = QFontMetricsF(self._small_font())
-        left = max(metrics.horizontalAdvance(t) for t in self.tick_labels()) + 12
-        bottom = metrics.height() + 8
-        top = metrics.height() / 2 + 4
-        width = max(self.width() - left - 10, 1)
-        return QRectF(left, top, width, max(self.height() - top - bottom, 1))
-
-    def bar_rects(self) -> list[QRectF]:
-        """One rectangle per day, oldest first; height proportional to the day's earnings."""
-        plot = self.plot_rect()
-        n = len(self.values_nusd)
-        if n == 0:
-            return []
-        slot = plot.width() / n
-        width = max(slot * self.BAR_FILL, 1.0)
-        rects = []
-        for i, value in enumerate(self.values_nusd):
-            height = plot.height() * value / self.axis_max
-            x = plot.left() + i * slot + (slot - width) / 2
-            rects.append(QRectF(x, plot.bottom() - height, width, height))
-        return rects
-
-    def bar_at(self, x: float) -> int | None:
-        """The day whose slot holds the horizontal position `x`."""
-        plot = self.plot_rect()
-        n = len(self.values_nusd)
-        if n == 0 or not plot.left() <= x < plot.right():
-            return None
-        return min(int((x - plot.left()) / (plot.width() / n)), n - 1)
-
-    def bar_tooltip(self, index: int) -> str:
-        day = self.days[index]
-        what = "demo job(s)" if self.sandbox else "job(s)"
-        return (
-            f"{day:%a %d %b %Y}\n"
-            f"{money_text(self.values_nusd[index])} estimated earnings\n"
-            f"{self.jobs[index]} {what}"
-        )
-
-    # events
-
-    def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ToolTip and isinstance(event, QHelpEvent):
-            index = self.bar_at(event.pos().x())
-            if index is None:
-                QToolTip.hideText()
-                event.ignore()
-            else:
-                QToolTip.showText(event.globalPos(), self.bar_tooltip(index), self)
-            return True
-        return super().event(event)
-
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:
-        index = self.bar_at(event.position().x())
-        if index != self.hovered:
-            self.hovered = index
-            self.update()
-        super().mouseMoveEvent(event)
-
-    def leaveEvent(self, event: QEvent) -> None:
-        if self.hovered is not None:
-            self.hovered = None
-            self.update()
-        super().leaveEvent(event)
-
-    def paintEvent(self, event: QPaintEvent) -> None:
-        painter = QPainter(self)
-        try:
-            self._paint(painter)
-        finally:
-            painter.end()
-
-    def _paint(self, painter: QPainter) -> None:
-        painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
-        palette = self.palette()
-        text = palette.color(QPalette.ColorRole.WindowText)
-        grid = QColor(text)
-        grid.setAlpha(45)
-        muted = QColor(text)
-        muted.setAlpha(150)
-        painter.setFont(self._small_font())
-        metrics = painter.fontMetrics()
-        plot = self.plot_rect()
-
-        # dollar axis and gridlines
-        for value, label in zip(self.ticks, self.tick_labels(), strict=True):
-            y = plot.bottom() - plot.height() * value / self.axis_max
-            painter.setPen(QPen(grid, 1))
-            painter.drawLine(QPointF(plot.left(), y), QPointF(plot.right(), y))
-            painter.setPen(muted)
-            box = QRectF(0, y - metrics.height() / 2, plot.left() - 6, metrics.height())
-            align = Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-            painter.drawText(box, int(align), label)
-
-        # bars
-        bar = palette.color(QPalette.ColorRole.Highlight)
-        hover = bar.lighter(130)
-        painter.setPen(Qt.PenStyle.NoPen)
-        for i, rect in enumerate(self.bar_rects()):
-            if rect.height() <= 0:
-                continue
-            painter.setBrush(QBrush(hover if i == self.hovered else bar))
-            painter.drawRect(rect)
-
-        # axis line and day labels: today and every 7th day before it
-        painter.setPen(QPen(muted, 1))
-        painter.drawLine(QPointF(plot.left(), plot.bottom()), QPointF(plot.right(), plot.bottom()))
-        n = len(self.days)
-        slot = plot.width() / n if n else 0
-        for i, day in enumerate(self.days):
-            if (n - 1 - i) % 7:
-                continue
-            label = "Today" if i == n - 1 else f"{day.day} {day:%b}"
-            width = metrics.horizontalAdvance(label) + 6
-            centre = plot.left() + (i + 0.5) * slot
-            x = min(max(centre - width / 2, plot.left()), self.width() - width)
-            box = QRectF(x, plot.bottom() + 3, width, metrics.height())
-            painter.drawText(box, int(Qt.AlignmentFlag.AlignCenter), label)
-
-        if not any(self.values_nusd):
-            painter.setPen(muted)
-            message = "No estimated earnings in the last 30 days"
-            painter.drawText(plot, int(Qt.AlignmentFlag.AlignCenter), message)
-
-
-# ---------------------------------------------------------------------------------------------
-# Tables
-
-
-class Cell(QTableWidgetItem):
-    """A read-only cell that sorts by `key` (numbers as numbers, missing values first)."""
-
-    def __init__(
-        self,
-        text: str,
-        key: Any = None,
-        *,
-        numeric: bool = False,
-        tooltip: str = "",
-        colour: str | None = None,
-    ) -> None:
-        super().__init__(text)
-        self.key: Any = text if key is None and not numeric else key
-        self.setFlags(Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable)
-        if numeric:
-            self.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-        if tooltip:
-            self.setToolTip(plain_tooltip(tooltip))
-        if colour is not None:
-            self.setForeground(QBrush(QColor(colour)))
-
-    def __lt__(self, other: QTableWidgetItem) -> bool:
-        if isinstance(other, Cell):
-            mine = (self.key is not None, self.key)
-            theirs = (other.key is not None, other.key)
-            try:
-                return bool(mine < theirs)
-            except TypeError:
-                pass
-        return super().__lt__(other)
-
-
-def _table(
-    columns: Sequence[str], name: str, parent: QWidget, *, sort_column: int, stretch_column: int
-) -> QTableWidget:
-    """A read-only, sortable table, sorted by `sort_column` (descending) until the user
-    clicks another header."""
-    table = QTableWidget(0, len(columns), parent)
-    table.setObjectName(name)
-    table.setHorizontalHeaderLabels(list(columns))
-    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-    table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-    table.setAlternatingRowColors(True)
-    table.verticalHeader().setVisible(False)
-    table.setWordWrap(False)
-    table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-    header = table.horizontalHeader()
-    header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-    header.setSectionResizeMode(stretch_column, QHeaderView.ResizeMode.Stretch)
-    header.setSortIndicator(sort_column, Qt.SortOrder.DescendingOrder)
-    return table
-
-
-def _fill(table: QTableWidget, rows: Sequence[Sequence[Cell]]) -> None:
-    table.setSortingEnabled(False)
-    table.setRowCount(len(rows))
-    for r, cells in enumerate(rows):
-        for c, cell in enumerate(cells):
-            table.setItem(r, c, cell)
-    table.setSortingEnabled(True)
-
-
-# ---------------------------------------------------------------------------------------------
-# The window
 
 
 class DashboardWindow(QWidget):
-    """The earnings dashboard (a non-modal top-level window; the controller keeps one)."""
+    """The earnings dashboard (a non-modal top-level window; the window registry keeps one)."""
 
-    def __init__(self, controller: AppController) -> None:
+    def __init__(self, model: DashboardModel) -> None:
         super().__init__()
-        self.controller = controller
-        #: The controller's ledger reader (it owns the throttle).
-        self.figures = controller.figures
+        #: The app as the dashboard sees it (the controller, through a small protocol).
+        self.model = model
+        #: The app's one ledger reader (it owns the throttle).
+        self.figures = model.figures
         self.setObjectName("dashboardWindow")
         self.setWindowIcon(app_icon())
         self.resize(1100, 780)
@@ -573,7 +164,7 @@ class DashboardWindow(QWidget):
 
         self.figures.dashboardReading.connect(self._on_reading)
         self.figures.dashboardChanged.connect(self._on_read)
-        controller.agentChanged.connect(self._on_agent_changed)
+        model.agentChanged.connect(self._on_agent_changed)
         self._apply_mode()
         self.update_live()
         self._show_dashboard(None)
@@ -649,10 +240,10 @@ class DashboardWindow(QWidget):
         self.tabs = QTabWidget(splitter)
         self.tabs.setObjectName("dashboardTabs")
         earnings_column = MODEL_COLUMNS.index("Est. earnings")
-        self.models_table = _table(
+        self.models_table = make_table(
             MODEL_COLUMNS, "modelsTable", self.tabs, sort_column=earnings_column, stretch_column=0
         )
-        self.recent_table = _table(
+        self.recent_table = make_table(
             RECENT_COLUMNS, "recentTable", self.tabs, sort_column=0, stretch_column=1
         )
         self.tabs.addTab(self.models_table, "Per model (all time)")
@@ -667,7 +258,7 @@ class DashboardWindow(QWidget):
 
     @property
     def sandbox(self) -> bool:
-        return bool(self.controller.sandbox)
+        return bool(self.model.sandbox)
 
     def sources(self) -> SourcesArg:
         """Sandbox jobs in sandbox mode, else the ledger's default (coordinator jobs)."""
@@ -689,7 +280,7 @@ class DashboardWindow(QWidget):
         self._show_page()
         task = self.figures.refresh_dashboard()
         if task is None:
-            if self.controller.ledger is None:
+            if self.model.ledger is None:
                 self._set_problem(None)
             return None
         self.read_task = task
@@ -730,7 +321,7 @@ class DashboardWindow(QWidget):
 
     def _show_page(self) -> None:
         """The figures, or the empty state while there is no ledger."""
-        has_ledger = self.controller.ledger is not None
+        has_ledger = self.model.ledger is not None
         self.stack.setCurrentWidget(self.content if has_ledger else self.empty_label)
 
     def _show_dashboard(self, data: Dashboard | None) -> None:
@@ -740,7 +331,7 @@ class DashboardWindow(QWidget):
                 self.updated_label.setText("")
             return
         self.dashboard = data
-        tz = getattr(self.controller.ledger, "tz", None)
+        tz = getattr(self.model.ledger, "tz", None)
         read_at = local_time(data.generated_at, tz)
         self.updated_label.setText(f"Ledger read at {read_at:%H:%M:%S}")
         for period in PERIODS:
@@ -767,7 +358,7 @@ class DashboardWindow(QWidget):
 
     def _byok_models(self) -> dict[str, ModelView]:
         """Models the agent serves now through a BYOK backend (OpenRouter, Venice)."""
-        agent = self.controller.agent
+        agent = self.model.agent
         models = agent.snapshot().models if agent is not None else ()
         return {m.model_id: m for m in models if m.backend in REMOTE_KINDS}
 
@@ -831,7 +422,7 @@ class DashboardWindow(QWidget):
                 cells.append(Cell(DASH, None, numeric=True, tooltip=local))
                 cells.append(Cell(DASH, None, numeric=True, tooltip=local))
             rows.append(cells)
-        _fill(self.models_table, rows)
+        fill_table(self.models_table, rows)
         if not per_model:
             self.models_table.setToolTip("No jobs recorded yet")
         else:
@@ -863,14 +454,14 @@ class DashboardWindow(QWidget):
                     ),
                 ]
             )
-        _fill(self.recent_table, rows)
+        fill_table(self.recent_table, rows)
 
     # ---- live figures ------------------------------------------------------------------
 
     def update_live(self) -> None:
         """Show the agent's rolling figures (memory only, never the disk)."""
         self.live_ticks += 1
-        agent = self.controller.agent
+        agent = self.model.agent
         live = live_figures(agent.snapshot() if agent is not None else None)
         self.live = live
         labels = self.live_labels
@@ -892,9 +483,9 @@ class DashboardWindow(QWidget):
                 at = local_time(f.last_error_at, None)
                 note += f" Last error: {f.last_error_code} at {at:%H:%M:%S}."
             self.live_note.setText(note)
-        self.gpu_label.setText(gpu_text(self.controller))
+        self.gpu_label.setText(gpu_text(self.model))
         # a write problem the ledger reports (memory only: the attribute, not the file)
-        ledger = self.controller.ledger
+        ledger = self.model.ledger
         problem = self.read_problem or (getattr(ledger, "problem", None) if ledger else None)
         self._set_problem(problem)
 
@@ -917,23 +508,3 @@ class DashboardWindow(QWidget):
         self.live_timer.stop()
         self._watch(False)
         super().closeEvent(event)
-
-
-__all__ = [
-    "DASH",
-    "ESTIMATE_TEXT",
-    "LIVE_INTERVAL_MS",
-    "NO_GPU_TEXT",
-    "REFRESH_MIN_INTERVAL_S",
-    "SANDBOX_TEXT",
-    "Cell",
-    "DashboardWindow",
-    "EarningsChart",
-    "LiveFigures",
-    "axis_ticks",
-    "gpu_text",
-    "live_figures",
-    "money_text",
-    "nice_step",
-    "read_dashboard",
-]
