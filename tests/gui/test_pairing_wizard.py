@@ -285,3 +285,39 @@ def test_first_launch_without_agent_toml_pairs_and_starts_serving(
         assert controller.windows.get("pairing") is None  # closed: the next call opens anew
     finally:
         run(qloop, controller.shutdown(), 20)
+
+
+def test_pairing_over_an_invalid_agent_toml_serves_once_and_clears_the_problem(
+    qloop: qasync.QEventLoop, sandbox: Sandbox, memory_keyring: MemoryKeyring
+) -> None:
+    from usepod_desktop.gui.controller import AppController, StartOptions
+
+    path = paths.default_config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("[coordinator]\nurl = 42\n")  # invalid: the app shows it and watches it
+    controller = AppController(open_url=lambda _u: True)
+    controller.show_ui(tray_available=True)
+    run(qloop, controller.start(StartOptions(allow_insecure=True, grace_s=1.0)))
+    assert controller.agent is None and controller.config_problem_path == path
+    try:
+        wizard = open_pairing_wizard(
+            controller,
+            sandbox.coord.http_url,
+            probe_ports=sandbox.ports,
+            flow_options=FLOW,
+            open_url=lambda _u: True,
+        )
+        until(qloop, wizard.next_button.isEnabled, what="the probe")
+        wizard.next_button.click()
+        request = sandbox.request()
+        sandbox.desk.approve(request.pair_code, ["model-a"])
+        until(qloop, lambda: wizard.page == PAGE_DONE, what="the success page")
+        wizard.serve_button.click()
+        until(qloop, lambda: controller.state == AgentState.SERVING, timeout=15, what="serving")
+        assert controller.config_problem_path is None  # the pairing's file replaced it
+        agent = controller.agent
+        # the file watcher of the invalid file is gone: no second start follows
+        assert not controller._reload_timer.isActive() and controller.host.agent is agent
+        assert len(sandbox.coord.sessions) == 1
+    finally:
+        run(qloop, controller.shutdown(), 20)

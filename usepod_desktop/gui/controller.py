@@ -312,6 +312,11 @@ class AppController(QObject):
         if self.stopping:
             return  # quitting (closing the wizard's last page also means "Start serving")
         self.notifier.paired(result.provider_id)
+        if not self.sandbox:
+            # the pairing rewrote agent.toml: an "invalid agent.toml" shown until now is
+            # obsolete, and its watcher must not start a second agent beside the host's
+            self._reload_timer.stop()
+            self._watch_config(None)
         before = self.agent
         try:
             adopted = await self.host.adopt_pairing(
