@@ -4,7 +4,7 @@ dashboard's figures, each read in a worker thread and throttled here, however ma
 - **Today** (the tray's tooltip and menu): read again at most once per
   :data:`TODAY_INTERVAL_MS` after `JobFinished` events; :attr:`LedgerFigures.today` holds the
   last figure and :attr:`LedgerFigures.todayChanged` says it was read.
-- **Dashboard** (gui/dashboard.py): read when a window asks (opened, "Refresh") and after
+- **Dashboard** (gui/dashboard/): read when a window asks (opened, "Refresh") and after
   `JobFinished` events at most once every :data:`REFRESH_MIN_INTERVAL_S`, only while a window
   watches; with none watching an event only marks the figures stale, so the next window shown
   reads them. :attr:`LedgerFigures.dashboardChanged` carries each read's result.
