@@ -3,10 +3,17 @@
 The file is shared with the reference Rust agent (docs/files.md, "agent.toml"), so we read
 exactly its schema and never write keys it would reject. Every validation failure raises
 :class:`ConfigError` with one line that names the field.
+
+The rules live here once (docs/architecture.md, "Config rules"): :func:`config_from_dict`
+applies them and raises on the first problem; :func:`problems` returns every problem of a draft
+with its field path (`backends[1].url`), for `validate`, :func:`save_config` and the settings
+window alike; :func:`check_backend` does the same for one `[[backends]]` entry (the Add/Edit
+backend dialog).
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import os
@@ -36,6 +43,14 @@ MAX_CONCURRENT_RANGE = (1, 256)
 #: million tokens); above it a value is a typo or an attack on the ledger's arithmetic.
 MAX_PRICE_PER_1M = MAX_MICRO
 DEFAULT_MAX_CONCURRENT = 8
+#: Highest markup on a remote backend's upstream price: 10 = 1000 %. Above it a value is a typo
+#: (a percentage written as a fraction's hundredfold, `markup = 5` meant as 5 %) or worse.
+MAX_MARKUP = 10.0
+#: Highest `limits.max_tokens_per_minute`: a trillion tokens a minute is no real limit, a typo.
+MAX_TOKENS_PER_MINUTE = 10**12
+#: What `api_key_env` may hold: an environment variable name (the key's name in the keyring and
+#: the variable read when the keyring has none).
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,13 +265,17 @@ def decode_config_bytes(data: bytes, path: Path) -> str:
         ) from None
 
 
-def parse_config(text: str, *, allow_insecure: bool = False) -> Config:
-    """Parse and validate agent.toml text (docs/files.md, "agent.toml"; the reference's order)."""
+def parse_toml(text: str) -> dict[str, Any]:
+    """agent.toml text as plain dicts and lists; ConfigError when it is not TOML."""
     try:
-        raw = tomlkit.parse(text).unwrap()
+        return dict(tomlkit.parse(text).unwrap())
     except tomlkit.exceptions.ParseError as exc:
         raise ConfigError(f"agent.toml is not valid TOML: {exc}") from None
-    return config_from_dict(raw, allow_insecure=allow_insecure)
+
+
+def parse_config(text: str, *, allow_insecure: bool = False) -> Config:
+    """Parse and validate agent.toml text (docs/files.md, "agent.toml"; the reference's order)."""
+    return config_from_dict(parse_toml(text), allow_insecure=allow_insecure)
 
 
 def config_from_dict(raw: Mapping[str, Any], *, allow_insecure: bool = False) -> Config:
@@ -284,9 +303,14 @@ def config_from_dict(raw: Mapping[str, Any], *, allow_insecure: bool = False) ->
     backends_raw = raw.get("backends", [])
     if not isinstance(backends_raw, list):
         raise ConfigError("backends: expected an array of tables [[backends]]", field="backends")
-    backends = tuple(_backend(entry, i) for i, entry in enumerate(backends_raw))
+    entries = [
+        (i, _backend(entry, i))
+        for i, entry in enumerate(backends_raw)
+        if not isinstance(entry, _SetAside)
+    ]
+    backends = tuple(backend for _, backend in entries)
     seen: dict[tuple[str, str | None], int] = {}
-    for i, backend in enumerate(backends):
+    for i, backend in entries:
         other = seen.get(backend.identity)
         if other is not None:
             what = "api_key_env" if backend.is_remote else "url"
@@ -314,6 +338,12 @@ def config_from_dict(raw: Mapping[str, Any], *, allow_insecure: bool = False) ->
         if tpm is not None and tpm <= 0:
             raise ConfigError(
                 f"limits.max_tokens_per_minute: must be > 0, got {tpm}",
+                field="limits.max_tokens_per_minute",
+            )
+        if tpm is not None and tpm > MAX_TOKENS_PER_MINUTE:
+            raise ConfigError(
+                f"limits.max_tokens_per_minute: must be at most {MAX_TOKENS_PER_MINUTE:_} "
+                "(a trillion); check the number",
                 field="limits.max_tokens_per_minute",
             )
         limits = LimitsConfig(max_concurrent=max_concurrent, max_tokens_per_minute=tpm)
@@ -369,37 +399,129 @@ def load_config_draft(path: Path, *, allow_insecure: bool = False) -> ConfigDraf
 def parse_config_draft(text: str, *, allow_insecure: bool = False) -> ConfigDraft:
     """Read agent.toml text leniently (see :class:`ConfigDraft`). Raises ConfigError only when
     the text is not TOML or a problem names no field that could be set aside."""
-    try:
-        raw: Any = tomlkit.parse(text).unwrap()
-    except tomlkit.exceptions.ParseError as exc:
-        raise ConfigError(f"agent.toml is not valid TOML: {exc}") from None
-    problems: list[ConfigError] = []
-    blank: set[str] = set()  # required fields read as their stand-in, shown empty
+    raw = parse_toml(text)
     coordinator_raw = raw.get("coordinator")
     written_url = coordinator_raw.get("url") if isinstance(coordinator_raw, dict) else None
+    config, found, blank = _repair(raw, allow_insecure=allow_insecure)
+    if config is None:
+        raise found[-1]
+    coordinator, pricing = config.coordinator, config.pricing
+    if "coordinator.url" in blank:  # as written (to correct it), when it is text
+        shown = written_url if isinstance(written_url, str) else ""
+        coordinator = replace(coordinator, url=shown)
+    if "pricing.default_input_per_1m" in blank:
+        pricing = replace(pricing, default_input_per_1m=0)
+    if "pricing.default_output_per_1m" in blank:
+        pricing = replace(pricing, default_output_per_1m=0)
+    return ConfigDraft(config.replace(coordinator=coordinator, pricing=pricing), tuple(found))
+
+
+def _repair(raw: Any, *, allow_insecure: bool) -> tuple[Config | None, list[ConfigError], set[str]]:
+    """Apply the rules to `raw` (changed in place) until it validates: each problem is
+    recorded (once per field path) and its value set aside, so the next rule can speak.
+    Returns the config of what is left (None when a problem could not be set aside: then the
+    last problem is that one), the problems in the order found, and the required fields that
+    were replaced by a stand-in."""
+    found: list[ConfigError] = []
+    tried: set[tuple[str | None, str]] = set()
+    blank: set[str] = set()  # required fields read as their stand-in, shown empty
     for _ in range(_MAX_REPAIRS):
         try:
-            config = config_from_dict(raw, allow_insecure=allow_insecure)
+            return config_from_dict(raw, allow_insecure=allow_insecure), found, blank
         except ConfigError as exc:
-            if any(p.field == exc.field and p.message == exc.message for p in problems):
-                raise  # setting it aside did not help
+            if (exc.field, exc.message) in tried:  # setting it aside did not help
+                return None, [*found, exc], blank
+            tried.add((exc.field, exc.message))
+            if all(p.field != exc.field for p in found):
+                found.append(exc)
             path = _field_path(exc.field or "")
             if not path or not _set_aside(raw, path, blank):
-                raise
-            problems.append(exc)
-            continue
-        coordinator, pricing = config.coordinator, config.pricing
-        if "coordinator.url" in blank:  # as written (to correct it), when it is text
-            shown = written_url if isinstance(written_url, str) else ""
-            coordinator = replace(coordinator, url=shown)
-        if "pricing.default_input_per_1m" in blank:
-            pricing = replace(pricing, default_input_per_1m=0)
-        if "pricing.default_output_per_1m" in blank:
-            pricing = replace(pricing, default_output_per_1m=0)
-        return ConfigDraft(
-            config.replace(coordinator=coordinator, pricing=pricing), tuple(problems)
-        )
-    raise problems[-1]
+                if found[-1] is not exc:
+                    found.append(exc)
+                return None, found, blank
+    return None, found, blank
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One invalid field of a draft: its path (`backends[1].url`,
+    `pricing.models."org/m".input_per_1m`, `serving.schedule[0].start`) and the one-line
+    message, which starts with that path (as :class:`ConfigError` messages do)."""
+
+    path: str
+    message: str
+
+    @property
+    def detail(self) -> str:
+        """The message without its leading `path: ` (to show under the field itself)."""
+        return self.message.removeprefix(f"{self.path}: ")
+
+    @classmethod
+    def of(cls, error: ConfigError) -> ConfigProblem:
+        return cls(error.field or "", error.message)
+
+
+class ConfigProblemsError(ConfigError):
+    """A draft with one or more problems: the message is the first one (one line naming its
+    field, plus "and N more"); :attr:`problems` holds all of them."""
+
+    def __init__(self, problems: list[ConfigProblem]) -> None:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(first.message + more, field=first.path or None)
+        self.problems: tuple[ConfigProblem, ...] = tuple(problems)
+
+
+def problems(
+    draft: Config | Mapping[str, Any], *, allow_insecure: bool = False
+) -> list[ConfigProblem]:
+    """Every problem of `draft` (a Config, or agent.toml's content as a dict: what the settings
+    window collects), each with its field path; [] when it is valid. The rules are those of
+    :func:`config_from_dict`, which raises the first of these."""
+    raw = config_to_dict(draft) if isinstance(draft, Config) else copy.deepcopy(dict(draft))
+    _, found, _ = _repair(raw, allow_insecure=allow_insecure)
+    by_path = {error.field or "": ConfigProblem.of(error) for error in reversed(found)}
+    return [by_path[path] for path in dict.fromkeys(error.field or "" for error in found)]
+
+
+#: Valid values put in place of an invalid required key, so the entry's other keys are checked.
+_BACKEND_STAND_INS = {"url": "http://stand-in.invalid", "api_key_env": "STAND_IN"}
+
+
+def check_backend(entry: Mapping[str, Any], index: int = 0) -> list[ConfigProblem]:
+    """Every problem of one `[[backends]]` entry (a dict of its keys), with paths
+    `backends[<index>].<key>`: what the Add/Edit backend dialog checks before it closes."""
+    raw: dict[str, Any] = {"backends": [None] * index + [copy.deepcopy(dict(entry))]}
+    found: list[ConfigProblem] = []
+    for _ in range(len(BACKEND_KEYS) + 2):
+        try:
+            _backend(raw["backends"][index], index)
+            return found
+        except ConfigError as exc:
+            if all(p.path != exc.field for p in found):
+                found.append(ConfigProblem.of(exc))
+            path = _field_path(exc.field or "")
+            entry_now = raw["backends"][index]
+            stand_in = _BACKEND_STAND_INS.get(path[-1]) if len(path) == 3 else None
+            if stand_in is not None and entry_now.get(path[-1]) != stand_in:
+                entry_now[path[-1]] = stand_in  # required: a valid stand-in, to check the rest
+                continue
+            if len(path) < 3 or not _set_aside(raw, path, set()):
+                return found
+            if isinstance(raw["backends"][index], _SetAside):  # a required key was missing
+                return found
+    return found
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """`config` as agent.toml's content (plain dicts and lists), as :func:`render_config`
+    writes it: `config_from_dict(config_to_dict(c)) == c` for every valid `c`."""
+    return dict(tomlkit.parse(render_config(config)).unwrap())
+
+
+class _SetAside:
+    """An entry of `[[backends]]` or `[[serving.schedule]]` set aside by :func:`_repair`: left
+    out of the config, its place kept so that later entries keep their index."""
 
 
 _REQUIRED: dict[tuple[str | int, ...], Any] = {
@@ -448,7 +570,10 @@ def _set_aside(raw: Any, path: list[str | int], blank: set[str]) -> bool:
         if not present:
             return depth > 0 and _set_aside(raw, path[:depth], blank)
         if depth == len(path) - 1:
-            del node[key]
+            if isinstance(key, int):  # keep the later entries' indexes (and so their paths)
+                node[key] = _SetAside()
+            else:
+                del node[key]
             return True
         node = node[key]
     return False
@@ -535,6 +660,12 @@ def _backend(entry: Any, i: int) -> BackendConfig:
             raise ConfigError(
                 f"{where}.api_key_env: required for kind {kind!r}", field=f"{where}.api_key_env"
             )
+        if not ENV_NAME.fullmatch(api_key_env):
+            raise ConfigError(
+                f"{where}.api_key_env: letters, digits and _ only, not starting with a digit "
+                f"(an environment variable name), got {api_key_env[:80]!r}",
+                field=f"{where}.api_key_env",
+            )
         if url:
             validate_backend_url(url, f"{where}.url")
     markup = entry.get("markup")
@@ -545,6 +676,12 @@ def _backend(entry: Any, i: int) -> BackendConfig:
         if not math.isfinite(markup) or markup < 0:
             raise ConfigError(
                 f"{where}.markup: must be a finite number >= 0", field=f"{where}.markup"
+            )
+        if markup > MAX_MARKUP:
+            raise ConfigError(
+                f"{where}.markup: must be at most {MAX_MARKUP:g} ({MAX_MARKUP:.0%}), got "
+                f"{markup:g} ({markup:.0%}); 0.05 is 5 %",
+                field=f"{where}.markup",
             )
     models = entry.get("models")
     if models is not None:
@@ -653,7 +790,11 @@ def _serving(raw: Mapping[str, Any]) -> ServingConfig:
         gpu_temp_resume_c=t_resume,
         free_gpu_memory_on_pause=free,
         min_switch_s=min_switch,
-        schedule=tuple(_schedule_window(w, i) for i, w in enumerate(windows_raw)),
+        schedule=tuple(
+            _schedule_window(w, i)
+            for i, w in enumerate(windows_raw)
+            if not isinstance(w, _SetAside)
+        ),
     )
 
 
@@ -856,7 +997,8 @@ def remember_loaded(path: Path) -> None:
 def save_config(config: Config, path: str | Path, *, allow_insecure: bool = True) -> None:
     """Write agent.toml atomically (temp file, fsync, rename), keeping comments and layout.
 
-    The rendered text is parsed and validated again before anything touches the disk; on any
+    The rendered text is parsed and validated again before anything touches the disk (every
+    problem of it, see :func:`problems`, in one :class:`ConfigProblemsError`); on any
     failure the previous file is left byte-identical. A symlinked agent.toml is written
     through to its target (the link stays). When this process loaded (or saved) the file
     and it has changed on disk since (another program, an editor, the reference agent), the
@@ -877,7 +1019,11 @@ def save_config(config: Config, path: str | Path, *, allow_insecure: bool = True
         decoded = decode_config_bytes(raw, target)
         existing = decoded.replace("\r\n", "\n").replace("\r", "\n")
     text = render_config(config, existing)
-    reparsed = parse_config(text, allow_insecure=allow_insecure)
+    raw = tomlkit.parse(text).unwrap()
+    found = problems(raw, allow_insecure=allow_insecure)
+    if found:
+        raise ConfigProblemsError(found)
+    reparsed = config_from_dict(raw, allow_insecure=allow_insecure)
     if reparsed != config:
         raise ConfigError("internal error: rendered agent.toml does not match the settings")
     atomic_write_text(target, text)
