@@ -12,7 +12,7 @@ from tests.gui.conftest import Rig
 from usepod_desktop.core.config import ScheduleWindow, ServingConfig, load_config
 from usepod_desktop.core.events import AgentState
 from usepod_desktop.core.serving.sensors import GpuReading, Sensors
-from usepod_desktop.gui.serving_tab import parse_schedule
+from usepod_desktop.gui.settings.serving import parse_schedule
 from usepod_desktop.gui.tray import TrayIcon
 
 pytestmark = pytest.mark.gui

@@ -589,7 +589,7 @@ def _model_aliases(raw: Mapping[str, Any]) -> dict[str, str]:
     aliases: dict[str, str] = {}
     owner: dict[str, str] = {}
     for backend_id, advertised in table.items():
-        where = f"model_aliases.{_quote_key(str(backend_id))}"
+        where = f"model_aliases.{quote_key(str(backend_id))}"
         if not isinstance(advertised, str) or not advertised.strip():
             raise ConfigError(
                 f"{where}: expected the model id to advertise (a string)", field=where
@@ -706,7 +706,7 @@ def _pricing(table: Mapping[str, Any]) -> PricingConfig:
     if not isinstance(raw_models, Mapping):
         raise ConfigError("pricing.models: expected a table", field="pricing.models")
     for model_id, entry in raw_models.items():
-        where = f"pricing.models.{_quote_key(model_id)}"
+        where = f"pricing.models.{quote_key(model_id)}"
         if not isinstance(entry, Mapping):
             raise ConfigError(f"{where}: expected a table", field=where)
         p_in = _int(entry, "input_per_1m", f"{where}.input_per_1m", required=True)
@@ -867,7 +867,8 @@ def _number(
     return value
 
 
-def _quote_key(key: str) -> str:
+def quote_key(key: str) -> str:
+    """A table key as it appears in a field path: bare when it can be, else quoted."""
     return key if key.replace("_", "").replace("-", "").isalnum() else f'"{key}"'
 
 
@@ -1065,6 +1066,11 @@ def _backend_fields(backend: BackendConfig) -> dict[str, Any]:
         "markup": backend.markup,
         "models": list(backend.models) if backend.models is not None else None,
     }
+
+
+def backend_to_dict(backend: BackendConfig) -> dict[str, Any]:
+    """One `[[backends]]` entry as agent.toml holds it (absent keys left out)."""
+    return {key: value for key, value in _backend_fields(backend).items() if value is not None}
 
 
 def _table_identity(table: Any) -> tuple[str, str | None]:

@@ -420,7 +420,7 @@ class AppController(QObject):
         """One line per GPU (temperature, utilisation, VRAM, power), or why there are none."""
         if self.agent is None:
             return []
-        from usepod_desktop.gui.serving_tab import gpu_line
+        from usepod_desktop.gui.settings.serving import gpu_line
 
         status = self.agent.serving.status()
         lines = [gpu_line(g) for g in status.get("gpus") or []]

@@ -6,7 +6,6 @@ docs/architecture.md, qasync rules).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,9 +28,8 @@ from usepod_desktop.core.config import (
     LOCAL_KINDS,
     REMOTE_KINDS,
     BackendConfig,
-    validate_backend_url,
+    check_backend,
 )
-from usepod_desktop.core.errors import ConfigError
 from usepod_desktop.core.kinds import KINDS as KIND_SPECS
 from usepod_desktop.core.money import SHARE_PERCENT, SHARE_TEXT
 from usepod_desktop.gui.widgets import INVALID_STYLE, error_label, mark_invalid, set_error
@@ -44,14 +42,6 @@ DEFAULT_KEY_ENVS: dict[str, str] = {k: KIND_SPECS[k].key_env or "" for k in REMO
 
 #: Called with the candidate entry; returns a message when it duplicates another entry.
 DuplicateCheck = Callable[[BackendConfig], str | None]
-
-
-def _env_name_ok(name: str) -> bool:
-    return (
-        bool(name)
-        and (name[0].isalpha() or name[0] == "_")
-        and all(c.isalnum() or c == "_" for c in name)
-    )
 
 
 class BackendDialog(QDialog):
@@ -149,62 +139,45 @@ class BackendDialog(QDialog):
             self.hint.setText("The local inference server's base URL (no /v1 needed).")
 
     def build(self) -> tuple[BackendConfig | None, bool]:
-        """Validate the fields; returns (entry, ok) and marks what is wrong."""
+        """Read the fields and check them by the core's rules for a `[[backends]]` entry
+        (`core/config.py` `check_backend`); returns (entry, ok) and marks what is wrong."""
         kind = self.selected_kind
         url = self.url.text().strip() or None
         if kind in REMOTE_KINDS:
             url = self.original.url if self.original and self.original.kind == kind else None
         key_env = (self.key_env.text().strip() or None) if kind in REMOTE_KINDS else None
-        ok = True
-        url_problem: str | None = None
-        if kind in LOCAL_KINDS and not url:
-            url_problem = f"a URL is required for {KIND_LABELS[kind]}"
-        elif url and kind in LOCAL_KINDS:
-            try:
-                validate_backend_url(url, "url")
-            except ConfigError:
-                url_problem = "not a valid http(s) URL, e.g. http://localhost:8000"
-        self._mark(self.url, self.url_error, url_problem)
-        ok &= url_problem is None
-
-        key_problem: str | None = None
-        if kind in REMOTE_KINDS:
-            if not key_env:
-                key_problem = "the name the key is stored under, e.g. OPENROUTER_API_KEY"
-            elif not _env_name_ok(key_env):
-                key_problem = "letters, digits and _ only (an environment variable name)"
-        self._mark(self.key_env, self.key_env_error, key_problem)
-        ok &= key_problem is None
-
+        said: dict[str, str] = {}
         markup: float | None = None
-        markup_problem: str | None = None
         text = self.markup.text().strip().rstrip("%").strip()
         if kind in REMOTE_KINDS and text:
             try:
-                value = float(text.replace(",", "."))
+                markup = round(float(text.replace(",", ".")) / 100, 6)
             except ValueError:
-                markup_problem = "a percentage, e.g. 5"
-            else:
-                if not math.isfinite(value) or value < 0:
-                    markup_problem = "a percentage of 0 or more"
-                elif value > 1000:
-                    markup_problem = "more than 1000 %: check the number"
-                else:
-                    markup = round(value / 100, 6)
-        self._mark(self.markup, self.markup_error, markup_problem)
-        ok &= markup_problem is None
-        if not ok:
+                said["markup"] = "a percentage, e.g. 5"
+        fields = {"kind": kind, "url": url, "api_key_env": key_env, "markup": markup}
+        entry = {key: value for key, value in fields.items() if value is not None}
+        for problem in check_backend(entry):
+            said.setdefault(problem.path.rsplit(".", 1)[-1], problem.detail)
+        for key, widget, label in (
+            ("url", self.url, self.url_error),
+            ("api_key_env", self.key_env, self.key_env_error),
+            ("markup", self.markup, self.markup_error),
+        ):
+            self._mark(widget, label, said.get(key))
+        if said:
             return None, False
         models = None
         if self.original is not None and self.original.kind == kind:
             models = self.original.models  # an edit keeps the allow-list
-        entry = BackendConfig(kind=kind, url=url, api_key_env=key_env, markup=markup, models=models)
+        backend = BackendConfig(
+            kind=kind, url=url, api_key_env=key_env, markup=markup, models=models
+        )
         if self.duplicate_check is not None:
-            problem = self.duplicate_check(entry)
+            problem = self.duplicate_check(backend)
             set_error(self.general_error, problem)
             if problem:
                 return None, False
-        return entry, True
+        return backend, True
 
     def accept(self) -> None:
         entry, ok = self.build()

@@ -1,5 +1,8 @@
 """The settings window's "Serving rules" tab: when this computer serves (agent.toml
-`[serving]`), with a live "Now: serving / paused because ..." line and the sensor readings."""
+`[serving]`), with a live "Now: serving / paused because ..." line and the sensor readings.
+
+The schedule box is read here (one window per line, `mon-fri 22:00-07:00`); every rule about
+the values is the core's (`core/config.py`)."""
 
 from __future__ import annotations
 
@@ -22,19 +25,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from usepod_desktop.core.config import (
-    WEEKDAYS,
-    Config,
-    ScheduleWindow,
-    ServingConfig,
-    parse_serving_table,
-)
-from usepod_desktop.core.errors import ConfigError
+from usepod_desktop.core.config import WEEKDAYS, ConfigProblem, ScheduleWindow
 from usepod_desktop.core.serving.sensors import GpuReading
-from usepod_desktop.gui.widgets import error_label, mark_invalid, set_error
+from usepod_desktop.gui.settings.tab import FieldMap, Loaded
+from usepod_desktop.gui.widgets import error_label
 
 if TYPE_CHECKING:
-    from usepod_desktop.gui.settings import SettingsWindow
+    from usepod_desktop.gui.settings.window import SettingsWindow
 
 REFRESH_MS = 2000
 _LINE = re.compile(
@@ -89,9 +86,14 @@ def _days(text: str, number: int) -> list[str]:
 
 
 class ServingTab(QWidget):
-    def __init__(self, window: SettingsWindow) -> None:
+    name = "serving"
+
+    def __init__(self, window: SettingsWindow, fields: FieldMap) -> None:
         super().__init__(window)
         self.window_ = window
+        #: The `[serving]` table the widgets showed when loaded (unchanged: the loaded values
+        #: are kept, e.g. 62.5 °C written by hand, which the spin boxes round).
+        self._loaded_table: dict[str, Any] | None = None
         layout = QVBoxLayout(self)
         self.now = QLabel(self)
         self.now.setObjectName("servingNow")
@@ -186,6 +188,19 @@ class ServingTab(QWidget):
         self.message = error_label(self)
         layout.addWidget(self.message)
         layout.addStretch(1)
+        for path, widget, label in (
+            ("serving.schedule", self.schedule, self.schedule_error),
+            ("serving.pause_when_running", self.processes, self.processes_error),
+            ("serving.gpu_temp_pause_c", self.temp_pause, self.temp_error),
+            ("serving.gpu_temp_resume_c", self.temp_resume, self.temp_error),
+            ("serving.when", self.when, self.message),
+            ("serving.idle_minutes", self.idle_minutes, self.message),
+            ("serving.on_battery", self.on_battery, self.message),
+            ("serving.free_gpu_memory_on_pause", self.free_memory, self.message),
+            ("serving.min_switch_s", self.min_switch, self.message),
+            ("serving", None, self.message),
+        ):
+            fields.register(path, self.name, widget, label)
 
         for signal in (
             self.when.currentIndexChanged,
@@ -208,8 +223,8 @@ class ServingTab(QWidget):
 
     # ---- load / collect
 
-    def load(self, config: Config) -> None:
-        s = config.serving
+    def load(self, loaded: Loaded) -> None:
+        s = loaded.config.serving
         widgets = (
             self.when,
             self.idle_minutes,
@@ -235,22 +250,13 @@ class ServingTab(QWidget):
         for w in widgets:
             w.blockSignals(False)
         self._enable()
-        self.show_error(None)
+        self._loaded_table = self._table()
         self.refresh_now()
 
-    def collect(
-        self, base: ServingConfig
-    ) -> tuple[ServingConfig | None, list[tuple[QWidget | None, str]]]:
-        """The rules as a ServingConfig, or None and the problems (widget, message), each
-        highlighted on its field."""
-        self.show_error(None)
-        try:
-            schedule = parse_schedule(self.schedule.toPlainText())
-        except ValueError as exc:
-            self._mark(self.schedule, self.schedule_error, str(exc))
-            return None, [(self.schedule, f"Schedule: {exc}")]
+    def _table(self) -> dict[str, Any]:
+        """`[serving]` as the widgets show it (the schedule box as text)."""
         names = [n.strip() for n in re.split(r"[,\n]", self.processes.text()) if n.strip()]
-        table: dict[str, Any] = {
+        return {
             "when": self.when.currentData(),
             "idle_minutes": self.idle_minutes.value(),
             "pause_when_running": names,
@@ -259,47 +265,24 @@ class ServingTab(QWidget):
             "gpu_temp_resume_c": self.temp_resume.value(),
             "free_gpu_memory_on_pause": self.free_memory.isChecked(),
             "min_switch_s": self.min_switch.value(),
-            "schedule": schedule,
+            "schedule": self.schedule.toPlainText(),
         }
+
+    def collect(self, draft: dict[str, Any]) -> list[ConfigProblem]:
+        """`[serving]` from the widgets (left as loaded when none changed). A schedule line
+        that cannot be read is a problem here; the rules are the core's."""
+        table = self._table()
+        if table == self._loaded_table:
+            return []
+        base = draft.get("serving") or {}
         try:
-            serving = parse_serving_table(table)
-        except ConfigError as exc:
-            widget = self.show_error(exc.message, exc.field)
-            return None, [(widget, exc.message)]
-        # keep values the widgets round (e.g. 62.5 °C written by hand) when unchanged
-        if _rounded(base) == serving:
-            return base, []
-        return serving, []
-
-    def show_error(self, message: str | None, field: str | None = None) -> QWidget | None:
-        """Show a core error on the field it names (None clears every mark)."""
-        pairs = (
-            (self.schedule, self.schedule_error),
-            (self.processes, self.processes_error),
-            (self.temp_resume, self.temp_error),
-        )
-        if message is None:
-            for widget, label in pairs:
-                self._mark(widget, label, None)
-            set_error(self.message, None)
-            return None
-        field = field or ""
-        if "schedule" in field:
-            widget, label = self.schedule, self.schedule_error
-        elif "pause_when_running" in field:
-            widget, label = self.processes, self.processes_error
-        elif "gpu_temp" in field:
-            widget, label = self.temp_resume, self.temp_error
-        else:
-            set_error(self.message, message)
-            return None
-        self._mark(widget, label, message)
-        return widget
-
-    @staticmethod
-    def _mark(widget: QWidget, label: QLabel, message: str | None) -> None:
-        mark_invalid(widget, message)
-        set_error(label, message)
+            table["schedule"] = parse_schedule(table["schedule"])
+        except ValueError as exc:
+            table["schedule"] = base.get("schedule", [])
+            draft["serving"] = table
+            return [ConfigProblem("serving.schedule", f"serving.schedule: {exc}")]
+        draft["serving"] = table
+        return []
 
     def _enable(self) -> None:
         self.idle_minutes.setEnabled(self.when.currentData() == "idle")
@@ -349,18 +332,6 @@ def sensors_text(status: dict[str, Any]) -> str:
 def gpu_line(g: dict[str, Any]) -> str:
     """One GPU of the serving status, as the tray, the dashboard and this tab show it."""
     return GpuReading.from_status(g).summary(labelled=True)
-
-
-def _rounded(s: ServingConfig) -> ServingConfig:
-    from dataclasses import replace
-
-    return replace(
-        s,
-        gpu_temp_pause_c=float(round(s.gpu_temp_pause_c)),
-        gpu_temp_resume_c=float(round(s.gpu_temp_resume_c)),
-        min_switch_s=float(round(s.min_switch_s)),
-        idle_minutes=round(s.idle_minutes, 1),
-    )
 
 
 def _note(text: str, parent: QWidget | None = None) -> QLabel:
