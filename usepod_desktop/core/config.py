@@ -730,11 +730,6 @@ def _check_price_ceiling(value: int, name: str) -> None:
         )
 
 
-def parse_serving_table(table: Mapping[str, Any]) -> ServingConfig:
-    """Validate a `[serving]` table given as a dict (the settings window builds one)."""
-    return _serving({"serving": table})
-
-
 def _serving(raw: Mapping[str, Any]) -> ServingConfig:
     """Validate `[serving]` (absent: the defaults, i.e. serve always, pause on battery)."""
     if "serving" not in raw:

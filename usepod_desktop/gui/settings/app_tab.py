@@ -19,6 +19,7 @@ class AppTab(QWidget):
     """Start at login and the notification switches: applied at once (not in agent.toml)."""
 
     name = "app"
+    title = "App"
 
     def __init__(self, window: SettingsWindow, fields: FieldMap) -> None:
         super().__init__(window)

@@ -63,6 +63,7 @@ class BackendsTab(QWidget):
 
     COLUMNS = ("Backend", "Status", "Latency", "Models")
     name = "backends"
+    title = "Backends"
 
     def __init__(self, window: SettingsWindow, fields: FieldMap) -> None:
         super().__init__(window)

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 class CoordinatorTab(QWidget):
     name = "coordinator"
+    title = "Coordinator"
 
     def __init__(self, window: SettingsWindow, fields: FieldMap) -> None:
         super().__init__(window)

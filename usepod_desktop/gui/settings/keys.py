@@ -31,6 +31,7 @@ class KeyRow:
 
 class KeysTab(QWidget):
     name = "keys"
+    title = "API keys"
 
     def __init__(self, window: SettingsWindow, fields: FieldMap) -> None:
         super().__init__(window)

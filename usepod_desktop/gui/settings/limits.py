@@ -19,6 +19,7 @@ TPM = "limits.max_tokens_per_minute"
 
 class LimitsTab(QWidget):
     name = "limits"
+    title = "Limits"
 
     def __init__(self, window: SettingsWindow, fields: FieldMap) -> None:
         super().__init__(window)

@@ -85,6 +85,7 @@ class PricingTab(QWidget):
     )
 
     name = "pricing"
+    title = "Pricing"
 
     def __init__(self, window: SettingsWindow, fields: FieldMap) -> None:
         super().__init__(window)

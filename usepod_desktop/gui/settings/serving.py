@@ -87,6 +87,7 @@ def _days(text: str, number: int) -> list[str]:
 
 class ServingTab(QWidget):
     name = "serving"
+    title = "Serving rules"
 
     def __init__(self, window: SettingsWindow, fields: FieldMap) -> None:
         super().__init__(window)

@@ -53,6 +53,8 @@ class SettingsTab(Protocol):
 
     #: The tab's key (`TAB_NAMES` in window.py); its problems select it.
     name: str
+    #: Its title in the window.
+    title: str
 
     def load(self, loaded: Loaded) -> None:
         """Show `loaded` and clear every mark."""

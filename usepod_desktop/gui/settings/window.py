@@ -133,10 +133,9 @@ class SettingsWindow(QWidget):
             self.serving_tab,
             self.app_tab,
         )
-        titles = ("Coordinator", "Backends", "Pricing", "API keys", "Limits", "Serving rules")
-        for tab, title in zip(self.all_tabs, (*titles, "App"), strict=True):
+        for tab in self.all_tabs:
             assert isinstance(tab, QWidget)
-            self.tabs.addTab(tab, title)
+            self.tabs.addTab(tab, tab.title)
         assert tuple(tab.name for tab in self.all_tabs) == TAB_NAMES
         layout.addWidget(self.tabs, 1)
 
