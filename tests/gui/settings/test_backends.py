@@ -7,6 +7,7 @@ import pytest
 
 from tests.gui.conftest import Rig
 from tests.gui.settings.helpers import apply_and_wait_caps, file_of, ids, open_window
+from usepod_desktop.gui.widgets import is_marked
 from usepod_desktop.sandbox.fakes import FakeBackend
 
 pytestmark = pytest.mark.gui
@@ -107,3 +108,45 @@ def test_test_button_reports_health_latency_and_models(rig: Rig) -> None:
     rig.run(rig.fake.set_fail_mode("refuse"))
     tab.test()
     rig.until(lambda: tab.table.item(0, 1).text().startswith("test failed"), what="failure")
+
+
+def test_the_backend_dialog_checks_an_entry_by_the_cores_rules(rig: Rig) -> None:
+    """The dialog has no rules of its own: the markup bound and the key-name syntax are the
+    core's (`check_backend`), every field's problem at once, and it stays open until fixed."""
+    window = open_window(rig)
+    tab = window.backends_tab
+    dialog = tab.add()
+    dialog.kind.setCurrentIndex(dialog.kind.findData("openrouter"))
+    dialog.key_env.setText("1 BAD NAME")
+    dialog.markup.setText("1500 %")
+    dialog.accept()
+    assert tab.dialog is dialog and len(tab.entries) == 1  # still open, nothing added
+    assert is_marked(dialog.key_env) and is_marked(dialog.markup)
+    assert "letters, digits and _" in dialog.key_env_error.text()
+    assert "at most 10 (1000%)" in dialog.markup_error.text()
+    assert "1500%" in dialog.markup_error.text()
+    dialog.markup.setText("abc")  # not a number: read by the dialog itself
+    dialog.accept()
+    assert dialog.markup_error.text() == "a percentage, e.g. 5"
+    dialog.key_env.setText("MY_OPENROUTER_KEY")
+    dialog.markup.setText("1000")  # the bound itself is fine
+    dialog.accept()
+    assert tab.dialog is None and len(tab.entries) == 2
+    added = tab.entries[1]
+    assert (added.kind, added.api_key_env, added.markup) == (
+        "openrouter",
+        "MY_OPENROUTER_KEY",
+        10.0,
+    )
+    key_row = window.keys_tab.rows["MY_OPENROUTER_KEY"]  # the API keys tab follows the draft
+    rig.until(lambda: key_row.status.text() == "not set", what="the new key's status")
+    # a local kind: the URL is required, and must be http(s)
+    dialog = tab.add()
+    dialog.kind.setCurrentIndex(dialog.kind.findData("ollama"))
+    dialog.url.setText("ftp://127.0.0.1:11434")
+    dialog.accept()
+    assert tab.dialog is dialog and "not a valid http(s) URL" in dialog.url_error.text()
+    dialog.url.setText("")
+    dialog.accept()
+    assert "required for kind 'ollama'" in dialog.url_error.text()
+    dialog.reject()
