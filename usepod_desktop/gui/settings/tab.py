@@ -57,7 +57,7 @@ class SettingsTab(Protocol):
     title: str
 
     def load(self, loaded: Loaded) -> None:
-        """Show `loaded` and clear every mark."""
+        """Show `loaded` (the window has cleared every mark before)."""
 
     def collect(self, draft: dict[str, Any]) -> list[ConfigProblem]:
         """Write this tab's part of agent.toml into `draft` (a dict as agent.toml's content);
@@ -166,7 +166,8 @@ class FieldMap:
 
 
 def covered(path: str, by: list[str]) -> bool:
-    """Whether `path` is one of `by`, or inside one of them."""
+    """Whether `path` is one of `by`, lies inside one of them or contains one (a value a tab
+    could not read: the core would only call it missing)."""
     return any(path == p or path in _prefixes(p) or p in _prefixes(path) for p in by)
 
 
