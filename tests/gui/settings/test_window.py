@@ -160,8 +160,10 @@ def test_every_problem_of_a_draft_is_shown_at_once_and_nothing_is_written(rig: R
         "serving.gpu_temp_resume_c",
     ):
         assert f"• {path}: " in text, path
-    errors = window.backends_tab.errors.text().splitlines()
-    assert len(errors) == 2 and "at most 10" in errors[0] and "letters, digits" in errors[1]
+    errors = window.backends_tab.errors.text().splitlines()  # each names its entry
+    assert errors[0].startswith("openrouter (OPENROUTER_API_KEY): markup: must be at most 10")
+    assert errors[1].startswith("venice (NOT A NAME): api_key_env: letters, digits and _")
+    assert len(errors) == 2
     assert window.backends_tab.selected_index() == 1  # the first entry with a problem
     assert window.tabs.currentWidget() is window.coordinator_tab  # the first problem's tab
     assert rig.config_path.read_bytes() == before
@@ -338,6 +340,49 @@ def test_settings_stay_unavailable_for_an_agent_toml_that_is_not_toml(
         assert not settings.isEnabled()
         assert "TOML" in settings.toolTip()
         assert controller.open_settings() is None
+    finally:
+        with contextlib.suppress(Exception):
+            run(qloop, controller.shutdown(), 20)
+
+
+def test_a_draft_of_an_invalid_agent_toml_shows_every_problem_at_once(
+    qloop: qasync.QEventLoop,
+) -> None:
+    """Repair mode: each problem of the file on its tab's widget, all at once; a `[[backends]]`
+    problem names the entry by its index in the file (it may have been left out of the draft)."""
+    from tests.gui.conftest import run, write_config
+    from usepod_desktop.gui.controller import AppController, StartOptions
+
+    controller = AppController(open_url=lambda _u: True)
+    try:
+        path = write_config("ws://127.0.0.1:9/provider/connect", ())
+        bad = path.read_text() + (
+            '\n[[backends]]\nkind = "ollama"\nurl = "ftp://x"\n'
+            '\n[[backends]]\nkind = "openrouter"\napi_key_env = "OPENROUTER_API_KEY"\nmarkup = 50\n'
+            "\n[limits]\nmax_concurrent = 999\nmax_tokens_per_minute = 0\n"
+            "\n[serving]\ngpu_temp_pause_c = 80\ngpu_temp_resume_c = 90\n"
+        )
+        path.write_text(bad)
+        controller.show_ui(tray_available=True)
+        run(qloop, controller.start(StartOptions(allow_insecure=True)))
+        assert controller.agent is None
+        window = controller.open_settings()
+        assert isinstance(window, SettingsWindow)
+        for field in (
+            "backends[0].url",
+            "backends[1].markup",
+            "limits.max_concurrent",
+            "limits.max_tokens_per_minute",
+            "serving.gpu_temp_resume_c",
+        ):
+            assert field in window.load_error.text(), field
+        assert is_marked(window.backends_tab.table)
+        errors = window.backends_tab.errors.text().splitlines()
+        assert errors[0].startswith("backends[0].url: ") and "backends[1].markup: " in errors[1]
+        assert is_marked(window.limits_tab.max_concurrent) and is_marked(window.limits_tab.tpm)
+        assert is_marked(window.serving_tab.temp_resume)
+        assert window.tabs.currentWidget() is window.backends_tab  # the first problem's tab
+        assert path.read_text() == bad
     finally:
         with contextlib.suppress(Exception):
             run(qloop, controller.shutdown(), 20)

@@ -121,7 +121,14 @@ class BackendsTab(QWidget):
         self.errors = error_label(top)
         self.errors.setObjectName("backendProblems")
         top_layout.addWidget(self.errors)
-        fields.register(self.name, self.name, self.table, self.errors, reveal=self._reveal)
+        fields.register(
+            self.name,
+            self.name,
+            self.table,
+            self.errors,
+            reveal=self._reveal,
+            describe=self._describe,
+        )
         self.add_button.clicked.connect(self.add)
         self.edit_button.clicked.connect(self.edit)
         self.remove_button.clicked.connect(self.remove)
@@ -209,6 +216,14 @@ class BackendsTab(QWidget):
 
     def select(self, index: int) -> None:
         self.table.selectRow(index)
+
+    def _describe(self, problem: ConfigProblem) -> str:
+        """`openrouter (KEY): markup: must be at most 10 ...`: which entry, in its own words."""
+        match = re.match(r"backends\[(\d+)\]\.?(.*)", problem.path)
+        if match is None or int(match.group(1)) >= len(self.entries):
+            return problem.message
+        key = f"{match.group(2)}: " if match.group(2) else ""
+        return f"{self.entries[int(match.group(1))].label}: {key}{problem.detail}"
 
     def _reveal(self, path: str) -> None:
         """A problem of `backends[i]...`: select that entry (the first such one)."""

@@ -74,6 +74,9 @@ class _Field:
     name: str
     #: Called with the full path when a problem is shown (e.g. select the backend's row).
     reveal: Callable[[str], None] | None
+    #: The problem's text in this place, when the path's own words do not say enough (which
+    #: backend entry `backends[1]` is).
+    describe: Callable[[ConfigProblem], str] | None
 
 
 _SEGMENT = re.compile(r'\.?(?:"[^"]*"|[^.\["]+)|\[\d+\]')
@@ -103,8 +106,9 @@ class FieldMap:
         *,
         name: str = "",
         reveal: Callable[[str], None] | None = None,
+        describe: Callable[[ConfigProblem], str] | None = None,
     ) -> None:
-        self._fields[path] = _Field(tab, widget, label, name, reveal)
+        self._fields[path] = _Field(tab, widget, label, name, reveal, describe)
 
     def forget(self, prefix: str) -> None:
         """Drop the registrations under `prefix` (rows that are built again)."""
@@ -138,7 +142,10 @@ class FieldMap:
         entry = self._lookup(problem.path)
         if entry is None:
             return None
-        text = f"{entry.name}: {problem.detail}" if entry.name else problem.detail
+        if entry.describe is not None:
+            text = entry.describe(problem)
+        else:
+            text = f"{entry.name}: {problem.detail}" if entry.name else problem.detail
         shown_at = entry.widget if entry.widget is not None else entry.label
         first = shown_at is None or id(shown_at) not in self._said
         if entry.widget is not None:

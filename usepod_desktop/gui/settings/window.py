@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -235,7 +236,12 @@ class SettingsWindow(QWidget):
         )
         self.load_error.setText("\n".join(lines))
         self.load_error.setVisible(True)
-        self.show_problems([ConfigProblem.of(problem) for problem in draft.problems])
+        found = [ConfigProblem.of(problem) for problem in draft.problems]
+        # a `[[backends]]` entry with a problem may have been left out of the draft: its
+        # index in the file is no row of the table, so the problem goes to the table itself
+        self.show_problems(
+            [replace(p, path="backends") if p.path.startswith("backends[") else p for p in found]
+        )
 
     def _agent_changed(self) -> None:
         if self.agent is not None and self.draft is not None and not self.saving:
