@@ -680,7 +680,7 @@ def _backend(entry: Any, i: int) -> BackendConfig:
         if markup > MAX_MARKUP:
             raise ConfigError(
                 f"{where}.markup: must be at most {MAX_MARKUP:g} ({MAX_MARKUP:.0%}), got "
-                f"{markup:g} ({markup:.0%}); 0.05 is 5 %",
+                f"{markup:g} ({markup:.0%}); 0.05 is 5%",
                 field=f"{where}.markup",
             )
     models = entry.get("models")

@@ -6,6 +6,7 @@
     ├── UserFacingError             safe to show as is: `title` + one-line message, no secret
     │   ├── ConfigError             agent.toml missing or invalid; `field` names the field
     │   │   ├── ConfigChangedError  (config.py) agent.toml changed on disk since it was loaded
+    │   │   ├── ConfigProblemsError (config.py) a draft to save has problems; `problems` has all
     │   │   └── ConfigNotFound      (host.py) no agent.toml where the agent looked
     │   ├── IdentityError           the identity key file is unreadable or inconsistent
     │   ├── IdentityInUse           (identity_lock.py) another process serves as this identity
