@@ -133,23 +133,22 @@ class LedgerFigures(QObject):
             return self.today_task
         if self.ledger is None or self._stopping() or not tasks.loop_available():
             return None
-        self.today_task = tasks.spawn(
-            self._read_today(), name="ledger-today", on_error=self._today_failed
-        )
-        return self.today_task
+        task = tasks.spawn(self._read_today(), name="ledger-today", on_error=self._today_failed)
+        task.add_done_callback(self._today_read_ended)
+        self.today_task = task
+        return task
+
+    def _today_read_ended(self, task: asyncio.Task[None]) -> None:
+        if self._today_again and not task.cancelled():
+            self._today_again = False
+            self.refresh_today()  # the read asked for while this one ran
 
     async def _read_today(self) -> None:
         sources = ("sandbox",) if self._sandbox() else ("coordinator",)
-        try:
-            totals = await self.host.ledger_today(sources)
-            if totals is not None:
-                self.today = (totals.done, totals.earnings_nusd)
-            self.todayChanged.emit()
-        finally:
-            if self._today_again:
-                self._today_again = False
-                # scheduled: it runs once this read has ended, so the next one begins
-                asyncio.get_running_loop().call_soon(self.refresh_today)
+        totals = await self.host.ledger_today(sources)
+        if totals is not None:
+            self.today = (totals.done, totals.earnings_nusd)
+        self.todayChanged.emit()
 
     def _today_failed(self, error: UserFacingError) -> None:
         log.warning("today's figures from the ledger: %s", error)
