@@ -293,6 +293,8 @@ def test_format_amount_keeps_small_amounts_visible(nusd: int, text: str) -> None
         ("0.000001", 1),
         ("12", 12_000_000),
         ("100000", 100_000_000_000),
+        ("0", 0),  # agent.toml's "not offered" (a file with it must survive a re-save)
+        ("$0.00", 0),
     ],
 )
 def test_prices_in_dollars_become_micro_usd(text: str, micro: int) -> None:
@@ -305,8 +307,6 @@ def test_prices_in_dollars_become_micro_usd(text: str, micro: int) -> None:
         ("", "enter a price"),
         ("  ", "enter a price"),
         ("abc", "not a number"),
-        ("0", "more than $0"),
-        ("0.00", "more than $0"),
         ("-1", "negative"),
         ("nan", "not a number"),
         ("NaN", "not a number"),

@@ -360,8 +360,9 @@ def format_rate(micro: int | Decimal, *, dollar: bool = True, places: int | None
 def parse_usd_per_1m(text: str) -> MicroPer1M:
     """`"0.50"` -> `500_000`. Accepts a leading `$` and a lone decimal comma (`0,50`).
 
-    Refuses empty text, garbage, NaN/infinity, zero, negatives, more than 6 decimals (the
-    smallest step is one micro-USD) and absurdly large values, each with a short message.
+    Refuses empty text, garbage, NaN/infinity, negatives, more than 6 decimals (the smallest
+    step is one micro-USD) and absurdly large values, each with a short message. Zero is a
+    price, as in agent.toml: the model is not offered (:func:`resolve_price`).
     """
     cleaned = text.strip().replace(" ", "")
     if cleaned.startswith("$"):
@@ -378,10 +379,6 @@ def parse_usd_per_1m(text: str) -> MicroPer1M:
         raise PriceError(f"{text.strip()!r} is not a number (use e.g. 0.50)")
     if value < 0:
         raise PriceError("a price cannot be negative")
-    if value == 0:
-        raise PriceError(
-            "a price must be more than $0 (use the allow-list to stop offering a model)"
-        )
     if value > MAX_MICRO // MICRO_PER_USD:
         raise PriceError("that is more than $100,000 per million tokens; check the number")
     micro = value.scaleb(6, context=_WIDE)  # at most $100,000: never rounded

@@ -86,3 +86,29 @@ def test_a_model_listed_under_a_file_path_can_be_offered_under_another_id(rig: R
     models = apply_and_wait_caps(rig, window)
     assert path_id in ids(models)
     assert "model_aliases" not in file_of(rig)
+
+
+def test_a_zero_price_from_the_file_survives_a_save_and_shows_the_model_is_not_offered(
+    rig: Rig,
+) -> None:
+    """agent.toml may price a model at 0 (not advertised, the reference rule): the window
+    shows that, and saving other settings keeps the 0 instead of refusing it."""
+    window = open_window(rig)
+    pricing = window.pricing_tab
+    pricing.set_price("beta", "0", "0")
+    pricing.check_as_typed()
+    assert not is_marked(pricing.row_edits["beta"][0]) and not pricing.problems.text()
+    models = apply_and_wait_caps(rig, window)
+    assert ids(models) == ["alpha"]  # beta is no longer offered
+    assert file_of(rig)["pricing"]["models"]["beta"] == {"input_per_1m": 0, "output_per_1m": 0}
+    row = next(i for i, r in enumerate(pricing.rows) if r.model_id == "beta")
+    assert "not offered" in pricing.table.item(row, 4).text()
+
+    window.close()  # opened again from the file: the 0 is shown, another change saves
+    window = open_window(rig)
+    assert window.pricing_tab.texts["beta"] == ["0.00", "0.00"]
+    window.limits_tab.max_concurrent.setValue(3)
+    apply_and_wait(window, rig)
+    saved = file_of(rig)
+    assert saved["limits"]["max_concurrent"] == 3
+    assert saved["pricing"]["models"]["beta"] == {"input_per_1m": 0, "output_per_1m": 0}
