@@ -39,7 +39,7 @@ pytestmark = pytest.mark.gui
         ("default_out", "nan"),
         ("default_out", "inf"),
         ("default_in", "0.0000001"),
-        ("override", "0"),
+        ("override", "-2"),
         ("override_half", "1.00"),
         ("tpm", "lots"),
         ("url", "https://api.usepod.ai/provider/connect"),
