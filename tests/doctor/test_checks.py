@@ -20,6 +20,7 @@ from tests.doctor.feeds import FeedServer, closed_port_url, feed_server
 from usepod_desktop import __version__
 from usepod_desktop.cli import main
 from usepod_desktop.core import identity as identity_mod
+from usepod_desktop.core.agent import internals_for_tests
 from usepod_desktop.core.config import (
     BackendConfig,
     Config,
@@ -431,14 +432,14 @@ async def test_live_agent_says_when_the_last_heartbeat_went_out(rig: Rig) -> Non
     await agent.start()
     try:
         await rig.coord.wait_for_heartbeat(10)
-        assert agent.link is not None
+        link = internals_for_tests(agent).link
+        assert link is not None
         age = agent.heartbeat_age_s
         assert age is not None and 0 <= age < 2
         beat = by_name(await run_doctor(DoctorOptions(agent=agent, timeout=5.0)))["heartbeat"]
         assert beat.status == Status.OK
         assert re.fullmatch(r"last heartbeat sent [0-2] s ago \(every 0.3 s\)", beat.reason)
         # heartbeats stop (a long interval from the next one on) and 2 h pass: a warning
-        link = agent.link
         link.heartbeat_interval = 3600
         sent = len(rig.coord.sessions[-1].heartbeats)
         await rig.coord.wait_for_heartbeat(10, after=sent)  # the one already due goes out

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from usepod_desktop.core.discovery import DiscoveryResult
     from usepod_desktop.core.doctor.history import ConnectionHistory
     from usepod_desktop.core.doctor.market import MarketPrices
+    from usepod_desktop.core.view import LinkView
 
 __all__ = [
     "Action",
@@ -497,7 +498,7 @@ class _Run:
 
     async def _handshake_or_live(self, s: str, shown: str, skip: str | None = None) -> None:
         agent = self.o.agent
-        link = getattr(agent, "link", None) if agent is not None else None
+        link = agent.snapshot().link if agent is not None else None
         if link is not None:
             self._live_link(s, link)
             return
@@ -567,11 +568,10 @@ class _Run:
             "live figures need the running app's Diagnose window)",
         )
 
-    def _live_link(self, s: str, link: Any) -> None:
+    def _live_link(self, s: str, link: LinkView) -> None:
         from usepod_desktop.core.doctor.history import format_duration
         from usepod_desktop.core.link import LinkState
 
-        status = link.status
         reconnects = max(0, int(link.sessions) - 1)
         history = self.o.history
         if link.connected:
@@ -594,34 +594,34 @@ class _Run:
                     "running at a drop are lost",
                     "check the network (Wi-Fi, sleep settings, a proxy closing idle connections)",
                 )
-        elif status.state == LinkState.AUTH_FAILED or link.last_auth_failure:
+        elif link.state == LinkState.AUTH_FAILED or link.last_auth_failure:
             self.connected = False
             self.add(
                 s,
                 "handshake",
                 Status.FAIL,
-                f"auth_failed: {link.last_auth_failure or status.detail}",
+                f"auth_failed: {link.last_auth_failure or link.detail}",
                 "pair this computer again",
                 Action.PAIR,
             )
         else:
             self.connected = False
-            retry = f", retrying in {status.retry_in_s:.0f} s" if status.retry_in_s else ""
+            retry = f", retrying in {link.retry_in_s:.0f} s" if link.retry_in_s else ""
             self.add(
                 s,
                 "handshake",
                 Status.FAIL,
-                f"not connected: {status.detail or status.state}{retry}",
+                f"not connected: {link.detail or link.state}{retry}",
                 "see the steps above; the agent keeps retrying by itself",
                 Action.OPEN_SETTINGS_COORDINATOR,
             )
 
-    def _heartbeat(self, s: str, link: Any) -> None:
+    def _heartbeat(self, s: str, link: LinkView) -> None:
         """How long ago the live session's last heartbeat went out (the agent facade's figure).
         Late by more than two intervals: the coordinator may take the session for dead."""
         from usepod_desktop.core.doctor.history import format_duration
 
-        interval = float(getattr(link, "heartbeat_interval", 0) or 0)
+        interval = float(link.heartbeat_interval_s or 0)
         span = f"{interval:.3g} s" if interval < 60 else format_duration(interval)
         every = f"every {span}" if interval else "on a timer"
         age = getattr(self.o.agent, "heartbeat_age_s", None)
