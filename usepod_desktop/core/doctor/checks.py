@@ -353,7 +353,10 @@ class _Run:
         if not any(c.name == "identity" for c in self.report.checks):
             self.add(s, "identity", Status.OK, f"present ({key_path}{mode_note})")
         provider_id = getattr(self.identity, "provider_id", None)
-        if provider_id:
+        link = agent.snapshot().link if agent is not None else None
+        if link is not None and link.sandbox:
+            self._sandbox_session(s, link.connected, link.session_provider_id, link.detail)
+        elif provider_id:
             self.add(s, "paired", Status.OK, f"provider id {provider_id}")
         elif self.config.coordinator.enrollment_code:
             self.add(
@@ -372,6 +375,42 @@ class _Run:
                 "pair this computer: usepod-desktop setup",
                 Action.PAIR,
             )
+
+    def _sandbox_session(
+        self, s: str, connected: bool, provider_id: str | None, detail: str = ""
+    ) -> None:
+        """The "paired" row for a session with a local sandbox coordinator: it needs no
+        pairing and gives a throw-away provider id per session (docs/sandbox.md), so the
+        identity's missing provider id is no failure; the session's state is what matters."""
+        if connected:
+            who = f"provider id {provider_id}" if provider_id else "no provider id"
+            check = Check(
+                s,
+                "paired",
+                Status.OK,
+                sanitize(
+                    f"sandbox session: {who} (the local sandbox's, for this session only; "
+                    "never stored)"
+                ),
+            )
+        else:
+            check = Check(
+                s,
+                "paired",
+                Status.WARN,
+                sanitize(
+                    "sandbox session: not connected now"
+                    + (f" ({detail})" if detail else "")
+                    + "; the local sandbox needs no pairing"
+                ),
+                "see the coordinator checks below; the agent keeps retrying by itself",
+            )
+        checks = self.report.checks
+        for i, old in enumerate(checks):
+            if old.section == s and old.name == "paired":
+                checks[i] = check
+                return
+        checks.append(check)
 
     # ---- 2. coordinator ----------------------------------------------------------------
 
@@ -527,7 +566,7 @@ class _Run:
             )
             return
         try:
-            provider_id = await handshake(
+            provider_id, sandbox = await handshake(
                 self.config.coordinator.url,
                 self.identity,
                 allow_insecure=self.o.allow_insecure,
@@ -559,6 +598,10 @@ class _Run:
             )
             return
         self.connected = True
+        paired = next((c for c in self.report.checks if c.name == "paired"), None)
+        if sandbox and paired is not None and paired.status != Status.OK:
+            # the agent.toml of a sandbox session (`run --sandbox` writes one): no pairing
+            self._sandbox_session("Configuration", True, provider_id)
         who = f" as {provider_id}" if provider_id else ""
         self.add(
             s,
@@ -1031,10 +1074,11 @@ async def handshake(
     *,
     allow_insecure: bool = False,
     timeout: float = NETWORK_TIMEOUT_S,  # noqa: ASYNC109 - also the connect timeout
-) -> str | None:
+) -> tuple[str | None, bool]:
     """One real authentication (auth_challenge -> signed auth_response -> auth_ok), closed
     right after the answer, never with an enrollment code (it must not pair or spend a code).
-    Returns the provider id; raises HandshakeRejected / HandshakeBroken."""
+    Returns the provider id and whether the coordinator is a local sandbox (`"sandbox": true`
+    in auth_ok); raises HandshakeRejected / HandshakeBroken."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
@@ -1074,7 +1118,7 @@ async def handshake(
                 if isinstance(frame, protocol.AuthFailed):
                     raise HandshakeRejected(sanitize(frame.reason, 200) or "(no reason given)")
                 if isinstance(frame, protocol.AuthOk):
-                    return frame.provider_id
+                    return frame.provider_id, frame.sandbox
                 if not isinstance(frame, protocol.UnknownFrame):
                     raise HandshakeBroken(f"expected auth_ok, got {type(frame).__name__}")
     except (HandshakeRejected, HandshakeBroken):
