@@ -1083,7 +1083,8 @@ async def handshake(
     from websockets.exceptions import WebSocketException
 
     from usepod_desktop.core import protocol
-    from usepod_desktop.core.link import _describe, default_ssl_context
+    from usepod_desktop.core.link import default_ssl_context
+    from usepod_desktop.core.link_session import describe_failure
 
     parts = urlsplit(url)
     if parts.scheme == "ws" and not allow_insecure:
@@ -1128,7 +1129,7 @@ async def handshake(
     except protocol.FrameError as exc:
         raise HandshakeBroken(sanitize(f"malformed frame during the handshake: {exc}")) from None
     except (OSError, WebSocketException) as exc:
-        raise HandshakeBroken(sanitize(_describe(exc))) from None
+        raise HandshakeBroken(sanitize(describe_failure(exc))) from None
 
 
 # ------------------------------------------------------------------------- helpers
