@@ -167,11 +167,11 @@ async def test_bad_requests_get_one_line_errors(short_runtime_dir: Path) -> None
         pricing=PricingConfig(500_000, 750_000),
     )
     agent = Agent(config, allow_insecure=True)
-    server = ControlServer(agent, str(short_runtime_dir / "c.sock"))
+    server = ControlServer(agent.serving, str(short_runtime_dir / "c.sock"))
     assert await server.start()
     try:
         # a second server on the same path refuses to steal the socket
-        assert not await ControlServer(agent, server.address).start()
+        assert not await ControlServer(agent.serving, server.address).start()
         for line, needle in [
             (b"not json\n", "not JSON"),
             (b"[1]\n", "JSON object"),
@@ -201,7 +201,7 @@ async def test_bad_requests_get_one_line_errors(short_runtime_dir: Path) -> None
     s = socket_mod.socket(socket_mod.AF_UNIX)
     s.bind(str(stale))
     s.close()
-    server = ControlServer(agent, str(stale))
+    server = ControlServer(agent.serving, str(stale))
     assert await server.start()
     answer = await asyncio.to_thread(request, {"cmd": "status"}, address=str(stale))
     assert answer["ok"] and answer["status"]["state"] == "offline"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from usepod_desktop.core.agent import Agent
+from usepod_desktop.core.agent import Agent, internals_for_tests
 from usepod_desktop.core.config import load_config
 from usepod_desktop.core.identity_lock import IdentityInUse, IdentityLock
 
@@ -44,7 +44,9 @@ async def test_two_agents_on_one_identity(tmp_path: Path, reference_toml: str) -
     try:
         with pytest.raises(IdentityInUse, match=r"the service \(pid \d+\) is already serving"):
             await second.start()
-        assert second.identity is None and second.link is None  # it never connected
+        assert (
+            second.identity is None and internals_for_tests(second).link is None
+        )  # it never connected
     finally:
         await first.stop(grace=0.1)
     await second.start()  # the first one stopped: the identity is free

@@ -11,17 +11,18 @@ import socket
 import sys
 from pathlib import Path
 
-from usepod_desktop.core.link import _describe
+from usepod_desktop.core.link_session import describe_failure
 
 
 def test_errors_read_like_pairing_not_like_python() -> None:
     gai = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    assert _describe(gai) == "cannot resolve host name"
-    assert _describe(ConnectionRefusedError(errno.ECONNREFUSED, "refused")) == "connection refused"
+    assert describe_failure(gai) == "cannot resolve host name"
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    assert describe_failure(refused) == "connection refused"
     unreachable = OSError(errno.ENETUNREACH, "Network is unreachable")
-    assert _describe(unreachable) == "host unreachable"
+    assert describe_failure(unreachable) == "host unreachable"
     for exc in (gai, unreachable):
-        assert "Errno" not in _describe(exc) and "gaierror" not in _describe(exc)
+        assert "Errno" not in describe_failure(exc) and "gaierror" not in describe_failure(exc)
 
 
 async def test_run_logs_each_reconnect_once(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from tests.doctor.feeds import FeedServer, closed_port_url, feed_server
 from usepod_desktop import __version__
 from usepod_desktop.cli import main
 from usepod_desktop.core import identity as identity_mod
+from usepod_desktop.core.agent import internals_for_tests
 from usepod_desktop.core.config import (
     BackendConfig,
     Config,
@@ -108,6 +109,7 @@ async def rig(tmp_path: Path, feeds: FeedServer) -> AsyncIterator[Rig]:
         SandboxCoordinator(ws_heartbeat=None) as coord,
         FakeBackend("vllm", ["Qwen/Qwen3-8B"]) as fake,
     ):
+        coord.announce_sandbox = False  # playing the real coordinator (no "sandbox": true)
         coord.provider_ids[ident.public_key_b64] = "prov_doctor"
         ident.set_provider_id("prov_doctor")
         r = Rig(coord, fake, feeds, tmp_path, key_path)
@@ -431,14 +433,14 @@ async def test_live_agent_says_when_the_last_heartbeat_went_out(rig: Rig) -> Non
     await agent.start()
     try:
         await rig.coord.wait_for_heartbeat(10)
-        assert agent.link is not None
+        link = internals_for_tests(agent).link
+        assert link is not None
         age = agent.heartbeat_age_s
         assert age is not None and 0 <= age < 2
         beat = by_name(await run_doctor(DoctorOptions(agent=agent, timeout=5.0)))["heartbeat"]
         assert beat.status == Status.OK
         assert re.fullmatch(r"last heartbeat sent [0-2] s ago \(every 0.3 s\)", beat.reason)
         # heartbeats stop (a long interval from the next one on) and 2 h pass: a warning
-        link = agent.link
         link.heartbeat_interval = 3600
         sent = len(rig.coord.sessions[-1].heartbeats)
         await rig.coord.wait_for_heartbeat(10, after=sent)  # the one already due goes out
@@ -571,3 +573,61 @@ async def test_unpaired_with_an_enrollment_code_does_not_spend_it(rig: Rig) -> N
     rig.write(rig.base_config())
     checks = by_name(await rig.doctor())
     assert checks["handshake"].reason == "auth_failed: enrollment code required"
+
+
+def _unpaired(rig: Rig) -> None:
+    """A fresh identity without a provider id, no enrollment code (a sandbox's), and the
+    coordinator a sandbox that says so."""
+    rig.coord.announce_sandbox = True
+    rig.key_path.unlink()
+    identity_mod.create(rig.key_path)
+    rig.write(rig.base_config())
+
+
+async def test_live_agent_on_a_sandbox_says_the_session_s_state_not_unpaired(rig: Rig) -> None:
+    """The sandbox needs no pairing: while the agent is connected to one, "paired" shows the
+    session's throw-away provider id, not a "not paired" FAIL; once the session is gone it
+    says so (a warning, not a pairing failure)."""
+    from usepod_desktop.core.agent import Agent
+    from usepod_desktop.core.events import AgentState, StateChanged
+
+    _unpaired(rig)
+    agent = Agent(rig.config, config_path=rig.config_path, allow_insecure=True)
+    states: asyncio.Queue[StateChanged] = asyncio.Queue()
+    agent.events.subscribe(StateChanged, states.put_nowait)
+    await agent.start()
+    try:
+        session = await rig.coord.wait_for_provider(10)
+        await rig.coord.wait_for_capabilities(10)
+        report = await run_doctor(DoctorOptions(agent=agent, timeout=5.0))
+        paired = by_name(report)["paired"]
+        assert paired.status == Status.OK, report.render()
+        assert paired.reason == (
+            f"sandbox session: provider id {session.provider_id} (the local sandbox's, for "
+            "this session only; never stored)"
+        )
+        assert [c.name for c in report.checks].count("paired") == 1
+        # the sandbox refuses the next session: said as the session's state
+        rig.coord.reject_auth = "sandbox closed for the test"
+        await rig.coord.kick()
+        while agent.state not in (AgentState.ERROR, AgentState.NEEDS_PAIRING):
+            await asyncio.wait_for(states.get(), 10)
+        paired = by_name(await run_doctor(DoctorOptions(agent=agent, timeout=5.0)))["paired"]
+        assert paired.status == Status.WARN
+        assert paired.reason.startswith("sandbox session: not connected now (")
+        assert "sandbox closed for the test" in paired.reason
+    finally:
+        await agent.stop(grace=0.1)
+
+
+async def test_standalone_doctor_on_a_sandbox_s_agent_toml_is_no_pairing_failure(rig: Rig) -> None:
+    _unpaired(rig)
+    report = await rig.doctor()
+    paired = by_name(report)["paired"]
+    assert paired.status == Status.OK, report.render()
+    assert paired.reason.startswith("sandbox session: provider id prov_")
+    assert by_name(report)["handshake"].status == Status.OK
+    # a real coordinator (no "sandbox": true) with the same identity: still not paired
+    rig.coord.announce_sandbox = False
+    paired = by_name(await rig.doctor())["paired"]
+    assert paired.status == Status.FAIL and paired.reason.startswith("not paired")

@@ -19,6 +19,7 @@ from tests.integration.conftest import AgentFactory, make_config
 from usepod_desktop import PROTOCOL_VERSION, __version__
 from usepod_desktop.core import identity as identity_mod
 from usepod_desktop.core import protocol
+from usepod_desktop.core.agent import internals_for_tests
 from usepod_desktop.core.backoff import Backoff
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.events import AgentState
@@ -337,7 +338,7 @@ async def test_link_records_when_each_heartbeat_went_out(
         make_config(coordinator.url, [vllm(fake)], tmp_path), heartbeat_interval=0.2
     )
     await coordinator.wait_for_heartbeat(10)
-    link = agent.link
+    link = internals_for_tests(agent).link
     assert link is not None
     first = link.last_heartbeat_sent_at
     assert first is not None and start <= first <= time.monotonic()
@@ -402,7 +403,8 @@ async def test_a_sandbox_coordinator_is_recorded_as_sandbox_and_never_names_the_
             agent.events.subscribe(JobFinished, job_recorder(ledger))  # as AgentHost does
             session = await coord.wait_for_provider(10)
             await coord.wait_for_capabilities(10)
-            assert agent.link is not None and agent.link.sandbox
+            link = agent.snapshot().link
+            assert link is not None and link.sandbox
             # the session's id is shown for what it is (Settings), never stored
             assert agent.sandbox_provider_id == session.provider_id
             assert agent.provider_id == "prov_real"
@@ -438,8 +440,7 @@ async def test_a_model_listed_under_a_file_path_is_advertised_under_its_alias(
         agent = await start_agent(config)
         caps = await coordinator.wait_for_capabilities(10)
         assert [m["model_id"] for m in caps.models] == [path_id]
-        assert agent.discovery is not None
-        warning = agent.discovery.reports[0].warnings
+        warning = agent.snapshot().reports[0].warnings
         assert path_id_warning(path_id) in warning
         assert '[model_aliases] "' in warning[0] and '= "SmolLM2-135M-Q8_0"' in warning[0]
 
@@ -448,7 +449,7 @@ async def test_a_model_listed_under_a_file_path_is_advertised_under_its_alias(
         caps = await coordinator.wait_for_capabilities(10, after=1)
         assert [m["model_id"] for m in caps.models] == ["SmolLM2-135M-Q8_0"]
         assert caps.models[0]["input_per_1m"] == 500_000
-        assert agent.discovery.reports[0].warnings == []
+        assert agent.snapshot().reports[0].warnings == []
         handle = await coordinator.dispatch("SmolLM2-135M-Q8_0", CHAT)
         assert isinstance(await handle.wait(10), protocol.JobDone)
         assert fake.requests[-1].json["model"] == path_id  # the backend's own id

@@ -21,6 +21,7 @@ import pytest
 from tests.integration.conftest import AgentFactory, make_config
 from tests.integration.wire_coordinator import WireCoordinator
 from usepod_desktop.core import link as link_mod
+from usepod_desktop.core.agent import internals_for_tests
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.sandbox.fakes import FakeBackend
 
@@ -47,8 +48,9 @@ async def test_a_coordinator_that_stops_reading_gets_bounded_buffers_then_a_reco
         config = make_config(coord.url, [BackendConfig(kind="vllm", url=fake.url)], tmp_path)
         agent = await start_agent(config)
         session = await coord.session(1)
-        assert agent.link is not None and agent.link._ws is not None
-        ws = agent.link._ws
+        link = internals_for_tests(agent).link
+        assert link is not None and link._ws is not None
+        ws = link._ws
         # small kernel buffers on the coordinator's side too, so the flood blocks early
         ws_sock = ws.transport.get_extra_info("socket")
         ws_sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
@@ -93,7 +95,8 @@ async def test_a_coordinator_that_stops_reading_gets_bounded_buffers_then_a_reco
 
         # the session cannot send for SEND_STALL_TIMEOUT_S: dropped, then a new one serves
         second = await coord.session(2, timeout=20)
-        assert agent.link.stalled_sessions == 1
+        view = agent.snapshot().link
+        assert view is not None and view.stalled_sessions == 1
         fake.output_tokens = 4
         probe = str(uuid.uuid4())
         await second.send({"type": "job", "job_id": probe, "model_id": "m", "request": CHAT})

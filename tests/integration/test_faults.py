@@ -34,7 +34,7 @@ import pytest
 from tests.integration.conftest import FAST_BACKOFF, AgentFactory, make_config
 from usepod_desktop.core import executor as executor_mod
 from usepod_desktop.core import protocol
-from usepod_desktop.core.agent import Agent
+from usepod_desktop.core.agent import Agent, internals_for_tests
 from usepod_desktop.core.backends import JobRequest, build_backend
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.events import AgentState, JobFinished
@@ -154,7 +154,7 @@ async def test_coordinator_killed_with_16_jobs_streaming_reconnects_and_leaks_no
         session = await coordinator.wait_for_provider(10)
         provider_id = session.provider_id
         await coordinator.wait_for_capabilities(10, provider=session)
-        backend = agent.pool.backends[0]
+        backend = internals_for_tests(agent).pool.backends[0]
         snapshots: list[Resources] = []
         reconnect_s: list[float] = []
         for cycle in range(CYCLES):

@@ -15,7 +15,7 @@ import pytest
 
 from tests.integration.conftest import FAST_BACKOFF, make_config
 from usepod_desktop.core import protocol
-from usepod_desktop.core.agent import Agent
+from usepod_desktop.core.agent import Agent, internals_for_tests
 from usepod_desktop.core.backoff import Backoff
 from usepod_desktop.core.config import BackendConfig, Config, ServingConfig, save_config
 from usepod_desktop.core.events import AgentState
@@ -271,7 +271,7 @@ async def test_health_ok_but_model_list_failing_does_not_rediscover_every_tick(
             backend_interval=3600.0,  # the test drives the checks itself
         )
         assert ids(await coordinator.wait_for_capabilities(10)) == ["a"]
-        backend = agent.pool.backends[0]
+        backend = internals_for_tests(agent).pool.backends[0]
 
         async def broken() -> Any:
             raise BackendError(ErrorCode.INTERNAL, "model list failed")
@@ -279,7 +279,7 @@ async def test_health_ok_but_model_list_failing_does_not_rediscover_every_tick(
         backend.list_models = broken  # type: ignore[method-assign]
         await agent.rediscover()
         assert ids(await coordinator.wait_for_capabilities(10, after=1)) == []
-        assert agent.discovery is not None and agent.discovery.reports[0].status == "error"
+        assert agent.snapshot().reports[0].status == "error"
         passes: list[object] = []
         agent.events.subscribe(
             lambda e: passes.append(e) if type(e).__name__ == "DiscoveryCompleted" else None

@@ -25,6 +25,7 @@ import psutil
 
 from tests.integration.conftest import AgentFactory, make_config
 from usepod_desktop.core import protocol
+from usepod_desktop.core.agent import internals_for_tests
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.events import JobFinished
 from usepod_desktop.core.ledger import Ledger, job_recorder
@@ -118,7 +119,7 @@ async def test_ten_thousand_jobs_one_terminal_each_bounded_memory_consistent_led
             return time.monotonic() - started
 
         async def snapshot() -> Snapshot:
-            assert await agent.executor.wait_idle(5)
+            assert await internals_for_tests(agent).executor.wait_idle(5)
             await asyncio.sleep(0.6)  # late frames would land; the send watchdog (0.5 s tick) ends
             gc.collect()
             idle = _established_to(fake.port or 0)

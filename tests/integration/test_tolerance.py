@@ -284,4 +284,5 @@ async def test_admission_refusals_stay_out_of_the_heartbeat_error_rate(
         heartbeat = (await session.wait_for(lambda: session.of_type("heartbeat")[seen:]))[0]
     assert heartbeat["error_rate_60s"] == 0.0
     assert heartbeat["last_error_code"] is None and heartbeat["last_error_at"] is None
-    assert agent.stats.total_refused == 4 and agent.stats.total_errors == 0
+    totals = agent.snapshot().totals
+    assert totals.refused == 4 and totals.errors == 0

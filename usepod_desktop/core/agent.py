@@ -3,6 +3,10 @@
 It owns the config, the identity, the backend pool and discovery, the coordinator link and the
 executor; it derives one observable state (offline, connecting, serving, no models offered,
 paused, error, needs pairing) and publishes events on :attr:`Agent.events`. No Qt here.
+
+The working parts are private: readers take :meth:`Agent.snapshot` (core/view.py), the serving
+controller gets a `ServedAgent` (core/serving/controller.py), tests reach the parts through
+:func:`internals_for_tests` (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from usepod_desktop.core import identity as identity_mod
 from usepod_desktop.core import protocol
 from usepod_desktop.core.backoff import Backoff
 from usepod_desktop.core.config import BackendConfig, Config, load_config
-from usepod_desktop.core.discovery import BackendPool, DiscoveryResult, discover
+from usepod_desktop.core.discovery import BackendPool, BackendReport, DiscoveryResult, discover
 from usepod_desktop.core.events import (
     AgentState,
     BackendStatusChanged,
@@ -44,6 +48,7 @@ from usepod_desktop.core.serving.controller import ServingController
 from usepod_desktop.core.stats import JobStats
 
 if TYPE_CHECKING:
+    from usepod_desktop.core.backends.base import Backend
     from usepod_desktop.core.metrics import MetricsServer
     from usepod_desktop.core.view import AgentView
 
@@ -56,7 +61,7 @@ REDISCOVERY_INTERVAL_S = 300.0
 DISCOVERY_REUSE_S = 60.0
 DEFAULT_GRACE_S = 10.0
 
-__all__ = ["Agent", "AgentState", "TestJobResult"]
+__all__ = ["Agent", "AgentInternals", "AgentState", "TestJobResult", "internals_for_tests"]
 
 
 @dataclass(slots=True)
@@ -144,26 +149,27 @@ class Agent:
         self.allow_insecure = allow_insecure
         self.secrets = secrets or SecretStore()
         self.events = EventBus()
-        self.stats = JobStats()
-        self.pool = BackendPool(self.secrets)
-        self.executor = Executor(
+        self._stats = JobStats()
+        self._pool = BackendPool(self.secrets)
+        self._executor = Executor(
             max_concurrent=config.limits.max_concurrent,
             max_tokens_per_minute=config.limits.max_tokens_per_minute,
-            stats=self.stats,
+            stats=self._stats,
         )
-        self.executor.on_start.append(self._job_started)
-        self.executor.on_outcome.append(self._job_finished)
+        self._executor.on_start.append(self._job_started)
+        self._executor.on_outcome.append(self._job_finished)
         self.rediscovery_interval = rediscovery_interval
         self.heartbeat_interval = heartbeat_interval
         self.backoff = backoff or Backoff()
         self.identity: Identity | None = None
-        self.link: Link | None = None
-        self.discovery: DiscoveryResult | None = None
+        self._link: Link | None = None
+        self._discovery: DiscoveryResult | None = None
         self._discovered_at: float | None = None
         self.paused = False
         self.pause_reason = ""
-        #: The `[serving]` rules, the manual pause and the backend watch (core/serving).
-        self.serving = ServingController(self)
+        #: The `[serving]` rules, the manual pause and the backend watch (core/serving); it
+        #: sees the agent through the narrow `ServedAgent` interface only.
+        self.serving = ServingController(_ServingPort(self))
         self.state = AgentState.OFFLINE
         self.reason = "not started"
         self.started_at: float | None = None
@@ -210,23 +216,23 @@ class Agent:
         kwargs: dict[str, Any] = {}
         if self.heartbeat_interval is not None:
             kwargs["heartbeat_interval"] = self.heartbeat_interval
-        self.link = Link(
+        self._link = Link(
             self.config.coordinator.url,
             self.identity,
-            self.executor,
+            self._executor,
             self._capabilities_for_new_session,
             enrollment_code=self.config.coordinator.enrollment_code,
             allow_insecure=self.allow_insecure,
-            stats=self.stats,
+            stats=self._stats,
             on_status=self._link_status,
             backoff=self.backoff,
             **kwargs,
         )
-        link = self.link
+        link = self._link
         self._link_task = asyncio.create_task(link.run_forever(), name="coordinator-link")
 
     async def _stop_link(self) -> None:
-        link, self.link = self.link, None
+        link, self._link = self._link, None
         if link is None:
             return
         await link.stop()
@@ -247,9 +253,9 @@ class Agent:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        await self.executor.shutdown(grace)
+        await self._executor.shutdown(grace)
         await self._stop_link()
-        await self.pool.aclose()
+        await self._pool.aclose()
         if self.metrics is not None:
             await self.metrics.stop()
             self.metrics = None
@@ -279,15 +285,15 @@ class Agent:
             self._refresh_state()
             return
         self.paused = paused
-        self.executor.accepting = not paused
-        self.executor.refuse_reason = f"provider is paused: {reason}" if paused else ""
+        self._executor.accepting = not paused
+        self._executor.refuse_reason = f"provider is paused: {reason}" if paused else ""
         await self._send_capabilities_if_changed()
         self._refresh_state()
 
     def _set_pause_reason(self, reason: str) -> None:
         if self.paused and reason != self.pause_reason:
             self.pause_reason = reason
-            self.executor.refuse_reason = f"provider is paused: {reason}"
+            self._executor.refuse_reason = f"provider is paused: {reason}"
             self._refresh_state()
 
     async def reload_config(self, config: Config | None = None) -> None:
@@ -300,7 +306,7 @@ class Agent:
         old = self.config
         self.config = config
         self._discovered_at = None  # a new session must not reuse a result of the old config
-        self.executor.set_limits(config.limits.max_concurrent, config.limits.max_tokens_per_minute)
+        self._executor.set_limits(config.limits.max_concurrent, config.limits.max_tokens_per_minute)
         self.events.emit(ConfigReloaded())
         if not self._running:
             return
@@ -337,7 +343,7 @@ class Agent:
         on_chunk: Callable[[bytes], None] | None = None,
     ) -> TestJobResult:
         """Run a job through the same executor path as coordinator jobs, locally."""
-        if self.discovery is None:
+        if self._discovery is None:
             await self._discover()
         sender = _LocalSender(on_chunk)
         job = protocol.Job(
@@ -353,14 +359,14 @@ class Agent:
             if outcome.job_id == job.job_id:
                 outcomes.append(outcome)
 
-        self.executor.on_outcome.append(grab)
+        self._executor.on_outcome.append(grab)
         try:
-            task = self.executor.submit(job, sender)
+            task = self._executor.submit(job, sender)
             if task is not None:
                 await task
             await sender.done.wait()
         finally:
-            self.executor.on_outcome.remove(grab)
+            self._executor.on_outcome.remove(grab)
         if outcomes:
             return TestJobResult(outcomes[0], bytes(sender.body))
         # refused at admission: synthesise the outcome from the error frame
@@ -393,10 +399,10 @@ class Agent:
 
     async def _discover(self) -> DiscoveryResult:
         async with self._discovery_lock:
-            result = await discover(self.config, self.pool)
-            self.discovery = result
+            result = await discover(self.config, self._pool)
+            self._discovery = result
             self._discovered_at = time.monotonic()
-            self.executor.set_routes(result.models)
+            self._executor.set_routes(result.models)
             for report in result.reports:
                 label = report.config.label
                 up = report.status == "ok"
@@ -404,21 +410,21 @@ class Agent:
                     self._backend_up[label] = up
                     self.events.emit(BackendStatusChanged(label, up, report.detail))
             self.events.emit(DiscoveryCompleted(result))
-            if self.link is not None:
+            if self._link is not None:
                 self._refresh_state()
             return result
 
     def _advertised_key(self) -> tuple[Any, ...]:
-        assert self.discovery is not None
+        assert self._discovery is not None
         return (
-            self.discovery.advertised_key(),
+            self._discovery.advertised_key(),
             self.paused,
             self.config.limits.max_concurrent,
             self.config.limits.max_tokens_per_minute,
         )
 
     async def _capabilities_for_new_session(self) -> str:
-        at, result = self._discovered_at, self.discovery
+        at, result = self._discovered_at, self._discovery
         if result is None or at is None or time.monotonic() - at >= DISCOVERY_REUSE_S:
             result = await self._discover()
         self._sent_key = self._advertised_key()
@@ -426,15 +432,15 @@ class Agent:
         return result.capabilities_frame(self.config, paused=self.paused)
 
     async def _send_capabilities_if_changed(self) -> None:
-        if self.discovery is None or self.link is None or not self.link.connected:
+        if self._discovery is None or self._link is None or not self._link.connected:
             return
         key = self._advertised_key()
         if key == self._sent_key:
             return
-        frame = self.discovery.capabilities_frame(self.config, paused=self.paused)
-        if await self.link.send_capabilities(frame):
+        frame = self._discovery.capabilities_frame(self.config, paused=self.paused)
+        if await self._link.send_capabilities(frame):
             self._sent_key = key
-            self._emit_capabilities(self.discovery)
+            self._emit_capabilities(self._discovery)
 
     def _emit_capabilities(self, result: DiscoveryResult) -> None:
         models = () if self.paused else tuple(m.model_id for m in result.models)
@@ -443,7 +449,7 @@ class Agent:
     async def _rediscovery_loop(self) -> None:
         while True:
             await asyncio.sleep(self.rediscovery_interval)
-            if self.link is not None and self.link.connected:
+            if self._link is not None and self._link.connected:
                 try:
                     await self.rediscover()
                 except Exception:
@@ -460,14 +466,14 @@ class Agent:
 
     def _refresh_state(self, status: LinkStatus | None = None) -> None:
         if status is None:
-            status = self.link.status if self.link is not None else LinkStatus(LinkState.OFFLINE)
+            status = self._link.status if self._link is not None else LinkStatus(LinkState.OFFLINE)
         if status.state == LinkState.CONNECTED:
             if self.paused:
                 self._set_state(AgentState.PAUSED, self.pause_reason or "not taking new jobs")
-            elif self.discovery is not None and not self.discovery.models:
-                self._set_state(AgentState.NO_MODELS, no_models_reason(self.discovery))
+            elif self._discovery is not None and not self._discovery.models:
+                self._set_state(AgentState.NO_MODELS, no_models_reason(self._discovery))
             else:
-                n = len(self.discovery.models) if self.discovery else 0
+                n = len(self._discovery.models) if self._discovery else 0
                 self._set_state(AgentState.SERVING, f"{n} model(s) advertised")
         elif status.state in (LinkState.CONNECTING, LinkState.AUTHENTICATING):
             self._set_state(AgentState.CONNECTING, f"connecting to {self.config.coordinator.url}")
@@ -569,34 +575,54 @@ class Agent:
 
     @property
     def jobs_running(self) -> int:
-        return self.executor.running
+        return self._executor.running
 
     def snapshot(self) -> AgentView:
         """A frozen picture of the agent now: state, advertised models with their prices,
-        backend reports and live heartbeat figures (for the GUI, metrics, diagnostics)."""
-        from usepod_desktop.core.view import AgentView, ModelView
+        backend reports, live heartbeat figures, totals and the coordinator session (for the
+        GUI, metrics, diagnostics, the serving controller)."""
+        from usepod_desktop.core.view import AgentView, JobTotals, LinkView, ModelView
 
-        discovery = self.discovery
-        running = self.executor.running
+        discovery = self._discovery
+        running = self._executor.running
+        stats = self._stats
+        link = self._link
+        link_view = None
+        if link is not None:
+            status = link.status
+            link_view = LinkView(
+                state=status.state,
+                detail=status.detail,
+                retry_in_s=status.retry_in_s,
+                connected=link.connected,
+                sessions=link.sessions,
+                last_auth_failure=link.last_auth_failure,
+                heartbeat_interval_s=link.heartbeat_interval,
+                sandbox=link.sandbox,
+                session_provider_id=link.session_provider_id,
+                stalled_sessions=link.stalled_sessions,
+            )
         return AgentView(
             state=self.state,
             reason=self.reason,
             paused=self.paused,
             jobs_running=running,
-            running_job_ids=tuple(job.job_id for job in self.executor.running_jobs()),
+            running_job_ids=tuple(job.job_id for job in self._executor.running_jobs()),
             models=tuple(ModelView.of(m) for m in discovery.models) if discovery else (),
             reports=tuple(discovery.reports) if discovery else (),
-            live=self.stats.snapshot(queue_depth=running),
-            jobs_in_window=self.stats.jobs_in_window(),
+            live=stats.snapshot(queue_depth=running),
+            jobs_in_window=stats.jobs_in_window(),
             discovered=discovery is not None,
             heartbeat_age_s=self.heartbeat_age_s,
+            link=link_view,
+            totals=JobTotals(stats.total_jobs, stats.total_errors, stats.total_refused),
         )
 
     @property
     def sandbox_provider_id(self) -> str | None:
         """The provider id a sandbox coordinator gave the current session (never written into
         the identity file, docs/sandbox.md); None when not connected to a sandbox."""
-        link = self.link
+        link = self._link
         if link is None or not link.connected or not link.sandbox:
             return None
         return link.session_provider_id
@@ -605,5 +631,99 @@ class Agent:
     def heartbeat_age_s(self) -> float | None:
         """Seconds since the coordinator session's last heartbeat was sent; None when not
         connected or before the session's first heartbeat."""
-        link = self.link
+        link = self._link
         return link.heartbeat_age_s if link is not None and link.connected else None
+
+
+class _ServingPort:
+    """The agent as the serving controller sees it (`ServedAgent` in
+    core/serving/controller.py): what it reads, and the few things it does (pause and resume,
+    drain running jobs, re-discover). The controller never holds the agent itself."""
+
+    __slots__ = ("_agent",)
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+
+    @property
+    def config(self) -> Config:
+        return self._agent.config
+
+    @property
+    def config_path(self) -> Path | None:
+        return self._agent.config_path
+
+    @property
+    def events(self) -> EventBus:
+        return self._agent.events
+
+    @property
+    def paused(self) -> bool:
+        return self._agent.paused
+
+    @property
+    def connected(self) -> bool:
+        link = self._agent._link
+        return link is not None and link.connected
+
+    @property
+    def jobs_running(self) -> int:
+        return self._agent._executor.running
+
+    def snapshot(self) -> AgentView:
+        return self._agent.snapshot()
+
+    def backend_reports(self) -> list[tuple[BackendReport, Backend | None]]:
+        """Each `[[backends]]` entry of the last discovery pass with its adapter (None when it
+        has none: no key, bad config); empty before the first pass."""
+        agent = self._agent
+        discovery = agent._discovery
+        if discovery is None:
+            return []
+        return [(report, agent._pool.get(report.config)[0]) for report in discovery.reports]
+
+    def advertised_backends(self) -> list[tuple[Backend, list[str]]]:
+        """The adapters behind the advertised models, each with its model ids."""
+        discovery = self._agent._discovery
+        if discovery is None:
+            return []
+        by_backend: dict[int, tuple[Backend, list[str]]] = {}
+        for model in discovery.models:
+            entry = by_backend.setdefault(id(model.backend_ref), (model.backend_ref, []))
+            entry[1].append(model.model_id)
+        return list(by_backend.values())
+
+    async def set_paused(self, paused: bool, reason: str) -> None:
+        await self._agent._set_paused(paused, reason)
+
+    def set_pause_reason(self, reason: str) -> None:
+        self._agent._set_pause_reason(reason)
+
+    async def drain(self, grace_s: float, message: str) -> None:
+        """Refuse new jobs; running ones get `grace_s`, then end with their terminal frame
+        (`message` in it). Accepting again is :meth:`set_paused`'s (on resume)."""
+        await self._agent._executor.shutdown(grace_s, message)
+
+    async def rediscover(self) -> DiscoveryResult:
+        return await self._agent.rediscover()
+
+
+@dataclass(frozen=True, slots=True)
+class AgentInternals:
+    """The agent's working parts, for tests that inject faults or move clocks (replace a
+    backend's method, slow the link's heartbeat, reach its socket) and for `wait_idle`.
+
+    Product code never uses this: it reads :meth:`Agent.snapshot` and acts through the facade's
+    methods (tests/core/test_agent_surface.py checks both)."""
+
+    link: Link | None
+    pool: BackendPool
+    executor: Executor
+    stats: JobStats
+    discovery: DiscoveryResult | None
+
+
+def internals_for_tests(agent: Agent) -> AgentInternals:
+    """The test seam: the agent's link, backend pool, executor, statistics and last discovery
+    result as they are now (a reconnect keeps the link; a new coordinator URL replaces it)."""
+    return AgentInternals(agent._link, agent._pool, agent._executor, agent._stats, agent._discovery)

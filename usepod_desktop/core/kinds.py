@@ -12,6 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The ways a local server gives GPU memory back (`KindSpec.gpu_release`): Ollama's
+#: `keep_alive: 0`, LM Studio's REST unload / load, vLLM's sleep mode.
+GPU_RELEASE_METHODS: tuple[str, ...] = ("ollama_keep_alive", "lmstudio_rest", "vllm_sleep")
+
 
 @dataclass(frozen=True, slots=True)
 class KindSpec:
@@ -22,6 +26,9 @@ class KindSpec:
     (local kinds: probed by discovery; remote kinds: the public API). `models_path`: the list
     discovery's probe reads. `key_env`: the usual environment variable / keyring name of the
     operator's API key (remote kinds). `adapter`: "module:Class" under core/backends.
+    `gpu_release`: how the server gives GPU memory back on pause and takes it again before
+    serving resumes (one of :data:`GPU_RELEASE_METHODS`, core/serving/gpu_memory.py); None when
+    it cannot (a local server without an unload API) or has no local GPU (remote kinds).
     """
 
     name: str
@@ -33,6 +40,7 @@ class KindSpec:
     key_env: str | None
     install_hint: str | None
     adapter: str
+    gpu_release: str | None = None
 
     @property
     def default_port(self) -> int | None:
@@ -55,6 +63,7 @@ KINDS: dict[str, KindSpec] = {
             key_env=None,
             install_hint="pip install vllm, then: vllm serve <model>",
             adapter="vllm:VllmBackend",
+            gpu_release="vllm_sleep",
         ),
         KindSpec(
             name="llamacpp",
@@ -77,6 +86,7 @@ KINDS: dict[str, KindSpec] = {
             key_env=None,
             install_hint="in LM Studio, open the Developer tab and start the server",
             adapter="lmstudio:LmStudioBackend",
+            gpu_release="lmstudio_rest",
         ),
         KindSpec(
             name="ollama",
@@ -88,6 +98,7 @@ KINDS: dict[str, KindSpec] = {
             key_env=None,
             install_hint="install it from https://ollama.com, then: ollama pull <model>",
             adapter="ollama:OllamaBackend",
+            gpu_release="ollama_keep_alive",
         ),
         KindSpec(
             name="openrouter",

@@ -6,6 +6,10 @@ frames flow to the executor. Reconnects wait `backoff * jitter`, doubling to 60 
 reset when the session that ended had got `auth_ok` (as the reference 0.3.3: a coordinator deploy
 or a close right after `capabilities` is a planned cycle, not an outage).
 
+The session's rules (what to answer to which frame, when the provider id is stored, why a
+session ended) are sans-I/O, in :mod:`usepod_desktop.core.link_session`; this module does the
+I/O: the socket, the timers, the backoff wait, and it acts on the rules' answers.
+
 Malformed frames are logged and ignored: they never end a session. A `job` frame with a usable
 job id that cannot be served is answered with `job_error` `invalid_request` (docs/protocol.md,
 "Tolerance").
@@ -27,23 +31,34 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-import websockets
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from usepod_desktop import PROTOCOL_VERSION
 from usepod_desktop.core import protocol
 from usepod_desktop.core.backoff import Backoff
-from usepod_desktop.core.errors import IdentityError
 from usepod_desktop.core.executor import Executor
-from usepod_desktop.core.identity import Identity, validate_provider_id
+from usepod_desktop.core.identity import Identity
+from usepod_desktop.core.link_session import (
+    Authenticated,
+    AuthRejected,
+    CancelJob,
+    HandshakeError,
+    Ignored,
+    LinkState,
+    RejectJob,
+    RunJob,
+    SendFrame,
+    SessionRules,
+    classify_disconnect,
+)
 from usepod_desktop.core.stats import JobStats
-from usepod_desktop.core.text import safe_remote_text
+
+__all__ = ["AuthRejected", "HandshakeError", "Link", "LinkState", "LinkStatus"]
 
 log = logging.getLogger(__name__)
 
@@ -153,22 +168,6 @@ class _BatchingConnection(ClientConnection):
         self.transport.write(b"".join(batch) if len(batch) > 1 else batch[0])
 
 
-class LinkState(StrEnum):
-    OFFLINE = "offline"
-    CONNECTING = "connecting"
-    AUTHENTICATING = "authenticating"
-    CONNECTED = "connected"
-    AUTH_FAILED = "auth_failed"
-
-
-class AuthRejected(Exception):
-    """The coordinator answered auth_failed."""
-
-
-class HandshakeError(Exception):
-    """The coordinator broke the handshake (binary/close frame, wrong frame, timeout)."""
-
-
 @dataclass(slots=True)
 class LinkStatus:
     state: LinkState
@@ -275,37 +274,32 @@ class Link:
         """Connect, serve, reconnect with backoff until :meth:`stop` or cancellation."""
         self._stopping = False
         while not self._stopping:
+            error: BaseException | None = None
             try:
                 await self._session()
-                detail = "connection closed"
-            except AuthRejected as exc:
-                detail = f"authentication failed: {exc}"
-                self.last_auth_failure = str(exc)
-                self._set(LinkState.AUTH_FAILED, detail)
             except asyncio.CancelledError:
                 raise
-            except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
-                detail = _describe(exc)
-            except HandshakeError as exc:
-                detail = f"handshake failed: {exc}"
             except Exception as exc:
-                log.exception("coordinator session crashed")
-                detail = f"unexpected error: {type(exc).__name__}"
+                error = exc
             finally:
                 self._ws = None
                 aborted = self.executor.abort_all()
                 if aborted:
                     log.warning("connection lost: stopped %d running job(s) upstream", aborted)
+            ended = classify_disconnect(error)
+            detail = ended.detail
+            if ended.unexpected:
+                log.error("coordinator session crashed", exc_info=error)
+            if ended.auth_failure is not None:
+                self.last_auth_failure = ended.auth_failure
+                self._set(LinkState.AUTH_FAILED, detail)
             if self._stopping:
                 break
             delay = self.backoff.after_disconnect(self._authenticated)
             self._established = False
             self._authenticated = False
-            state = self.status.state
-            if state != LinkState.AUTH_FAILED:
-                state = LinkState.OFFLINE
             log.info("coordinator: %s; reconnecting in %.1f s", detail, delay)
-            self._set(state, detail, retry_in_s=delay)
+            self._set(ended.state, detail, retry_in_s=delay)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
@@ -345,24 +339,24 @@ class Link:
             kwargs["ssl"] = self.ssl_context
         async with connect(self.url, **kwargs) as ws:
             self._set(LinkState.AUTHENTICATING, self.url)
+            rules = SessionRules(self.identity, self.enrollment_code)
             async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
-                provider_id = await self._handshake(ws)
+                auth = await self._handshake(ws, rules)
             # From here on a drop is post-auth, as in the reference 0.3.3 (a close during
             # discovery or right at `capabilities` included): the next attempt comes after
             # about `backoff.initial`, without escalation.
             self._authenticated = True
-            # a sandbox's provider ids are throw-away: never written into the shared identity
-            if provider_id and provider_id != self.identity.provider_id and not self.sandbox:
-                try:
-                    validate_provider_id(provider_id)
-                except IdentityError as exc:  # logged and ignored: the session goes on
-                    log.warning("coordinator sent an unusable provider id, not saved: %s", exc)
-                    provider_id = self.identity.provider_id
+            provider_id = auth.provider_id
+            if auth.unusable_provider_id is not None:  # logged and ignored: the session goes on
+                log.warning(
+                    "coordinator sent an unusable provider id, not saved: %s",
+                    auth.unusable_provider_id,
+                )
+            if auth.save_provider_id is not None:
+                if self.on_provider_id is not None:
+                    await self.on_provider_id(auth.save_provider_id)
                 else:
-                    if self.on_provider_id is not None:
-                        await self.on_provider_id(provider_id)
-                    else:
-                        await asyncio.to_thread(self.identity.set_provider_id, provider_id)
+                    await asyncio.to_thread(self.identity.set_provider_id, auth.save_provider_id)
             frame = await self.capabilities()
             self._ws = ws
             await ws.send(frame)
@@ -375,77 +369,54 @@ class Link:
             heartbeat = asyncio.create_task(self._heartbeat(ws), name="heartbeat")
             watchdog = asyncio.create_task(self._stall_watchdog(ws), name="stall-watchdog")
             try:
-                await self._receive(ws)
+                await self._receive(ws, rules)
             finally:
                 for task in (heartbeat, watchdog):
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
 
-    async def _handshake(self, ws: ClientConnection) -> str | None:
-        challenge = await self._expect(ws, protocol.AuthChallenge)
-        assert isinstance(challenge, protocol.AuthChallenge)
-        code = self.enrollment_code if not self.identity.provider_id else None
-        await ws.send(
-            protocol.auth_response(
-                self.identity.public_key_b64,
-                self.identity.sign_b64(challenge.nonce),
-                PROTOCOL_VERSION,
-                code,
-            )
-        )
-        answer = await self._expect(ws, protocol.AuthOk, protocol.AuthFailed)
-        if isinstance(answer, protocol.AuthFailed):
-            raise AuthRejected(safe_remote_text(answer.reason))
-        assert isinstance(answer, protocol.AuthOk)
-        self.last_auth_failure = None
-        self.sandbox = answer.sandbox
-        if answer.sandbox:
-            log.info("the coordinator is a local sandbox: its jobs are recorded as sandbox jobs")
-        return answer.provider_id or self.identity.provider_id
-
-    async def _expect(self, ws: ClientConnection, *kinds: type) -> Any:
+    async def _handshake(self, ws: ClientConnection, rules: SessionRules) -> Authenticated:
+        """Feed the coordinator's frames to the rules until `auth_ok` (their errors end the
+        session: AuthRejected, HandshakeError)."""
         while True:
-            raw = await ws.recv()
-            if isinstance(raw, bytes):
-                raise HandshakeError("binary frame during the handshake")
-            try:
-                frame = protocol.parse_inbound(raw)
-            except protocol.FrameError as exc:
-                raise HandshakeError(str(exc)) from None
-            if isinstance(frame, kinds):
-                return frame
-            if isinstance(frame, protocol.UnknownFrame):
-                log.debug("ignoring %s frame during the handshake", frame.type)
-                continue
-            raise HandshakeError(f"unexpected {type(frame).__name__} frame during the handshake")
+            action = rules.receive(await ws.recv())
+            if isinstance(action, SendFrame):
+                await ws.send(action.text)
+            elif isinstance(action, Ignored):
+                log.debug("%s", action.why)
+            elif isinstance(action, Authenticated):
+                self.last_auth_failure = None
+                self.sandbox = action.sandbox
+                if action.sandbox:
+                    log.info(
+                        "the coordinator is a local sandbox: its jobs are recorded as sandbox jobs"
+                    )
+                return action
 
-    async def _receive(self, ws: ClientConnection) -> None:
+    async def _receive(self, ws: ClientConnection, rules: SessionRules) -> None:
         executor = self.executor
         send: Any = _SandboxSender(ws.send) if self.sandbox else ws.send
+        receive = rules.receive
         async for raw in ws:
             if ws.paused:
                 # The socket is not draining: read nothing more until it does (TCP pushes
                 # back on the coordinator), so refusals cannot pile up in our buffers.
                 await ws.drain()
-            try:
-                frame = protocol.parse_inbound(raw)
-            except protocol.FrameError as exc:
-                if exc.frame_type == "job" and exc.job_id is not None:
-                    log.warning("job %s refused: %s", exc.job_id, exc)
-                    executor.reject(exc.job_id, protocol.ErrorCode.INVALID_REQUEST, str(exc), send)
+            action = receive(raw)
+            if isinstance(action, RunJob):
+                executor.submit(action.job, send)
+            elif isinstance(action, CancelJob):
+                if not executor.cancel(action.job_id):
+                    log.debug("job_cancel for unknown job %s ignored", action.job_id)
+            elif isinstance(action, RejectJob):
+                log.warning("job %s refused: %s", action.job_id, action.message)
+                executor.reject(action.job_id, action.code, action.message, send)
+            elif isinstance(action, Ignored):
+                if action.warn:
+                    log.warning("%s", action.why)
                 else:
-                    log.warning("ignored a malformed frame: %s", exc)
-                continue
-            if isinstance(frame, protocol.Job):
-                executor.submit(frame, send)
-            elif isinstance(frame, protocol.JobCancel):
-                if not executor.cancel(frame.job_id):
-                    log.debug("job_cancel for unknown job %s ignored", frame.job_id)
-            elif isinstance(frame, protocol.UnknownFrame):
-                log.debug("ignored unknown frame type %r", frame.type)
-            else:
-                log.debug("ignored %s frame after the handshake", type(frame).__name__)
+                    log.debug("%s", action.why)
 
     async def _stall_watchdog(self, ws: ClientConnection) -> None:
         """Abort the session once its socket has not drained for `send_stall_timeout` s.
@@ -521,28 +492,3 @@ def default_ssl_context() -> ssl.SSLContext:
         except (ImportError, OSError):
             log.warning("certifi CA bundle missing from this build; using the system store")
     return context
-
-
-def _describe(exc: BaseException) -> str:
-    """One line in the words pairing and the backends use ("cannot resolve host name"), never
-    a Python exception text like `gaierror: [Errno -2] ...`."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, ConnectionClosed):
-        rcvd = exc.rcvd
-        if rcvd is not None:
-            reason = f", {rcvd.reason}" if rcvd.reason else ""
-            return f"closed by the coordinator (code {rcvd.code}{reason})"
-        return "connection lost"
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return f"TLS certificate rejected: {exc.verify_message}"
-    if isinstance(exc, websockets.exceptions.InvalidStatus):
-        return f"coordinator answered HTTP {exc.response.status_code}"
-    if isinstance(exc, OSError):
-        from usepod_desktop.core.backends.openai_compat import connect_failure_text
-
-        return connect_failure_text(exc)
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -16,8 +16,9 @@ from usepod_desktop.core.protocol import HeartbeatFigures
 if TYPE_CHECKING:
     from usepod_desktop.core.backends.base import UpstreamPrice
     from usepod_desktop.core.discovery import AdvertisedModel, BackendReport
+    from usepod_desktop.core.link import LinkState
 
-__all__ = ["AgentView", "ModelView"]
+__all__ = ["AgentView", "JobTotals", "LinkView", "ModelView"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +53,42 @@ class ModelView:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkView:
+    """The coordinator session as the doctor and the settings show it."""
+
+    state: LinkState
+    #: What the state is about: the URL while connecting, the provider id once connected,
+    #: the reason of the last drop or refusal.
+    detail: str
+    #: Seconds until the next attempt, while waiting to reconnect.
+    retry_in_s: float | None
+    #: A session is up (authenticated, capabilities sent).
+    connected: bool
+    #: Completed handshakes since the agent started.
+    sessions: int
+    #: The coordinator's reason of the last `auth_failed` (None once a later `auth_ok` came).
+    last_auth_failure: str | None
+    heartbeat_interval_s: float
+    #: The coordinator said `"sandbox": true` (docs/sandbox.md).
+    sandbox: bool
+    #: The provider id the coordinator gave the current session (a sandbox's is never stored).
+    session_provider_id: str | None
+    #: Sessions dropped because the socket stopped draining (docs/protocol.md, flow control).
+    stalled_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobTotals:
+    """Counts since the agent started (the heartbeat figures cover the last 60 s only)."""
+
+    jobs: int = 0
+    #: Jobs that ended with a backend error or a timeout.
+    errors: int = 0
+    #: Jobs refused at admission (capacity, unknown model, unservable frame): not errors.
+    refused: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class AgentView:
     """The agent's state, what it advertises, its backends and its live figures."""
 
@@ -75,3 +112,6 @@ class AgentView:
     #: Seconds since the coordinator session's last heartbeat went out (None: not connected,
     #: or the session's first is not due yet).
     heartbeat_age_s: float | None = None
+    #: The coordinator session (None before the agent started, or after it stopped).
+    link: LinkView | None = None
+    totals: JobTotals = JobTotals()

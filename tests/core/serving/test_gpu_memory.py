@@ -3,12 +3,14 @@ server (which answers as the real server documents), and llama.cpp's "no unload"
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from usepod_desktop.core.backends.registry import build_backend
 from usepod_desktop.core.config import BackendConfig
+from usepod_desktop.core.kinds import GPU_RELEASE_METHODS, KINDS
 from usepod_desktop.core.secrets import SecretStore
 from usepod_desktop.core.serving.gpu_memory import unload, warm_up
 from usepod_desktop.sandbox.fakes import FakeBackend
@@ -107,5 +109,57 @@ async def test_unreachable_server_is_a_one_line_failure(make_fake: Any) -> None:
     try:
         result = await unload(backend, ["a:latest"])
         assert not result.done and "unload failed" in result.text and "\n" not in result.text
+    finally:
+        await backend.aclose()
+
+
+async def test_the_release_method_is_the_kind_table_s_not_the_adapter_class(
+    make_fake: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding a kind is one table row: its `gpu_release` decides, whatever its adapter class.
+    Here the llama.cpp row is given vLLM's sleep mode, and a llama.cpp adapter is put to sleep."""
+    monkeypatch.setitem(KINDS, "llamacpp", replace(KINDS["llamacpp"], gpu_release="vllm_sleep"))
+    fake = await make_fake("vllm", ["m"], sleep_mode=True)
+    backend = build_backend(BackendConfig(kind="llamacpp", url=fake.url), SecretStore())
+    try:
+        result = await unload(backend, ["m"])
+        assert result.done and fake.sleeping, result.text
+        result = await warm_up(backend, ["m"])
+        assert result.done and not fake.sleeping, result.text
+    finally:
+        await backend.aclose()
+    # and a row without a method says so, in the row's own words, sending nothing
+    monkeypatch.setitem(KINDS, "ollama", replace(KINDS["ollama"], gpu_release=None))
+    ollama = await make_fake("ollama", ["a:latest"])
+    backend = await adapter(ollama)
+    try:
+        result = await unload(backend, ["a:latest"])
+        assert not result.done and "Ollama has no unload API" in result.text
+        assert ollama.loaded == {"a:latest"} and ollama.requests == []
+    finally:
+        await backend.aclose()
+
+
+def test_every_kind_names_a_known_release_method_or_none() -> None:
+    for spec in KINDS.values():
+        assert spec.gpu_release is None or spec.gpu_release in GPU_RELEASE_METHODS, spec.name
+        if spec.remote:
+            assert spec.gpu_release is None, spec.name  # no local GPU
+    # every method is used by some kind (none is dead)
+    assert {s.gpu_release for s in KINDS.values()} - {None} == set(GPU_RELEASE_METHODS)
+
+
+async def test_a_remote_backend_has_no_local_gpu_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-test-not-a-real-key")
+    backend = build_backend(
+        BackendConfig(
+            kind="openrouter", url="http://127.0.0.1:9", api_key_env="OPENROUTER_API_KEY"
+        ),
+        SecretStore(),
+    )
+    try:
+        result = await unload(backend, ["x"])
+        assert not result.done and result.text.endswith("remote backend, no local GPU memory")
+        assert (await warm_up(backend, ["x"])).text.endswith("nothing to warm up")
     finally:
         await backend.aclose()

@@ -44,8 +44,9 @@ def test_api_key_goes_to_the_keyring_never_to_agent_toml(
     dialog.markup.setText("5")
     dialog.accept()
     apply_and_wait(window, rig)  # the advertised list does not change: no key yet, skipped
-    assert [m.model_id for m in rig.agent.discovery.models] == ["alpha", "beta"]
-    assert rig.agent.discovery.reports[1].status == "no_key"
+    view = rig.agent.snapshot()
+    assert [m.model_id for m in view.models] == ["alpha", "beta"]
+    assert view.reports[1].status == "no_key"
     rig.until(
         lambda: window.backends_tab.table.item(1, 1).text() == "no API key",  # said once
         what="the no-key status",

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from usepod_desktop.core.discovery import DiscoveryResult
     from usepod_desktop.core.doctor.history import ConnectionHistory
     from usepod_desktop.core.doctor.market import MarketPrices
+    from usepod_desktop.core.view import LinkView
 
 __all__ = [
     "Action",
@@ -352,7 +353,10 @@ class _Run:
         if not any(c.name == "identity" for c in self.report.checks):
             self.add(s, "identity", Status.OK, f"present ({key_path}{mode_note})")
         provider_id = getattr(self.identity, "provider_id", None)
-        if provider_id:
+        link = agent.snapshot().link if agent is not None else None
+        if link is not None and link.sandbox:
+            self._sandbox_session(s, link.connected, link.session_provider_id, link.detail)
+        elif provider_id:
             self.add(s, "paired", Status.OK, f"provider id {provider_id}")
         elif self.config.coordinator.enrollment_code:
             self.add(
@@ -371,6 +375,42 @@ class _Run:
                 "pair this computer: usepod-desktop setup",
                 Action.PAIR,
             )
+
+    def _sandbox_session(
+        self, s: str, connected: bool, provider_id: str | None, detail: str = ""
+    ) -> None:
+        """The "paired" row for a session with a local sandbox coordinator: it needs no
+        pairing and gives a throw-away provider id per session (docs/sandbox.md), so the
+        identity's missing provider id is no failure; the session's state is what matters."""
+        if connected:
+            who = f"provider id {provider_id}" if provider_id else "no provider id"
+            check = Check(
+                s,
+                "paired",
+                Status.OK,
+                sanitize(
+                    f"sandbox session: {who} (the local sandbox's, for this session only; "
+                    "never stored)"
+                ),
+            )
+        else:
+            check = Check(
+                s,
+                "paired",
+                Status.WARN,
+                sanitize(
+                    "sandbox session: not connected now"
+                    + (f" ({detail})" if detail else "")
+                    + "; the local sandbox needs no pairing"
+                ),
+                "see the coordinator checks below; the agent keeps retrying by itself",
+            )
+        checks = self.report.checks
+        for i, old in enumerate(checks):
+            if old.section == s and old.name == "paired":
+                checks[i] = check
+                return
+        checks.append(check)
 
     # ---- 2. coordinator ----------------------------------------------------------------
 
@@ -497,7 +537,7 @@ class _Run:
 
     async def _handshake_or_live(self, s: str, shown: str, skip: str | None = None) -> None:
         agent = self.o.agent
-        link = getattr(agent, "link", None) if agent is not None else None
+        link = agent.snapshot().link if agent is not None else None
         if link is not None:
             self._live_link(s, link)
             return
@@ -526,7 +566,7 @@ class _Run:
             )
             return
         try:
-            provider_id = await handshake(
+            provider_id, sandbox = await handshake(
                 self.config.coordinator.url,
                 self.identity,
                 allow_insecure=self.o.allow_insecure,
@@ -558,6 +598,10 @@ class _Run:
             )
             return
         self.connected = True
+        paired = next((c for c in self.report.checks if c.name == "paired"), None)
+        if sandbox and paired is not None and paired.status != Status.OK:
+            # the agent.toml of a sandbox session (`run --sandbox` writes one): no pairing
+            self._sandbox_session("Configuration", True, provider_id)
         who = f" as {provider_id}" if provider_id else ""
         self.add(
             s,
@@ -567,11 +611,10 @@ class _Run:
             "live figures need the running app's Diagnose window)",
         )
 
-    def _live_link(self, s: str, link: Any) -> None:
+    def _live_link(self, s: str, link: LinkView) -> None:
         from usepod_desktop.core.doctor.history import format_duration
         from usepod_desktop.core.link import LinkState
 
-        status = link.status
         reconnects = max(0, int(link.sessions) - 1)
         history = self.o.history
         if link.connected:
@@ -594,34 +637,34 @@ class _Run:
                     "running at a drop are lost",
                     "check the network (Wi-Fi, sleep settings, a proxy closing idle connections)",
                 )
-        elif status.state == LinkState.AUTH_FAILED or link.last_auth_failure:
+        elif link.state == LinkState.AUTH_FAILED or link.last_auth_failure:
             self.connected = False
             self.add(
                 s,
                 "handshake",
                 Status.FAIL,
-                f"auth_failed: {link.last_auth_failure or status.detail}",
+                f"auth_failed: {link.last_auth_failure or link.detail}",
                 "pair this computer again",
                 Action.PAIR,
             )
         else:
             self.connected = False
-            retry = f", retrying in {status.retry_in_s:.0f} s" if status.retry_in_s else ""
+            retry = f", retrying in {link.retry_in_s:.0f} s" if link.retry_in_s else ""
             self.add(
                 s,
                 "handshake",
                 Status.FAIL,
-                f"not connected: {status.detail or status.state}{retry}",
+                f"not connected: {link.detail or link.state}{retry}",
                 "see the steps above; the agent keeps retrying by itself",
                 Action.OPEN_SETTINGS_COORDINATOR,
             )
 
-    def _heartbeat(self, s: str, link: Any) -> None:
+    def _heartbeat(self, s: str, link: LinkView) -> None:
         """How long ago the live session's last heartbeat went out (the agent facade's figure).
         Late by more than two intervals: the coordinator may take the session for dead."""
         from usepod_desktop.core.doctor.history import format_duration
 
-        interval = float(getattr(link, "heartbeat_interval", 0) or 0)
+        interval = float(link.heartbeat_interval_s or 0)
         span = f"{interval:.3g} s" if interval < 60 else format_duration(interval)
         every = f"every {span}" if interval else "on a timer"
         age = getattr(self.o.agent, "heartbeat_age_s", None)
@@ -1031,15 +1074,17 @@ async def handshake(
     *,
     allow_insecure: bool = False,
     timeout: float = NETWORK_TIMEOUT_S,  # noqa: ASYNC109 - also the connect timeout
-) -> str | None:
+) -> tuple[str | None, bool]:
     """One real authentication (auth_challenge -> signed auth_response -> auth_ok), closed
     right after the answer, never with an enrollment code (it must not pair or spend a code).
-    Returns the provider id; raises HandshakeRejected / HandshakeBroken."""
+    Returns the provider id and whether the coordinator is a local sandbox (`"sandbox": true`
+    in auth_ok); raises HandshakeRejected / HandshakeBroken."""
     from websockets.asyncio.client import connect
     from websockets.exceptions import WebSocketException
 
     from usepod_desktop.core import protocol
-    from usepod_desktop.core.link import _describe, default_ssl_context
+    from usepod_desktop.core.link import default_ssl_context
+    from usepod_desktop.core.link_session import describe_failure
 
     parts = urlsplit(url)
     if parts.scheme == "ws" and not allow_insecure:
@@ -1074,7 +1119,7 @@ async def handshake(
                 if isinstance(frame, protocol.AuthFailed):
                     raise HandshakeRejected(sanitize(frame.reason, 200) or "(no reason given)")
                 if isinstance(frame, protocol.AuthOk):
-                    return frame.provider_id
+                    return frame.provider_id, frame.sandbox
                 if not isinstance(frame, protocol.UnknownFrame):
                     raise HandshakeBroken(f"expected auth_ok, got {type(frame).__name__}")
     except (HandshakeRejected, HandshakeBroken):
@@ -1084,7 +1129,7 @@ async def handshake(
     except protocol.FrameError as exc:
         raise HandshakeBroken(sanitize(f"malformed frame during the handshake: {exc}")) from None
     except (OSError, WebSocketException) as exc:
-        raise HandshakeBroken(sanitize(_describe(exc))) from None
+        raise HandshakeBroken(sanitize(describe_failure(exc))) from None
 
 
 # ------------------------------------------------------------------------- helpers

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from usepod_desktop.core.agent import Agent
+    from usepod_desktop.core.serving.controller import ServingController
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,9 @@ def control_address() -> str:
 
 
 class ControlServer:
-    def __init__(self, agent: Agent, address: str | None = None) -> None:
-        self.agent = agent
+    def __init__(self, serving: ServingController, address: str | None = None) -> None:
+        """Answers for `serving` (the running agent's serving controller)."""
+        self._serving = serving
         self.address = address or control_address()
         self._server: Any = None
         self._pipe_servers: list[Any] = []
@@ -147,15 +148,15 @@ class ControlServer:
         if not isinstance(request, dict):
             return {"ok": False, "error": "request must be a JSON object"}
         cmd = request.get("cmd")
-        serving = self.agent.serving
+        serving = self._serving
         try:
             if cmd == "status":
                 pass
             elif cmd == "pause":
                 until = _parse_until(request.get("until"))
-                await self.agent.pause(until)
+                await serving.pause(until)
             elif cmd == "resume":
-                await self.agent.resume()
+                await serving.resume()
             else:
                 return {"ok": False, "error": f"unknown cmd {str(cmd)[:40]!r}"}
         except ValueError as exc:

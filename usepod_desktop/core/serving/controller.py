@@ -12,6 +12,9 @@ Every `interval` seconds it reads the sensors (in a worker thread), asks the pur
 Local backends are health-checked every `backend_interval` (2) seconds: one that stops answering
 has its models withdrawn at once (a re-discovery), and they come back as soon as it answers.
 
+The controller sees the agent through :class:`ServedAgent` only: it reads the agent's snapshot
+and config, and acts by pausing / resuming, draining running jobs and re-discovering.
+
 The manual pause is kept in `<data dir>/serving-pause-<hash of the agent.toml path>.json`, so a
 restart does not resume (and the sandbox's pause is not the real agent's).
 """
@@ -27,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from usepod_desktop.core.kinds import LOCAL_KINDS
 from usepod_desktop.core.serving.policy import (
@@ -41,7 +44,12 @@ from usepod_desktop.core.serving.policy import (
 from usepod_desktop.core.serving.sensors import Sensors, Snapshot
 
 if TYPE_CHECKING:
-    from usepod_desktop.core.agent import Agent
+    from usepod_desktop.core.backends.base import Backend
+    from usepod_desktop.core.config import Config
+    from usepod_desktop.core.discovery import BackendReport
+    from usepod_desktop.core.events import EventBus
+    from usepod_desktop.core.serving.control import ControlServer
+    from usepod_desktop.core.view import AgentView
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +73,59 @@ class ServingChanged:
     manual: bool  # the user asked for it (no notification needed)
 
 
+class ServedAgent(Protocol):
+    """What the serving controller may read of the agent it serves, and the few things it may
+    do to it. The agent hands it this (core/agent.py), never itself."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def config_path(self) -> Path | None: ...
+
+    @property
+    def events(self) -> EventBus: ...
+
+    @property
+    def paused(self) -> bool: ...
+
+    @property
+    def connected(self) -> bool:
+        """A coordinator session is up."""
+        ...
+
+    @property
+    def jobs_running(self) -> int: ...
+
+    def snapshot(self) -> AgentView: ...
+
+    def backend_reports(self) -> list[tuple[BackendReport, Backend | None]]:
+        """The last discovery pass's reports, each with its adapter (None: it has none)."""
+        ...
+
+    def advertised_backends(self) -> list[tuple[Backend, list[str]]]:
+        """The adapters behind the advertised models, each with its model ids."""
+        ...
+
+    async def set_paused(self, paused: bool, reason: str) -> None:
+        """The one place that pauses or resumes (capabilities, admission, state)."""
+        ...
+
+    def set_pause_reason(self, reason: str) -> None:
+        """A new reason for a pause already in force."""
+        ...
+
+    async def drain(self, grace_s: float, message: str) -> None:
+        """Running jobs get `grace_s`, then end with their terminal frame."""
+        ...
+
+    async def rediscover(self) -> object: ...
+
+
 class ServingController:
     def __init__(
         self,
-        agent: Agent,
+        agent: ServedAgent,
         *,
         sensors: Sensors | None = None,
         interval: float = DEFAULT_INTERVAL_S,
@@ -78,7 +135,7 @@ class ServingController:
         tz: tzinfo | None = None,
         state_path: Path | None = None,
     ) -> None:
-        self.agent = agent
+        self._agent = agent
         self._sensors = sensors
         self.interval = interval
         self.backend_interval = backend_interval or DEFAULT_BACKEND_INTERVAL_S
@@ -96,7 +153,7 @@ class ServingController:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self._free_task: asyncio.Task[None] | None = None
-        self.control: Any = None
+        self.control: ControlServer | None = None
         self._health: dict[str, bool] = {}
         self._reloaded = asyncio.Event()
         self._unsubscribe: Callable[[], None] | None = (
@@ -121,7 +178,7 @@ class ServingController:
             from usepod_desktop.core import paths
 
             name = STATE_FILE
-            config_path = self.agent.config_path
+            config_path = self._agent.config_path
             if config_path is not None:
                 # one pause per agent.toml: the sandbox's pause is not the real agent's
                 digest = hashlib.sha256(str(Path(config_path).resolve()).encode()).hexdigest()
@@ -133,7 +190,7 @@ class ServingController:
         from usepod_desktop.core.events import ConfigReloaded
 
         self._reloaded = asyncio.Event()
-        self._unsubscribe = self.agent.events.subscribe(
+        self._unsubscribe = self._agent.events.subscribe(
             lambda e: self._reloaded.set() if isinstance(e, ConfigReloaded) else None
         )
         await self._load_manual()
@@ -147,7 +204,7 @@ class ServingController:
         from usepod_desktop.core.serving.control import ControlServer
 
         if self.control is None:
-            self.control = ControlServer(self.agent, address)
+            self.control = ControlServer(self, address)
             if not await self.control.start():
                 self.control = None
                 return False
@@ -243,7 +300,7 @@ class ServingController:
     async def evaluate(self) -> Decision:
         """Read the sensors, decide, apply. Serialised (a manual pause and a tick never mix)."""
         async with self._lock:
-            rules = self.agent.config.serving
+            rules = self._agent.config.serving
             snapshot = await asyncio.to_thread(
                 self.sensors.read,
                 need_idle=rules.when == "idle",
@@ -263,17 +320,17 @@ class ServingController:
             return decision
 
     async def _apply(self, before: Decision, decision: Decision) -> None:
-        agent = self.agent
+        agent = self._agent
         rules = agent.config.serving
         if isinstance(decision, Paused):
             text = decision.text
             if not agent.paused:
                 log.info("pausing: %s", text)
-                await agent._set_paused(True, text)
+                await agent.set_paused(True, text)
                 if rules.free_gpu_memory_on_pause and self._free_task is None:
                     self._free_task = asyncio.create_task(self._free_memory(), name="free-vram")
             else:
-                agent._set_pause_reason(text)
+                agent.set_pause_reason(text)
         elif agent.paused:
             if self._free_task is not None:
                 self._free_task.cancel()
@@ -282,7 +339,7 @@ class ServingController:
                 self._free_task = None
             await self._warm_up()
             log.info("resuming: serving again")
-            await agent._set_paused(False, "")
+            await agent.set_paused(False, "")
         if before.serving != decision.serving or (
             isinstance(before, Paused)
             and isinstance(decision, Paused)
@@ -306,19 +363,12 @@ class ServingController:
     async def _free_memory(self) -> None:
         from usepod_desktop.core.serving import gpu_memory
 
-        executor = self.agent.executor
-        if executor.running:
+        agent = self._agent
+        if agent.jobs_running:
             # running jobs get the grace period, then end with their terminal frame
-            await executor.shutdown(self.pause_grace_s, "provider paused to free GPU memory")
-        discovery = self.agent.discovery
-        if discovery is None:
-            return
-        by_backend: dict[int, tuple[Any, list[str]]] = {}
-        for model in discovery.models:
-            entry = by_backend.setdefault(id(model.backend_ref), (model.backend_ref, []))
-            entry[1].append(model.model_id)
+            await agent.drain(self.pause_grace_s, "provider paused to free GPU memory")
         self.memory_freed = []
-        for backend, models in by_backend.values():
+        for backend, models in agent.advertised_backends():
             result = await gpu_memory.unload(backend, models)
             self.memory_freed.append(result.text)
             if result.done:
@@ -337,7 +387,7 @@ class ServingController:
             # a server that lists only loaded models (LM Studio without JIT) lists them again
             # now: advertise what is there after the warm-up, not what was there before it
             try:
-                await self.agent.rediscover()
+                await self._agent.rediscover()
             except Exception:
                 log.exception("re-discovery after the warm-up failed")
 
@@ -354,17 +404,14 @@ class ServingController:
     async def check_backends(self) -> bool:
         """Health-check the local backends; re-discover when one changed (down: its models are
         withdrawn; back: re-advertised). True when a re-discovery ran."""
-        agent = self.agent
-        discovery = agent.discovery
-        link = agent.link
-        if discovery is None or link is None or not link.connected:
+        agent = self._agent
+        if not agent.connected:
             return False
         checks: list[tuple[str, bool, Any]] = []
-        for report in discovery.reports:
+        for report, backend in agent.backend_reports():
             cfg = report.config
             if cfg.kind not in LOCAL_KINDS:
                 continue
-            backend, _ = agent.pool.get(cfg)
             if backend is None or getattr(backend, "inflight", 0):
                 continue  # a backend streaming jobs answers; a failure ends them, then we look
             # compared with the last health check, not the report: a backend that answers its
@@ -397,26 +444,22 @@ class ServingController:
 
     def status(self) -> dict[str, Any]:
         """What `usepod-desktop status --json` prints."""
-        agent = self.agent
+        view = self._agent.snapshot()
         decision = self.decision
         paused = isinstance(decision, Paused)
         snap = self.snapshot
-        models = (
-            []
-            if agent.paused or agent.discovery is None
-            else [m.model_id for m in agent.discovery.models]
-        )
+        models = [] if view.paused else [m.model_id for m in view.models]
         resumes_at = decision.resumes_at if isinstance(decision, Paused) else None
         out: dict[str, Any] = {
-            "state": agent.state.value,
-            "reason": agent.reason,
+            "state": view.state.value,
+            "reason": view.reason,
             "serving": not paused,
             "paused_by": decision.kinds if isinstance(decision, Paused) else [],
             "paused_because": decision.text if isinstance(decision, Paused) else None,
             "resumes_at": resumes_at.isoformat() if resumes_at else None,
             "models": models,
-            "jobs_running": agent.jobs_running,
-            "last_heartbeat_s_ago": _rounded_age(getattr(agent, "heartbeat_age_s", None)),
+            "jobs_running": view.jobs_running,
+            "last_heartbeat_s_ago": _rounded_age(view.heartbeat_age_s),
             "idle_seconds": snap.readings.idle_s if snap else None,
             "idle_source": snap.idle_source if snap else None,
             "on_battery": snap.readings.on_battery if snap else None,

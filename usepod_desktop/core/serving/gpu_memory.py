@@ -1,6 +1,7 @@
 """Give GPU memory back on pause, and take it again (warm up) before serving resumes.
 
-Each local server's own API (checked against its documentation; the fakes in
+Which API a backend has is its kind's `gpu_release` in the kinds table (core/kinds.py); each
+method is the server's own API (checked against its documentation; the fakes in
 :mod:`usepod_desktop.sandbox.fakes` answer the same way):
 
 - Ollama: `POST /api/generate {"model": M, "keep_alive": 0}` unloads M (answer
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 
 from usepod_desktop.core.backends.base import one_line
+from usepod_desktop.core.kinds import KINDS, KindSpec
 
 log = logging.getLogger(__name__)
 
@@ -53,29 +55,25 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _adapters() -> tuple[type, type, type, type]:
-    """The adapter classes (the kind table stays in core/kinds.py; we dispatch on the class)."""
-    from usepod_desktop.core.backends.llamacpp import LlamaCppBackend
-    from usepod_desktop.core.backends.lmstudio import LmStudioBackend
-    from usepod_desktop.core.backends.ollama import OllamaBackend
-    from usepod_desktop.core.backends.vllm import VllmBackend
-
-    return OllamaBackend, LmStudioBackend, VllmBackend, LlamaCppBackend
+def _release_of(backend: Any) -> tuple[KindSpec | None, str | None]:
+    """The backend's row in the kinds table and its GPU release method (core/kinds.py)."""
+    spec = KINDS.get(getattr(backend, "kind", ""))
+    return spec, spec.gpu_release if spec is not None else None
 
 
 async def unload(backend: Any, models: list[str]) -> MemoryResult:
-    ollama, lmstudio, vllm, llamacpp = _adapters()
+    spec, method = _release_of(backend)
     label = backend.label
     try:
-        if isinstance(backend, ollama):
+        if method == "ollama_keep_alive":
             return await _ollama(backend.base_url, models, unload=True, label=label)
-        if isinstance(backend, lmstudio):
+        if method == "lmstudio_rest":
             return await _lmstudio_unload(backend.base_url, models, label)
-        if isinstance(backend, vllm):
+        if method == "vllm_sleep":
             return await _vllm(backend.base_url, "/sleep?level=1", label, "put to sleep")
-        if isinstance(backend, llamacpp):
+        if spec is not None and not spec.remote:
             return MemoryResult(
-                False, f"{label}: llama.cpp has no unload API; its GPU memory stays in use"
+                False, f"{label}: {spec.label} has no unload API; its GPU memory stays in use"
             )
         return MemoryResult(False, f"{label}: remote backend, no local GPU memory")
     except httpx.HTTPError as exc:
@@ -85,14 +83,14 @@ async def unload(backend: Any, models: list[str]) -> MemoryResult:
 
 
 async def warm_up(backend: Any, models: list[str]) -> MemoryResult:
-    ollama, lmstudio, vllm, _ = _adapters()
+    _, method = _release_of(backend)
     label = backend.label
     try:
-        if isinstance(backend, ollama):
+        if method == "ollama_keep_alive":
             return await _ollama(backend.base_url, models, unload=False, label=label)
-        if isinstance(backend, lmstudio):
+        if method == "lmstudio_rest":
             return await _lmstudio_load(backend.base_url, models, label)
-        if isinstance(backend, vllm):
+        if method == "vllm_sleep":
             return await _vllm(backend.base_url, "/wake_up", label, "woken up")
         return MemoryResult(False, f"{label}: nothing to warm up")
     except httpx.HTTPError as exc:
