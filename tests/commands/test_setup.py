@@ -4,21 +4,31 @@ approved from the test or typed at the `sandbox --pairing` prompt."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.pairing_support import BadCoordinator, Scripted, expected_config, probe_ports
-from usepod_desktop.commands.setup import big_text, parse_probe_ports
+from usepod_desktop.commands.setup import Screen, big_text, parse_probe_ports
 from usepod_desktop.core import identity as identity_mod
 from usepod_desktop.core import paths
 from usepod_desktop.core.config import load_config
+from usepod_desktop.core.discovery import ProbeResult
+from usepod_desktop.core.pairing.values import (
+    BackendsDetected,
+    CoordinatorUnreachable,
+    IdentityReady,
+    PairCode,
+    WaitingForApproval,
+)
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FakeBackend
 from usepod_desktop.sandbox.pairing import ApprovedModel, PairingDesk, enable_pairing
@@ -382,3 +392,24 @@ async def test_setup_with_a_local_sandbox_keeps_the_real_config_and_identity(
     assert real_config.read_bytes() == before
     assert paths.default_identity_path().read_bytes() == identity_bytes  # no sandbox id in it
     assert identity_mod.load(paths.default_identity_path()).provider_id == "prov_real"
+
+
+def test_screen_prints_each_pairing_event_it_knows_and_ignores_the_others(tmp_path: Path) -> None:
+    out = io.StringIO()
+    screen = Screen(out)
+    screen.on_event(IdentityReady("PUBKEY=", tmp_path / "identity.key", new=True))
+    screen.on_event(BackendsDetected((ProbeResult("vllm", "http://localhost:8000", ["m"]),)))
+    screen.on_event(CoordinatorUnreachable("https://user:pw@example.test", "timed out", 1, 2.0))
+    code = PairCode("ABCD-2345", "https://x/host/pair", datetime.now(UTC), 0.0, "tok")
+    before = out.getvalue()
+    screen.on_event(WaitingForApproval(code, 30.0, 1))  # the countdown shows this instead
+    assert out.getvalue() == before
+    lines = before.splitlines()
+    assert lines[0] == "Agent key: PUBKEY= (new; saved once paired)"
+    assert lines[1].strip() == str(tmp_path / "identity.key")
+    assert any(
+        re.search(r"vllm\s+at http://localhost:8000\s+\(1 model\(s\): m\)", x) for x in lines
+    )
+    unreachable = [x for x in lines if x.startswith("Cannot reach")]
+    assert len(unreachable) == 1 and "retrying in 2 s" in unreachable[0]
+    assert "pw" not in unreachable[0]  # the URL's credentials are not printed

@@ -182,3 +182,13 @@ def test_windows_owner_only_write_sets_the_acl_before_the_rename(
     fs.atomic_write_text(tmp_path / "identity.key", "secret", owner_only=True, platform="win32")
     assert (tmp_path / "identity.key").read_text() == "secret"
     assert seen[-1][1:] == ["/inheritance:r", "/grant:r", "RIG01\\alice:(F)"]
+
+
+def test_create_exclusive_never_replaces_a_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "key"
+    fs.create_exclusive(target, "first\n")
+    assert target.read_text() == "first\n"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        fs.create_exclusive(target, "second\n")
+    assert target.read_text() == "first\n"

@@ -129,3 +129,17 @@ def test_warns_when_group_or_other_can_read(
 def test_repr_never_shows_the_secret(tmp_path: Path) -> None:
     ident = identity.from_seed(SEED, tmp_path / "k")
     assert B64_SEED not in repr(ident) and SEED.hex() not in repr(ident)
+
+
+def test_a_new_key_in_memory_touches_no_disk_until_saved_exclusively(tmp_path: Path) -> None:
+    path = tmp_path / "nested" / "identity.key"
+    fresh = identity.new_in_memory(path)
+    assert not path.parent.exists()  # nothing written: pairing may still be cancelled
+    identity.save_exclusive(fresh)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert identity.load(path).public_key == fresh.public_key
+    # A second key for the same path never replaces the first one.
+    other = identity.new_in_memory(path)
+    with pytest.raises(FileExistsError):
+        identity.save_exclusive(other)
+    assert identity.load(path).public_key == fresh.public_key

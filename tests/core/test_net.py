@@ -17,6 +17,7 @@ from usepod_desktop.core.net import (
     failure_of,
     snippet,
 )
+from usepod_desktop.core.pairing.wire import TransientHTTPError
 from usepod_desktop.core.protocol import ErrorCode
 
 REQ = httpx.Request("GET", "http://127.0.0.1:9/v1/models")
@@ -106,7 +107,7 @@ async def test_pairing_reports_a_refused_server_through_the_shared_text() -> Non
     try:
         flow = pairing.PairingFlow(f"http://127.0.0.1:{port}", request_timeout=2.0)
         async with flow._client() as client:
-            with pytest.raises(pairing._Unreachable) as info:
+            with pytest.raises(TransientHTTPError) as info:
                 await asyncio.wait_for(flow._post(client, "/x", {}), 10)
         assert str(info.value) == "connection refused"
     finally:

@@ -38,7 +38,6 @@ from usepod_desktop.core.pairing import (
     CodeExpired,
     CodeIssued,
     CoordinatorUnreachable,
-    Expired,
     IdentityReady,
     PairCode,
     Paired,
@@ -47,6 +46,7 @@ from usepod_desktop.core.pairing import (
     PairingEvent,
     PairingExpired,
     PairingFlow,
+    PollExpired,
     WaitingForApproval,
     coordinator_ws_url,
     normalize_base,
@@ -320,7 +320,7 @@ async def test_expired_code_is_reported_and_a_new_code_works(
     await desk.wait_for_request(10, polled=True)
     desk.expire(code.pair_code)
     outcome = await asyncio.wait_for(waiting, 10)
-    assert outcome == Expired(code)
+    assert outcome == PollExpired(code)
     assert [e.code for e in rec.of(CodeExpired)] == [code]
     assert_nothing_written(files, memory_keyring)
 
@@ -417,7 +417,7 @@ async def test_unreachable_past_the_codes_deadline_is_an_expiry(
     await until(lambda: rec.of(CoordinatorUnreachable))
     assert not waiting.done()
     skew[0] = 601.0  # ten minutes later, still no coordinator
-    assert await asyncio.wait_for(waiting, 10) == Expired(code)
+    assert await asyncio.wait_for(waiting, 10) == PollExpired(code)
     assert flow.remaining(code) == 0
     assert_nothing_written(files, memory_keyring)
 

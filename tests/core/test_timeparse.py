@@ -41,9 +41,10 @@ def test_rejects_what_is_not_a_timestamp(text: str) -> None:
 
 
 def test_identity_and_pairing_share_it() -> None:
-    from usepod_desktop.core import identity, pairing
+    from usepod_desktop.core import identity
+    from usepod_desktop.core.pairing import wire
 
     text = "2025-06-01T12:00:00.123456789Z"
-    assert identity._parse_time(text, Path("x")) == pairing._parse_time(text) == parse_rfc3339(text)
-    assert pairing._parse_time("not a time") is None
-    assert pairing._parse_time(42) is None
+    assert identity._parse_time(text, Path("x")) == wire._parse_time(text) == parse_rfc3339(text)
+    assert wire._parse_time("not a time") is None
+    assert wire._parse_time(42) is None

@@ -118,7 +118,7 @@ def _forget_service() -> bool:
 
 def _forget_keyring(names: list[str]) -> bool:
     from usepod_desktop.core.errors import SecretStoreError
-    from usepod_desktop.core.pairing import HOST_TOKEN_KEY
+    from usepod_desktop.core.pairing.values import HOST_TOKEN_KEY
     from usepod_desktop.core.secrets import SERVICE, SecretStore
 
     store = SecretStore()

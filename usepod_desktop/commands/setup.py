@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -22,7 +23,15 @@ from usepod_desktop.core.kinds import LOCAL_KINDS
 from usepod_desktop.core.text import escape_controls, redact_url
 
 if TYPE_CHECKING:
-    from usepod_desktop.core.pairing import PairCode, PairingEvent, PairingFlow, PairingResult
+    from usepod_desktop.core.pairing.flow import PairingFlow
+    from usepod_desktop.core.pairing.values import (
+        BackendsDetected,
+        CoordinatorUnreachable,
+        IdentityReady,
+        PairCode,
+        PairingEvent,
+        PairingResult,
+    )
 
 DEFAULT_COORDINATOR = "https://api.usepod.ai"
 
@@ -124,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         return fail(str(exc))
     from usepod_desktop.core import paths
     from usepod_desktop.core.errors import UserFacingError
-    from usepod_desktop.core.pairing import PairingFlow
+    from usepod_desktop.core.pairing.flow import PairingFlow
 
     config_path = Path(args.config).expanduser() if args.config else paths.default_config_path()
     screen = Screen(sys.stdout)
@@ -147,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
 
 async def _pair(flow: PairingFlow, screen: Screen, *, explicit_config: bool) -> int:
     from usepod_desktop.core.errors import UserFacingError
-    from usepod_desktop.core.pairing import Expired
+    from usepod_desktop.core.pairing.values import PollExpired
 
     screen.say(f"usepod-desktop setup: pairing with {flow.base}")
     screen.say()
@@ -168,7 +177,7 @@ async def _pair(flow: PairingFlow, screen: Screen, *, explicit_config: bool) -> 
         finally:
             countdown.cancel()
             screen.end_countdown()
-        if isinstance(outcome, Expired):
+        if isinstance(outcome, PollExpired):
             return fail(
                 f"pair code {code.pair_code} expired before it was approved; run "
                 f"`{setup_again(flow, explicit_config)}` again for a new code",
@@ -184,7 +193,7 @@ async def _pair(flow: PairingFlow, screen: Screen, *, explicit_config: bool) -> 
 
 def setup_again(flow: PairingFlow, explicit_config: bool) -> str:
     """The setup command line that pairs with the same coordinator (and config file) again."""
-    from usepod_desktop.core.pairing import normalize_base
+    from usepod_desktop.core.pairing.wire import normalize_base
 
     command = ["usepod-desktop", "setup"]
     if flow.base != normalize_base(DEFAULT_COORDINATOR):
@@ -227,6 +236,15 @@ class Screen:
         except (UnicodeEncodeError, LookupError):
             self.fancy = False
         self._countdown_shown = False
+        from usepod_desktop.core.pairing import values
+
+        #: What each pairing event prints; events not in it print nothing (the countdown
+        #: and the result are printed by `_pair`).
+        self._handlers: dict[type, Callable[[Any], None]] = {
+            values.IdentityReady: self.identity_ready,
+            values.BackendsDetected: self.backends,
+            values.CoordinatorUnreachable: self.unreachable,
+        }
 
     def say(self, text: str = "") -> None:
         """Print one line. Control characters are escaped: the pair code, model ids and
@@ -237,26 +255,27 @@ class Screen:
     # ---- events
 
     def on_event(self, event: PairingEvent) -> None:
-        from usepod_desktop.core import pairing as p
+        handler = self._handlers.get(type(event))
+        if handler is not None:
+            handler(event)
 
-        if isinstance(event, p.IdentityReady):
-            note = " (new; saved once paired)" if event.new else ""
-            self.say(f"Agent key: {event.public_key}{note}")
-            self.say(f"           {event.path}")
-            self.say()
-        elif isinstance(event, p.BackendsDetected):
-            self.backends(event)
-        elif isinstance(event, p.CoordinatorUnreachable):
-            self.end_countdown()
-            self.say(
-                f"Cannot reach {redact_url(event.url)} ({event.detail}); "
-                f"retrying in {event.retry_in:.0f} s"
-            )
+    def identity_ready(self, event: IdentityReady) -> None:
+        note = " (new; saved once paired)" if event.new else ""
+        self.say(f"Agent key: {event.public_key}{note}")
+        self.say(f"           {event.path}")
+        self.say()
 
-    def backends(self, event: Any) -> None:
+    def unreachable(self, event: CoordinatorUnreachable) -> None:
+        self.end_countdown()
+        self.say(
+            f"Cannot reach {redact_url(event.url)} ({event.detail}); "
+            f"retrying in {event.retry_in:.0f} s"
+        )
+
+    def backends(self, event: BackendsDetected) -> None:
         if not event.backends:
             from usepod_desktop.core.discovery import PROBE_PORTS
-            from usepod_desktop.core.pairing import BACKEND_HINTS
+            from usepod_desktop.core.pairing.values import BACKEND_HINTS
 
             self.say("No local backend detected on the standard ports. You can pair anyway and")
             self.say("add backends later in the settings, or start one of:")

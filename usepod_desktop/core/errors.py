@@ -14,8 +14,8 @@
     │   ├── MissingKeyError         a remote backend has no API key
     │   ├── LedgerError             the earnings ledger database cannot be used
     │   ├── PairingError            pairing cannot go on
-    │   │   ├── PairingExpired      (pairing.py) the pair code expired before approval
-    │   │   └── PairingCancelled    (pairing.py) the operator cancelled
+    │   │   ├── PairingExpired      (pairing/values.py) the pair code expired before approval
+    │   │   └── PairingCancelled    (pairing/values.py) the operator cancelled
     │   ├── ServiceError            installing / controlling the system service failed
     │   │   └── NotInstalled        (service.py) there is no service to control
     │   ├── AutostartError          the start-at-login entry cannot be written or removed

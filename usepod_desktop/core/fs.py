@@ -4,6 +4,9 @@ login entry and the service file.
 - :func:`atomic_write_text` / :func:`atomic_write_bytes`: temp file in the same directory, fsync,
   mode, rename over the target, fsync of the directory. Readers see the old or the new file,
   never a mix; on any failure the old file is left as it was.
+- :func:`create_exclusive`: create a new file, never replacing one (``O_EXCL``), written and
+  fsynced before it is closed: the identity key is created this way, so a key another process
+  created a moment earlier is never overwritten.
 - :func:`replace`: `os.replace` that survives Windows' transient refusals. There, renaming over a
   file fails with "access denied" / "sharing violation" while another process has it open
   without delete sharing: an antivirus scanning the new file, a backup or indexer, an editor.
@@ -155,6 +158,19 @@ def atomic_write_text(
     atomic_write_bytes(
         target, text.encode("utf-8"), mode=mode, owner_only=owner_only, platform=platform
     )
+
+
+def create_exclusive(path: Path, text: str, *, mode: int = 0o600) -> None:
+    """Create `path` holding `text` (UTF-8, in text mode) with `mode`; the parent
+    directories are created when missing. Raises FileExistsError, leaving the file alone, when
+    `path` exists already (even one created a moment ago by another process), and OSError when
+    it cannot be created. The data is fsynced before the file is closed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _fsync_dir(directory: Path) -> None:

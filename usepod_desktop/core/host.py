@@ -35,7 +35,7 @@ from usepod_desktop.core.events import JobFinished
 if TYPE_CHECKING:  # imported when first used: the tray paints before the agent is built
     from usepod_desktop.core.agent import Agent
     from usepod_desktop.core.ledger import Ledger, Totals
-    from usepod_desktop.core.pairing import PairingResult
+    from usepod_desktop.core.pairing.values import PairingResult
     from usepod_desktop.sandbox.demo import SandboxSession
 
 log = logging.getLogger(__name__)

@@ -31,9 +31,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from usepod_desktop.core.config import atomic_write_text
 from usepod_desktop.core.errors import IdentityError
-from usepod_desktop.core.fs import restrict_to_owner
+from usepod_desktop.core.fs import atomic_write_text, create_exclusive, restrict_to_owner
 from usepod_desktop.core.text import safe_remote_text
 from usepod_desktop.core.timeparse import parse_rfc3339
 
@@ -180,24 +179,34 @@ def load_or_create(path: Path) -> Identity:
     return create(path)
 
 
-def create(path: Path) -> Identity:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    identity = Identity(
+def new_in_memory(path: Path) -> Identity:
+    """A new key for `path`, not written anywhere (pairing keeps it in memory until the
+    coordinator approves it; :func:`save_exclusive` writes it then)."""
+    return Identity(
         path=path,
         created=datetime.now(UTC),
         provider_id=None,
         _private=Ed25519PrivateKey.generate(),
     )
-    # O_EXCL: never clobber a key another process created a moment ago.
+
+
+def save_exclusive(identity: Identity) -> None:
+    """Write `identity` as a new owner-only key file at its path (parent directories created).
+
+    Never replaces a file: raises FileExistsError when one exists, even one another process
+    created a moment ago (``O_EXCL``), and OSError when it cannot be written."""
+    create_exclusive(identity.path, identity.serialize(), mode=0o600)
+    protect_new_key(identity.path)
+
+
+def create(path: Path) -> Identity:
+    """A new key saved at `path`; the key already there when another process created one a
+    moment ago (never clobbered)."""
+    identity = new_in_memory(path)
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        save_exclusive(identity)
     except FileExistsError:
         return load(path)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(identity.serialize())
-        fh.flush()
-        os.fsync(fh.fileno())
-    protect_new_key(path)
     log.info("generated a new agent identity at %s", path)
     return identity
 

@@ -42,7 +42,7 @@ from usepod_desktop.gui.windows import WindowRegistry, show_window
 if TYPE_CHECKING:
     from usepod_desktop.core.agent import Agent
     from usepod_desktop.core.ledger import Ledger
-    from usepod_desktop.core.pairing import PairingResult
+    from usepod_desktop.core.pairing.values import PairingResult
     from usepod_desktop.gui.dashboard import DashboardWindow
     from usepod_desktop.gui.doctor_window import DoctorWindow
     from usepod_desktop.gui.logview import LogViewer

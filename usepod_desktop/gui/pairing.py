@@ -1,6 +1,6 @@
 """The pairing wizard: first run and "Pair this computer...".
 
-Three pages over :class:`usepod_desktop.core.pairing.PairingFlow` (the same code `setup` runs):
+Three pages over :class:`usepod_desktop.core.pairing.flow.PairingFlow` (the same code `setup` runs):
 
 1. the local backends found and what they serve, with how to start each kind that is missing;
 2. the pair code in large type, Copy and "Open pairing page", a countdown and a busy bar while
@@ -9,7 +9,7 @@ Three pages over :class:`usepod_desktop.core.pairing.PairingFlow` (the same code
 
 Nothing is written before the website approves the code, so Cancel (or closing the window)
 on pages 1 and 2 leaves no trace. :attr:`PairingWizard.paired` is emitted with the
-:class:`~usepod_desktop.core.pairing.PairingResult` when the user clicks "Start serving" or
+:class:`~usepod_desktop.core.pairing.values.PairingResult` when the user clicks "Start serving" or
 closes the last page (agent.toml is written by then).
 
 The app calls :func:`open_pairing_wizard` (tray "Pair this computer...", first launch): it
@@ -50,20 +50,20 @@ from usepod_desktop.core import paths
 from usepod_desktop.core.discovery import PROBE_PORTS, ProbeResult
 from usepod_desktop.core.errors import UserFacingError
 from usepod_desktop.core.money import SHARE_PERCENT, format_rate
-from usepod_desktop.core.pairing import (
+from usepod_desktop.core.pairing.flow import PairingFlow
+from usepod_desktop.core.pairing.values import (
     BACKEND_HINTS,
-    DEFAULT_COORDINATOR,
     Activation,
     BackendsDetected,
     CodeExpired,
     CoordinatorUnreachable,
-    Expired,
     PairCode,
     PairingEvent,
-    PairingFlow,
     PairingResult,
+    PollExpired,
     WaitingForApproval,
 )
+from usepod_desktop.core.pairing.wire import DEFAULT_COORDINATOR
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.errors import show_user_error
 from usepod_desktop.gui.icons import app_icon
@@ -399,7 +399,7 @@ class PairingWizard(QDialog):
         code = await self.flow.issue()
         self._show_code(code)
         outcome = await self.flow.wait(code)
-        if isinstance(outcome, Expired):
+        if isinstance(outcome, PollExpired):
             self._show_expired()
             return None
         return await self._complete(outcome)

@@ -40,7 +40,7 @@ from typing import Any, Literal, TypeAlias
 
 from aiohttp import web
 
-from usepod_desktop.core.pairing import ISSUE_PATH, POLL_PATH
+from usepod_desktop.core.pairing.wire import ISSUE_PATH, POLL_PATH
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 
 __all__ = [
