@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from usepod_desktop.core import pairing
-from usepod_desktop.core.backends.openai_compat import backend_error_of
+from usepod_desktop.core.backends.http import backend_error_of
 from usepod_desktop.core.net import (
     NetFailure,
     error_detail,

@@ -15,7 +15,7 @@ from aiohttp import web
 
 from tests.security.hostile import Endless, endless_body, http_server, peak_memory
 from usepod_desktop.core.backends.base import BackendError
-from usepod_desktop.core.backends.openai_compat import MAX_MODELS_BODY
+from usepod_desktop.core.backends.http import MAX_MODELS_BODY
 from usepod_desktop.core.backends.vllm import VllmBackend
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.discovery import probe_local

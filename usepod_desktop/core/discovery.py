@@ -47,19 +47,14 @@ from usepod_desktop.core.backends.base import (
     UpstreamPrice,
     one_line,
 )
-from usepod_desktop.core.backends.openai_compat import (
-    MAX_MODELS_BODY,
-    PROBE_TIMEOUT,
-    BodyTooLarge,
-    local_base_url,
-    read_limited,
-)
+from usepod_desktop.core.backends.http import MAX_MODELS_BODY, PROBE_TIMEOUT, local_base_url
 from usepod_desktop.core.backends.openrouter import OpenRouterBackend
 from usepod_desktop.core.backends.registry import build_backend
 from usepod_desktop.core.backends.venice import VeniceBackend
 from usepod_desktop.core.config import BackendConfig, Config, ModelPrice
 from usepod_desktop.core.kinds import KINDS, LOCAL_KINDS
 from usepod_desktop.core.money import resolve_price
+from usepod_desktop.core.net import BodyTooLarge, read_limited
 from usepod_desktop.core.secrets import SecretStore
 
 __all__ = [

@@ -8,8 +8,11 @@ into one-line text, shared by the backend adapters and pairing.
   ``detail``, ``message``, else the text itself).
 - :func:`failure_of`: which kind of transport failure an httpx / asyncio exception is
   (:class:`NetFailure`), so each domain maps it to its own error once:
-  ``openai_compat.backend_error_of`` to a ``BackendError`` code, pairing to a retry.
+  ``backends.http.backend_error_of`` to a ``BackendError`` code, pairing to a retry.
 - :func:`connect_failure_text`: "connection refused", "cannot resolve host name", ...
+- :func:`read_limited` / :func:`read_capped`: a streamed body read in chunks and bounded in
+  size (:class:`BodyTooLarge` past the limit, or the rest left unread), so an endless or huge
+  answer never costs more than the limit.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from usepod_desktop.core.text import escape_controls
 __all__ = [
     "MAX_MESSAGE_CHARS",
     "NET_ERRORS",
+    "BodyTooLarge",
     "NetFailure",
     "connect_failure_text",
     "error_detail",
@@ -37,6 +41,8 @@ __all__ = [
     "error_text",
     "failure_of",
     "one_line",
+    "read_capped",
+    "read_limited",
     "snippet",
 ]
 
@@ -167,3 +173,37 @@ def connect_failure_text(exc: BaseException) -> str:
         if isinstance(item, OSError) and item.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
             return "host unreachable"
     return f"cannot connect ({one_line(str(exc) or type(exc).__name__, 120)})"
+
+
+# ------------------------------------------------------------------------------ bounded reads
+
+
+class BodyTooLarge(Exception):
+    """A response body went past the size it may have; reading stopped at the limit."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"answer larger than {limit} bytes; stopped reading it")
+        self.limit = limit
+
+
+async def read_limited(response: httpx.Response, limit: int) -> bytes:
+    """The body of a streamed response, read chunk by chunk; :class:`BodyTooLarge` as soon as
+    it goes past `limit` bytes, so an endless or huge body never costs more than `limit`."""
+    buf = bytearray()
+    async for chunk in response.aiter_bytes():
+        if len(buf) + len(chunk) > limit:
+            raise BodyTooLarge(limit)
+        buf += chunk
+    return bytes(buf)
+
+
+async def read_capped(response: httpx.Response, cap: int) -> bytes:
+    """Up to `cap` bytes of a streamed response body; the rest is not read."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        parts.append(chunk)
+        size += len(chunk)
+        if size >= cap:
+            break
+    return b"".join(parts)[:cap]

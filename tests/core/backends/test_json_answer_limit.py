@@ -11,7 +11,7 @@ import uuid
 from tests.core.test_executor import Route
 from usepod_desktop.core import protocol
 from usepod_desktop.core.backends import build_backend
-from usepod_desktop.core.backends.openai_compat import JSON_SLICE, MAX_JSON_ANSWER
+from usepod_desktop.core.backends.http import JSON_SLICE, MAX_JSON_ANSWER
 from usepod_desktop.core.config import BackendConfig
 from usepod_desktop.core.executor import Executor
 from usepod_desktop.core.protocol import ErrorCode

@@ -1,5 +1,5 @@
 """Quick-ACK backend connections: the first event of a Nagle'd keep-alive server is not held
-behind a delayed ACK (see openai_compat._QuickAckStream). Behaviour only, no timing."""
+behind a delayed ACK (see core/backends/http.py, _QuickAckStream). Behaviour only, no timing."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.core.backends.conftest import MakeBackend, Sink, chat_request
-from usepod_desktop.core.backends import openai_compat
+from usepod_desktop.core.backends import http as backend_http
 from usepod_desktop.core.backends.base import JobRequest
 from usepod_desktop.sandbox.fakes import FakeBackend
 
@@ -52,7 +52,7 @@ async def test_every_request_write_re_arms_quick_ack_after_the_bytes_went_out() 
     sock = RecordingSocket()
     log: list[str] = []
     inner = InnerStream(sock, log)
-    stream = openai_compat._QuickAckStream(inner)  # type: ignore[arg-type]
+    stream = backend_http._QuickAckStream(inner)  # type: ignore[arg-type]
     await stream.write(b"POST / HTTP/1.1\r\n\r\n")
     assert log == ["write 19"]
     assert sock.calls == [(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)]
@@ -68,7 +68,7 @@ async def test_a_socket_that_refuses_the_option_is_left_alone() -> None:
             raise OSError(95, "Operation not supported")
 
     sock = Refusing()
-    stream = openai_compat._QuickAckStream(InnerStream(sock, []))  # type: ignore[arg-type]
+    stream = backend_http._QuickAckStream(InnerStream(sock, []))  # type: ignore[arg-type]
     await stream.write(b"a")
     await stream.write(b"b")
     assert len(sock.calls) == 1  # tried once, then never again
@@ -78,7 +78,7 @@ async def test_backend_clients_get_quick_ack_connections(make_backend: MakeBacke
     async with FakeBackend("vllm", ["m1"], output_tokens=5) as fake:
         backend = make_backend(fake)
         pool = backend._client._transport._pool  # type: ignore[attr-defined]
-        assert isinstance(pool._network_backend, openai_compat._QuickAckBackend)
+        assert isinstance(pool._network_backend, backend_http._QuickAckBackend)
         sink = Sink()
         job = JobRequest("0b7e8a52-5f7c-4cf4-9d1e-1f1b5d0f0a11", "m1", chat_request(), "openai")
         usage = await backend.execute(job, sink)  # type: ignore[attr-defined]
@@ -121,7 +121,7 @@ def nagle_server() -> Iterator[str]:
 
 async def test_kept_alive_connection_streams_through_the_wrapper(nagle_server: str) -> None:
     async with httpx.AsyncClient(base_url=nagle_server) as client:
-        assert openai_compat.quick_ack(client)
+        assert backend_http.quick_ack(client)
         for _ in range(3):
             async with client.stream("POST", "/", content=b"{}") as resp:
                 body = b"".join([c async for c in resp.aiter_bytes()])
@@ -131,4 +131,4 @@ async def test_kept_alive_connection_streams_through_the_wrapper(nagle_server: s
 
 def test_a_client_with_its_own_transport_is_left_alone() -> None:
     client = httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
-    assert not openai_compat.quick_ack(client)
+    assert not backend_http.quick_ack(client)

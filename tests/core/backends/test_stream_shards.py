@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from tests.core.backends.conftest import MakeBackend, Sink, chat_request
-from usepod_desktop.core.backends import openai_compat
+from usepod_desktop.core.backends import http as backend_http
 from usepod_desktop.core.backends.base import JobRequest
 from usepod_desktop.sandbox.fakes import FakeBackend
 
@@ -18,7 +18,7 @@ def job(i: int) -> JobRequest:
 async def test_forty_streams_use_three_clients_of_at_most_sixteen(
     make_backend: MakeBackend,
 ) -> None:
-    size = openai_compat.STREAM_SHARD_SIZE
+    size = backend_http.STREAM_SHARD_SIZE
     async with FakeBackend("vllm", ["m1"], output_tokens=5, tokens_per_second=50) as fake:
         backend = make_backend(fake)
         seen: list[list[int]] = []

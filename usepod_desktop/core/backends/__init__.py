@@ -1,5 +1,6 @@
-"""Backend adapters: one shared OpenAI-compatible client (`openai_compat`) and one small module
-per kind with only its quirks. Start with :func:`build_backend`."""
+"""Backend adapters: one shared HTTP client (`http`), the OpenAI-compatible wire it speaks
+(`openai_compat`) and one small module per kind with only its quirks. Start with
+:func:`build_backend`."""
 
 from usepod_desktop.core.backends.base import (
     Backend,

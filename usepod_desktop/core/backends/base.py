@@ -2,7 +2,8 @@
 
 A :class:`Backend` talks to one configured inference server: a local one (vLLM, llama.cpp,
 LM Studio, Ollama) or a hosted one reached with the operator's own key (OpenRouter, Venice).
-Every kind speaks the OpenAI-compatible API, so the work is done once in
+Every kind speaks the OpenAI-compatible API, so the work is done once: the HTTP client in
+:mod:`usepod_desktop.core.backends.http`, the wire rules in
 :mod:`usepod_desktop.core.backends.openai_compat`; the per-kind modules hold only quirks.
 
 Errors: :meth:`Backend.health` never raises (it returns a :class:`Health`); everything else

@@ -17,12 +17,10 @@ from typing import Any
 import httpx
 
 from usepod_desktop.core.backends.base import BackendError, Health, ModelInfo
-from usepod_desktop.core.backends.openai_compat import (
-    LocalBackend,
-    context_window_of,
-    error_message_of,
-    json_count,
-)
+from usepod_desktop.core.backends.http import LocalBackend
+from usepod_desktop.core.backends.openai_compat import context_window_of
+from usepod_desktop.core.backends.sse import json_count
+from usepod_desktop.core.net import error_message_of
 
 
 class LlamaCppBackend(LocalBackend):

@@ -18,11 +18,9 @@ from typing import Any
 import httpx
 
 from usepod_desktop.core.backends.base import BackendError, Health, ModelInfo, one_line
-from usepod_desktop.core.backends.openai_compat import (
-    LocalBackend,
-    error_text,
-    json_count,
-)
+from usepod_desktop.core.backends.http import LocalBackend
+from usepod_desktop.core.backends.sse import json_count
+from usepod_desktop.core.net import error_text
 
 
 class LmStudioBackend(LocalBackend):

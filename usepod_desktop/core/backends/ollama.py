@@ -19,14 +19,10 @@ from typing import Any
 import httpx
 
 from usepod_desktop.core.backends.base import ModelInfo
-from usepod_desktop.core.backends.openai_compat import (
-    MAX_MODELS_BODY,
-    BodyTooLarge,
-    LocalBackend,
-    decode_json,
-    json_count,
-    read_limited,
-)
+from usepod_desktop.core.backends.http import MAX_MODELS_BODY, LocalBackend
+from usepod_desktop.core.backends.openai_compat import decode_json
+from usepod_desktop.core.backends.sse import json_count
+from usepod_desktop.core.net import BodyTooLarge, read_limited
 
 #: At most this many `/api/show` calls at once.
 SHOW_CONCURRENCY = 8

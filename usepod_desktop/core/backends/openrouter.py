@@ -24,7 +24,8 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from usepod_desktop.core.backends.base import ModelInfo, UpstreamPrice
-from usepod_desktop.core.backends.openai_compat import RemoteBackend, context_window_of
+from usepod_desktop.core.backends.http import RemoteBackend
+from usepod_desktop.core.backends.openai_compat import context_window_of
 
 DEFAULT_BASE_URL = "https://openrouter.ai/api/v1"
 BASE_URL_ENV = "USEPOD_OPENROUTER_BASE_URL"

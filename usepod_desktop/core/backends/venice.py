@@ -23,12 +23,10 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 from usepod_desktop.core.backends.base import ModelInfo, UpstreamPrice
-from usepod_desktop.core.backends.openai_compat import (
-    RemoteBackend,
-    context_window_of,
-    json_count,
-)
+from usepod_desktop.core.backends.http import RemoteBackend
+from usepod_desktop.core.backends.openai_compat import context_window_of
 from usepod_desktop.core.backends.openrouter import usd_per_token
+from usepod_desktop.core.backends.sse import json_count
 
 DEFAULT_BASE_URL = "https://api.venice.ai/api/v1"
 BASE_URL_ENV = "USEPOD_VENICE_BASE_URL"

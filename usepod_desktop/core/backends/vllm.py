@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 
 from usepod_desktop.core.backends.base import Health
-from usepod_desktop.core.backends.openai_compat import LocalBackend
+from usepod_desktop.core.backends.http import LocalBackend
 
 
 class VllmBackend(LocalBackend):

@@ -26,14 +26,15 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from usepod_desktop.core import identity as identity_mod
-from usepod_desktop.core.backends.openai_compat import BodyTooLarge, read_limited
 from usepod_desktop.core.errors import IdentityError, PairingError
 from usepod_desktop.core.logsetup import register_secret
 from usepod_desktop.core.net import (
+    BodyTooLarge,
     NetFailure,
     connect_failure_text,
     error_detail,
     failure_of,
+    read_limited,
     snippet,
 )
 from usepod_desktop.core.pairing.values import ActivatedModel, Activation, PairCode
