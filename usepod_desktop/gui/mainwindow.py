@@ -1,11 +1,11 @@
 """The status window: where the desktop has no system tray (GNOME without AppIndicator
 support) the app shows this instead of running invisibly; elsewhere a second launch or a click
-on the tray icon may bring it up. Same status, same actions as the tray menu."""
+on the tray icon may bring it up. Same status, same actions as the tray menu, from the same
+:class:`~usepod_desktop.gui.model.TrayModel` (the controller meets it; not imported here)."""
 
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QCloseEvent
@@ -22,20 +22,18 @@ from PySide6.QtWidgets import (
 )
 
 from usepod_desktop.gui.icons import app_icon, state_icon
+from usepod_desktop.gui.model import TrayModel
 from usepod_desktop.gui.tray import populate_menu
 from usepod_desktop.gui.widgets import APP_TITLE, plain
 
-if TYPE_CHECKING:
-    from usepod_desktop.gui.controller import AppController
-
 
 class StatusWindow(QMainWindow):
-    def __init__(self, controller: AppController) -> None:
+    def __init__(self, model: TrayModel) -> None:
         super().__init__()
-        self.controller = controller
+        self.model = model
         self.setObjectName("statusWindow")
         self.setWindowIcon(app_icon())
-        self.setWindowTitle(f"{APP_TITLE} (sandbox)" if controller.sandbox else APP_TITLE)
+        self.setWindowTitle(f"{APP_TITLE} (sandbox)" if model.sandbox else APP_TITLE)
         self.setMinimumWidth(520)
 
         central = QWidget(self)
@@ -66,21 +64,21 @@ class StatusWindow(QMainWindow):
         grid = QGridLayout()
         self.pause_button = QPushButton(central)
         self.pause_button.setObjectName("pauseButton")
-        self.pause_button.clicked.connect(controller.toggle_pause)
+        self.pause_button.clicked.connect(model.toggle_pause)
         self.settings_button = QPushButton("Settings…", central)
-        self.settings_button.clicked.connect(lambda: controller.open_settings())
+        self.settings_button.clicked.connect(lambda: model.open_settings())
         self.test_button = QPushButton("Send test job…", central)
-        self.test_button.clicked.connect(lambda: controller.open_test_job())
+        self.test_button.clicked.connect(lambda: model.open_test_job())
         self.log_button = QPushButton("View log…", central)
-        self.log_button.clicked.connect(lambda: controller.open_log_view())
+        self.log_button.clicked.connect(lambda: model.open_log_view())
         self.folder_button = QPushButton("Open log folder", central)
-        self.folder_button.clicked.connect(lambda: controller.open_log_folder())
+        self.folder_button.clicked.connect(lambda: model.open_log_folder())
         self.pair_button = QPushButton("Pair this computer…", central)
         self.pair_button.setObjectName("pairButton")
-        self.pair_button.clicked.connect(lambda: controller.open_pairing())
+        self.pair_button.clicked.connect(lambda: model.open_pairing())
         layout.addWidget(self.pair_button)
         self.quit_button = QPushButton("Quit Use Pod", central)
-        self.quit_button.clicked.connect(controller.request_quit)
+        self.quit_button.clicked.connect(model.request_quit)
         for i, button in enumerate(
             (
                 self.pause_button,
@@ -106,28 +104,28 @@ class StatusWindow(QMainWindow):
         self.setCentralWidget(central)
 
         menu = QMenu("&Use Pod", self)
-        menu.aboutToShow.connect(lambda: populate_menu(menu, controller))
-        populate_menu(menu, controller)
+        menu.aboutToShow.connect(lambda: populate_menu(menu, model))
+        populate_menu(menu, model)
         self.menuBar().addMenu(menu)
         self.agent_menu = menu
 
-        controller.statusChanged.connect(self.refresh)
+        model.statusChanged.connect(self.refresh)
         self.refresh()
 
     def refresh(self) -> None:
-        c = self.controller
-        self.icon.setPixmap(state_icon(c.state).pixmap(44, 44))
-        self.state_label.setText(("Sandbox · " if c.sandbox else "") + c.state.label)
-        self.reason_label.setText("Stopping…" if c.stopping else c.reason)
-        self.figures_label.setText(c.figures_text())
-        has_agent = c.agent is not None and not c.stopping
-        self.pause_button.setText("Resume serving" if c.paused else "Pause serving")
+        m = self.model
+        self.icon.setPixmap(state_icon(m.state).pixmap(44, 44))
+        self.state_label.setText(("Sandbox · " if m.sandbox else "") + m.state.label)
+        self.reason_label.setText("Stopping…" if m.stopping else m.reason)
+        self.figures_label.setText(m.figures_text())
+        has_agent = m.agent is not None and not m.stopping
+        self.pause_button.setText("Resume serving" if m.paused else "Pause serving")
         for button in (self.pause_button, self.settings_button, self.test_button):
             button.setEnabled(has_agent)
-        self.quit_button.setEnabled(not c.stopping)
-        self.pair_button.setVisible(c.needs_pairing)
-        supported, why = c.autostart_supported()
-        if supported and c.sandbox:  # the entry starts the real app, never the sandbox
+        self.quit_button.setEnabled(not m.stopping)
+        self.pair_button.setVisible(m.needs_pairing)
+        supported, why = m.autostart_supported()
+        if supported and m.sandbox:  # the entry starts the real app, never the sandbox
             self.autostart.setText("Start the app at login (not the sandbox)")
             why = "At login this starts Use Pod normally, serving with your agent.toml"
         else:
@@ -135,7 +133,7 @@ class StatusWindow(QMainWindow):
         self.autostart.setEnabled(supported)
         self.autostart.setToolTip(why)
         self.autostart.blockSignals(True)
-        self.autostart.setChecked(supported and c.start_at_login())
+        self.autostart.setChecked(supported and m.start_at_login())
         self.autostart.blockSignals(False)
 
     def show_notification(self, title: str, message: str) -> None:
@@ -146,10 +144,10 @@ class StatusWindow(QMainWindow):
         self.statusBar().showMessage(f"{title}: {message}", 15_000)
 
     def _autostart_toggled(self, on: bool) -> None:
-        self.controller.set_start_at_login(on)
+        self.model.set_start_at_login(on)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # Without a tray this window is the app: closing it quits (gracefully).
-        if self.controller.tray is None:
-            self.controller.request_quit()
+        if self.model.tray is None:
+            self.model.request_quit()
         event.accept()

@@ -1,11 +1,13 @@
 """The tray icon: a static icon per state, a short tooltip, and a menu rebuilt every time it
-opens (so it always shows the current state; the vorta pattern)."""
+opens (so it always shows the current state; the vorta pattern).
+
+Built on a :class:`~usepod_desktop.gui.model.TrayModel` (what to show, what the menu does),
+which the controller meets; this module does not know the controller."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import QEvent, QObject, QTimer
 from PySide6.QtGui import QAction, QGuiApplication
@@ -13,6 +15,7 @@ from PySide6.QtWidgets import QMenu, QSystemTrayIcon
 
 from usepod_desktop.core.events import AgentState
 from usepod_desktop.gui.icons import state_icon, tray_variant
+from usepod_desktop.gui.model import TrayModel
 from usepod_desktop.gui.widgets import elide, elide_middle
 
 _THEME_EVENTS = (
@@ -24,17 +27,14 @@ _THEME_EVENTS = (
 #: The status line in the menu is cut here (about 450 px); its tooltip has the whole text.
 STATUS_LINE_CHARS = 64
 
-if TYPE_CHECKING:
-    from usepod_desktop.gui.controller import AppController
 
-
-def populate_menu(menu: QMenu, controller: AppController) -> None:
-    """Fill `menu` with the status lines and every action, from the controller's state now.
+def populate_menu(menu: QMenu, model: TrayModel) -> None:
+    """Fill `menu` with the status lines and every action, from the model's state now.
 
     Actions carry object names (`action_pause`, ...) so tests and the fallback window find them.
     """
     menu.clear()
-    has_agent = controller.agent is not None and not controller.stopping
+    has_agent = model.agent is not None and not model.stopping
 
     def add(
         name: str, text: str, slot: object = None, *, enabled: bool = True, tip: str = ""
@@ -50,102 +50,102 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
         menu.addAction(action)
         return action
 
-    status = controller.status_text()
+    status = model.status_text()
     # A menu line stays short; the whole text is in its tooltip (and in the status window).
     add("action_status", elide(status, STATUS_LINE_CHARS), enabled=False, tip=status)
-    add("action_figures", controller.figures_text(), enabled=False)
-    for i, line in enumerate(controller.gpu_lines()):
+    add("action_figures", model.figures_text(), enabled=False)
+    for i, line in enumerate(model.gpu_lines()):
         add(f"action_gpu_{i}", line, enabled=False)
-    update = controller.updates.available
+    update = model.updates.available
     if update is not None:
         add(
             "action_update",
             f"Update available: {update.newest}…",
-            controller.show_update,
+            model.show_update,
             tip="Shows what to run or download; nothing is installed automatically",
         )
     menu.addSeparator()
-    if controller.needs_pairing:
-        add("action_pair", "Pair this computer…", lambda: controller.open_pairing())
+    if model.needs_pairing:
+        add("action_pair", "Pair this computer…", lambda: model.open_pairing())
         menu.addSeparator()
-    bad_config = controller.config_problem_path
-    if bad_config is not None and not controller.stopping:
+    bad_config = model.config_problem_path
+    if bad_config is not None and not model.stopping:
         where = str(bad_config)
         add(
             "action_open_config",
             f"Open {elide_middle(where, 48)}…",
-            lambda: controller.open_config_file(),
+            lambda: model.open_config_file(),
             tip=f"{where} (fix it and save: it is reloaded)",
         )
         add(
             "action_reload_config",
             "Reload agent.toml",
-            controller.reload_config_file,
+            model.reload_config_file,
             tip="Read agent.toml again (done by itself when the file is saved)",
         )
         menu.addSeparator()
-    if controller.state == AgentState.NO_MODELS:
+    if model.state == AgentState.NO_MODELS:
         add(
             "action_fix_backends",
             "Fix backends in Settings…",
-            lambda: controller.open_settings(),
+            lambda: model.open_settings(),
             enabled=has_agent,
-            tip=controller.reason,
+            tip=model.reason,
         )
         menu.addSeparator()
-    if controller.paused:
-        add("action_resume", "Resume serving", controller.resume, enabled=has_agent)
+    if model.paused:
+        add("action_resume", "Resume serving", model.resume, enabled=has_agent)
     else:
         add(
             "action_pause",
             "Pause serving",
-            controller.pause,
+            model.pause,
             enabled=has_agent,
             tip="Stop taking new jobs; running jobs finish",
         )
     for name, text, slot in (
-        ("action_pause_15m", "Pause for 15 minutes", lambda: controller.pause_for(15 * 60)),
-        ("action_pause_1h", "Pause for 1 hour", lambda: controller.pause_for(3600)),
-        ("action_pause_tomorrow", "Pause until tomorrow (06:00)", controller.pause_until_tomorrow),
+        ("action_pause_15m", "Pause for 15 minutes", lambda: model.pause_for(15 * 60)),
+        ("action_pause_1h", "Pause for 1 hour", lambda: model.pause_for(3600)),
+        ("action_pause_tomorrow", "Pause until tomorrow (06:00)", model.pause_until_tomorrow),
     ):
         add(name, text, slot, enabled=has_agent)
     menu.addSeparator()
-    not_ready = "" if has_agent else controller.reason
+    not_ready = "" if has_agent else model.reason
     add(
         "action_settings",
         "Settings…",
-        lambda: controller.open_settings(),
-        enabled=controller.settings_available,
+        lambda: model.open_settings(),
+        enabled=model.settings_available,
         tip=not_ready,
     )
-    if not controller.needs_pairing and not controller.sandbox and not controller.stopping:
+    if not model.needs_pairing and not model.sandbox and not model.stopping:
         # paired already: pair again (another account, or another coordinator)
         add(
             "action_pair",
             "Pair this computer…",
-            lambda: controller.open_pairing(),
+            lambda: model.open_pairing(),
             tip="Pair again, with another account or another coordinator",
         )
     add(
         "action_test_job",
         "Send test job…",
-        lambda: controller.open_test_job(),
+        lambda: model.open_test_job(),
         enabled=has_agent,
         tip=not_ready,
     )
-    add("action_dashboard", "Earnings dashboard…", controller.open_dashboard)
+    add("action_dashboard", "Earnings dashboard…", model.open_dashboard)
     add(
         "action_diagnose",
         "Diagnose…",
-        lambda: controller.open_doctor(),
+        lambda: model.open_doctor(),
         tip="Why am I not earning? Every check with a reason and a fix",
     )
-    add("action_log_view", "View log…", lambda: controller.open_log_view())
-    add("action_log_folder", "Open log folder", lambda: controller.open_log_folder())
+    add("action_log_view", "View log…", lambda: model.open_log_view())
+    add("action_log_folder", "Open log folder", lambda: model.open_log_folder())
     menu.addSeparator()
-    supported, why = controller.autostart_supported()
+    supported, why = model.autostart_supported()
     label = "Start at login"
-    if supported and controller.sandbox:  # the entry starts the real app, never the sandbox
+    if supported and model.sandbox:  # the entry starts the real app, never the sandbox
         label = "Start the app at login (not the sandbox)"
         why = (
             "At login this starts Use Pod normally, serving with your agent.toml; "
@@ -153,14 +153,14 @@ def populate_menu(menu: QMenu, controller: AppController) -> None:
         )
     autostart = add("action_autostart", label, enabled=supported, tip=why)
     autostart.setCheckable(True)
-    autostart.setChecked(supported and controller.start_at_login())
-    autostart.toggled.connect(controller.set_start_at_login)
+    autostart.setChecked(supported and model.start_at_login())
+    autostart.toggled.connect(model.set_start_at_login)
     menu.addSeparator()
     add(
         "action_quit",
         "Quit Use Pod",
-        controller.request_quit,
-        enabled=not controller.stopping,
+        model.request_quit,
+        enabled=not model.stopping,
         tip="Stop serving (running jobs get a grace period) and quit",
     )
 
@@ -173,16 +173,16 @@ def find_action(menu: QMenu, name: str) -> QAction | None:
 
 
 class TrayIcon(QSystemTrayIcon):
-    def __init__(self, controller: AppController) -> None:
-        super().__init__(controller)
-        self.controller = controller
+    def __init__(self, model: TrayModel) -> None:
+        super().__init__(model if isinstance(model, QObject) else None)
+        self.model = model
         self.menu = QMenu()
         self.menu.setObjectName("trayMenu")
         self.menu.aboutToShow.connect(self.rebuild_menu)
         self.setContextMenu(self.menu)
         #: (state, variant) of the icon shown now.
         self.icon_key: tuple[AgentState, str] | None = None
-        controller.statusChanged.connect(self.refresh)
+        model.statusChanged.connect(self.refresh)
         self.activated.connect(self._activated)
         self._watch_theme()
         self.refresh()
@@ -212,15 +212,15 @@ class TrayIcon(QSystemTrayIcon):
         return False
 
     def refresh(self) -> None:
-        state = self.controller.state
+        state = self.model.state
         variant = tray_variant()
         if self.icon_key != (state, variant):
             self.icon_key = (state, variant)
             self.setIcon(state_icon(state, variant))
-        self.setToolTip(self.controller.tooltip_text())
+        self.setToolTip(self.model.tooltip_text())
 
     def rebuild_menu(self) -> None:
-        populate_menu(self.menu, self.controller)
+        populate_menu(self.menu, self.model)
 
     def dispose(self) -> None:
         """Detach the menu before the icon goes away: Qt must never see the menu deleted
@@ -245,4 +245,4 @@ class TrayIcon(QSystemTrayIcon):
         if reason == QSystemTrayIcon.ActivationReason.DoubleClick or (
             reason == QSystemTrayIcon.ActivationReason.Trigger and sys.platform != "darwin"
         ):
-            self.controller.show_main()
+            self.model.show_main()
