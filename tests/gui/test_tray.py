@@ -1,16 +1,22 @@
-"""The tray: actions drive the real agent, the icon follows its state, the tooltip counts."""
+"""The tray: actions drive the real agent, the icon follows its state, the tooltip counts. It
+depends on gui/model.py's protocols, not on the controller: also built on a stand-in model."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import qasync
 from PySide6.QtGui import QAction, QIcon, QImage
+from PySide6.QtWidgets import QApplication
 
 from tests.gui.conftest import Rig
+from tests.gui.standin import StandIn, imported_modules
 from usepod_desktop.core import paths
 from usepod_desktop.core.events import AgentState
-from usepod_desktop.gui.icons import state_icon
+from usepod_desktop.gui import tray as tray_module
+from usepod_desktop.gui.icons import state_icon, tray_variant
+from usepod_desktop.gui.model import TrayModel
 from usepod_desktop.gui.tray import TrayIcon
 
 pytestmark = pytest.mark.gui
@@ -178,3 +184,72 @@ def test_quit_stops_the_agent_gracefully(rig: Rig) -> None:
     rig.run(rig.controller.wait_quit(), 20)
     assert rig.agent.state == AgentState.OFFLINE
     rig.until(lambda: not session.connected, what="connection closed")
+
+
+# ---- on a stand-in model ------------------------------------------------------------------
+
+
+def _trigger(icon: TrayIcon, name: str) -> None:
+    icon.menu.aboutToShow.emit()  # rebuilt from the model now, as Qt does before showing it
+    action = icon.action(name)
+    assert action is not None, f"{name} not in {[a.objectName() for a in icon.menu.actions()]}"
+    action.trigger()
+
+
+def test_the_tray_menu_shows_and_acts_on_its_model(
+    qloop: qasync.QEventLoop, qapp: QApplication
+) -> None:
+    model = StandIn()
+    typed: TrayModel = model  # the stand-in meets the protocol the tray is typed against
+    icon = TrayIcon(typed)
+    try:
+        icon.menu.aboutToShow.emit()
+        texts = {a.objectName(): a.text() for a in icon.menu.actions() if a.objectName()}
+        assert texts["action_status"] == "Serving · connected"
+        assert texts["action_figures"] == "Today: 7 jobs"
+        assert texts["action_gpu_0"] == "GPU: 41 °C"
+        assert icon.toolTip() == "stand-in: Serving"
+
+        for name in ("action_pause", "action_settings", "action_test_job", "action_dashboard"):
+            _trigger(icon, name)
+        _trigger(icon, "action_pause_15m")
+        _trigger(icon, "action_autostart")  # checkable: toggles on
+        _trigger(icon, "action_quit")
+        assert model.calls == [
+            ("pause", None),
+            ("open_settings", None),
+            ("open_test_job", None),
+            ("open_dashboard", None),
+            ("pause_for", 15 * 60),
+            ("set_start_at_login", True),
+            ("request_quit", None),
+        ]
+
+        # The model changes and says so: icon and tooltip follow, the menu offers Resume.
+        model.state, model.paused, model.reason = AgentState.PAUSED, True, "paused by you"
+        model.statusChanged.emit()
+        assert icon.icon_key == (AgentState.PAUSED, tray_variant())
+        assert icon.icon().cacheKey() == state_icon(AgentState.PAUSED, tray_variant()).cacheKey()
+        assert icon.toolTip() == "stand-in: Paused"
+        icon.menu.aboutToShow.emit()
+        assert icon.action("action_pause") is None
+        model.calls.clear()
+        _trigger(icon, "action_resume")
+        assert model.calls == [("resume", None)]
+
+        # Without an agent the agent's actions are off; a bad agent.toml offers to open it.
+        model.agent = None
+        model.config_problem_path = Path("/nowhere/agent.toml")
+        icon.menu.aboutToShow.emit()
+        assert not icon.action("action_resume").isEnabled()  # type: ignore[union-attr]
+        model.calls.clear()
+        _trigger(icon, "action_open_config")
+        assert model.calls == [("open_config_file", None)]
+    finally:
+        icon.dispose()
+
+
+def test_the_tray_does_not_import_the_controller() -> None:
+    imported = imported_modules(tray_module)
+    assert "usepod_desktop.gui.controller" not in imported
+    assert "usepod_desktop.gui.model" in imported
