@@ -1,9 +1,9 @@
-"""The Diagnose window and the tray's update entry, against the real agent of the GUI rig."""
+"""The Diagnose window and the tray's update entry, against the real agent of the GUI rig (the
+update watcher itself: test_update_check.py)."""
 
 from __future__ import annotations
 
 import json
-import random
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +13,8 @@ from PySide6.QtWidgets import QApplication, QCheckBox, QFileDialog, QMessageBox
 
 from tests.doctor.feeds import FeedServer, feed_server
 from tests.gui.conftest import Rig
-from usepod_desktop.core.updates import UpdateInfo
 from usepod_desktop.gui.prefs import UPDATE_CHECK_KEY, Prefs
 from usepod_desktop.gui.tray import find_action, populate_menu
-from usepod_desktop.gui.update_check import UpdateWatcher
 
 MARKET = {
     "data": [
@@ -140,43 +138,6 @@ def test_tray_shows_update_available_after_the_periodic_check(rig: Rig, feeds: F
     assert any("pip install --upgrade usepod-desktop==99.1" in b.text() for b in boxes)
     for box in boxes:
         box.close()
-
-
-def test_update_check_opt_out(qloop: object, feeds: FeedServer) -> None:
-    prefs = Prefs()
-    prefs.set_notify_enabled(UPDATE_CHECK_KEY, False)
-    asked: list[int] = []
-
-    def check() -> UpdateInfo:
-        asked.append(1)
-        raise AssertionError("must not ask")
-
-    watcher = UpdateWatcher(prefs, check=check, rng=random.Random(1))
-    watcher.start()
-    watcher.check_now()
-    assert not watcher.timer.isActive() and asked == []
-    # the switch is in Settings > App, with the notification switches
-    from usepod_desktop.gui.prefs import NOTIFICATIONS
-
-    assert UPDATE_CHECK_KEY in NOTIFICATIONS
-
-
-def test_a_watcher_that_outlived_its_loop_does_nothing_when_its_timer_fires(qapp: object) -> None:
-    """A controller left behind (at exit, or by an earlier test) keeps its update timer: when
-    it fires with no event loop it must do nothing, not raise into the Qt event loop."""
-    import asyncio
-
-    asked: list[int] = []
-
-    def check() -> UpdateInfo:
-        asked.append(1)
-        raise AssertionError("must not ask without a loop")
-
-    watcher = UpdateWatcher(Prefs(), check=check, rng=random.Random(1))
-    asyncio.set_event_loop(None)  # what is left after a loop was closed and unset
-    watcher.check_now()  # raised RuntimeError: no current event loop
-    assert asked == []
-    watcher.deleteLater()
 
 
 def test_menu_without_update_has_no_update_entry(rig: Rig) -> None:
