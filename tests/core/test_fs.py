@@ -192,3 +192,22 @@ def test_create_exclusive_never_replaces_a_file(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         fs.create_exclusive(target, "second\n")
     assert target.read_text() == "first\n"
+
+
+def test_create_exclusive_leaves_no_half_written_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while the key is written: the error surfaces and no truncated file is left
+    behind (it would be read as a broken identity later, and block creating a good one)."""
+    target = tmp_path / "identity.key"
+
+    def full(_fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fs.os, "fsync", full)
+    with pytest.raises(OSError, match="No space left"):
+        fs.create_exclusive(target, "secret: x\n")
+    assert not target.exists()
+    monkeypatch.undo()
+    fs.create_exclusive(target, "secret: y\n")  # the next attempt creates it
+    assert target.read_text() == "secret: y\n"

@@ -164,13 +164,19 @@ def create_exclusive(path: Path, text: str, *, mode: int = 0o600) -> None:
     """Create `path` holding `text` (UTF-8, in text mode) with `mode`; the parent
     directories are created when missing. Raises FileExistsError, leaving the file alone, when
     `path` exists already (even one created a moment ago by another process), and OSError when
-    it cannot be created. The data is fsynced before the file is closed."""
+    it cannot be created or written; a file it created but could not write whole (a full disk)
+    is removed again, so no half-written file is left to be read later. The data is fsynced
+    before the file is closed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)  # ours: created exclusively a moment ago
+        raise
 
 
 def _fsync_dir(directory: Path) -> None:
