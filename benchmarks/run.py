@@ -707,7 +707,7 @@ BENCHES: dict[str, Callable[[argparse.Namespace], Awaitable[Any]]] = {
 async def _ratio_all(a: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
     for loop in a.loops:
-        for c in (1, 16, 64, 256):
+        for c in a.concurrency or (1, 16, 64, 256):
             out.append(await bench_cpu_ratio(c, 2 if a.quick else 5, 1 if a.quick else 3, loop))
             print(json.dumps(out[-1]), flush=True)
     return out
@@ -731,7 +731,7 @@ async def _gui_both(a: argparse.Namespace) -> dict[str, Any]:
 
 async def _throughput_all(a: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
-    for c in (1, 16, 64, 256):
+    for c in a.concurrency or (1, 16, 64, 256):
         out.append(await bench_throughput(c, 3 if a.quick else 10, 200))
         print(json.dumps(out[-1]), flush=True)
     return out
@@ -747,6 +747,14 @@ async def main() -> int:
         default=[None],
         metavar="LOOP",
         help="ratio: the agent's `run --loop` values to measure (default: its default)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        nargs="*",
+        type=int,
+        default=None,
+        metavar="JOBS",
+        help="ratio, throughput: the concurrent job counts to measure (default: 1 16 64 256)",
     )
     parser.add_argument(
         "--warmup",

@@ -393,6 +393,57 @@ def test_close_writes_what_is_queued(db: Path) -> None:
         assert again.count() == 20
 
 
+def _trace_commits(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every COMMIT any ledger connection runs from now on, seen by SQLite's trace hook."""
+    commits: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+        return conn
+
+    monkeypatch.setattr(ledger_mod.sqlite3, "connect", traced)
+    return commits
+
+
+def test_a_burst_of_submitted_rows_is_committed_in_a_few_transactions(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commits = _trace_commits(monkeypatch)
+    # A long interval makes the grouping deterministic: the first row is committed at once,
+    # every later one waits for the next commit, which flush() asks for.
+    book = Ledger(db, clock=lambda: NOW, commit_interval_s=60)
+    try:
+        book.check()
+        before = len(commits)  # the schema migration's own transactions
+        for i in range(200):
+            book.submit(outcome(f"burst-{i}"))
+        assert book.flush(10)
+        written = len(commits) - before
+        assert 1 <= written <= 2, written
+        assert book.commits == written
+        assert book.count() == 200
+        assert {r.job_id for r in book.rows()} == {f"burst-{i}" for i in range(200)}
+    finally:
+        book.close()
+
+
+def test_grouped_rows_are_committed_alone_after_a_quiet_spell_and_on_close(db: Path) -> None:
+    book = Ledger(db, clock=lambda: NOW, commit_interval_s=60)
+    try:
+        book.submit(outcome("first"))
+        deadline = time.monotonic() + 10
+        while book.count() < 1 and time.monotonic() < deadline:  # no flush: written at once
+            time.sleep(0.01)
+        assert book.count() == 1
+        book.submit(outcome("second"))  # inside the interval: waits for the next commit
+    finally:
+        book.close()  # a clean stop commits it without waiting for the interval
+    with Ledger(db, clock=lambda: NOW) as again:
+        assert {r.job_id for r in again.rows()} == {"first", "second"}
+
+
 KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time

@@ -23,6 +23,14 @@ range when a row is built (logged), and when a batch still fails its rows are wr
 one: a row the database refuses for its own content is dropped with a log line naming its job,
 the others are written (or kept for a retry when the database itself is the problem).
 
+Group commit: rows queued with :meth:`Ledger.submit` are committed by the writer thread, every
+row queued at that moment in one transaction, and at most one commit per
+:data:`COMMIT_INTERVAL_S` while rows keep coming (a row after a quiet spell is committed at
+once; a busy agent commits ~20 times a second instead of once per job, each commit being an
+fsync with `synchronous=FULL`). :meth:`Ledger.flush` and :meth:`Ledger.close` commit what is
+queued without waiting for the interval, so a clean stop loses nothing; a row is durable once
+its commit returned (:meth:`Ledger.record` commits before it returns).
+
 Usage from the agent (the writer thread keeps the event loop off the disk)::
 
     ledger = Ledger()                 # data_dir()/ledger.sqlite3
@@ -41,6 +49,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -96,6 +105,11 @@ BILLED_SOURCES = frozenset({"coordinator", "sandbox"})
 MAX_UNSAVED = 10_000
 #: While rows wait in memory, the writer thread retries this often (seconds).
 RETRY_S = 30.0
+#: The writer thread commits at most this often while rows keep coming (seconds): the rows
+#: queued meanwhile go in the next commit (group commit). flush() and close() do not wait.
+COMMIT_INTERVAL_S = 0.05
+#: Most rows in one transaction of the writer thread.
+MAX_BATCH = 1000
 BUSY_TIMEOUT_MS = 5_000
 #: Largest token count a row stores (a backend's wrapped -1 is 2**64-1): larger is clamped.
 MAX_TOKENS = 2**31 - 1
@@ -636,6 +650,8 @@ class Ledger:
     aggregates count by default (None: all). `retention_days`: rows older than this are pruned
     when the ledger opens (None: keep everything). `busy_timeout_ms`: how long a write waits
     for another program's lock before the row is kept in memory and :attr:`problem` is set.
+    `commit_interval_s`: the writer thread's group commit (at most one commit this often while
+    submitted rows keep coming; :meth:`flush` and :meth:`close` do not wait for it).
 
     Thread safety: writes go through one connection under a lock, reads through another; any
     thread may call any method. Aggregates block on disk: from the GUI use `asyncio.to_thread`.
@@ -651,6 +667,7 @@ class Ledger:
         sources: Iterable[str] | None = DEFAULT_SOURCES,
         retention_days: float | None = None,
         busy_timeout_ms: int = BUSY_TIMEOUT_MS,
+        commit_interval_s: float = COMMIT_INTERVAL_S,
     ) -> None:
         self.path = Path(path) if path is not None else default_ledger_path()
         if str(self.path) == ":memory:":
@@ -661,6 +678,7 @@ class Ledger:
         self.sources: tuple[str, ...] | None = None if sources is None else tuple(sources)
         self.retention_days = retention_days
         self.busy_timeout_ms = busy_timeout_ms
+        self.commit_interval_s = commit_interval_s
         #: One line (the file and what to do) while the ledger cannot be used, else None.
         self.problem: str | None = None
         #: Called with the new `problem` (a str, or None when it clears), from any thread.
@@ -672,10 +690,14 @@ class Ledger:
         self._reader_is_empty = False
         self._unsaved: deque[JobRow] = deque(maxlen=MAX_UNSAVED)
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        #: Set by flush() and close(): the writer thread commits without waiting the interval.
+        self._hurry = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
         #: Rows the database refused for their content (dropped, each logged).
         self.dropped_rows = 0
+        #: Transactions that wrote rows and committed (each is one fsync).
+        self.commits = 0
 
     # ---- opening -----------------------------------------------------------------------
 
@@ -793,7 +815,8 @@ class Ledger:
         backend_kind: str | None = None,
     ) -> None:
         """Queue a job for the writer thread and return at once (safe on the event loop).
-        It is committed within milliseconds; :meth:`flush` waits for that."""
+        It is committed within :attr:`commit_interval_s` (group commit, see the module
+        docstring); :meth:`flush` commits what is queued at once and waits for that."""
         row = _row_of(outcome, source, upstream_price, backend_kind)
         if row is None:
             return
@@ -810,6 +833,7 @@ class Ledger:
             return True
         marker = _FlushMarker()
         self._queue.put(marker)
+        self._hurry.set()
         return marker.done.wait(timeout)
 
     def _ensure_thread(self) -> None:
@@ -819,21 +843,34 @@ class Ledger:
         self._thread.start()
 
     def _writer_main(self) -> None:
+        get, get_nowait = self._queue.get, self._queue.get_nowait
+        last_commit = -float("inf")
         while True:
             try:
-                item = self._queue.get(timeout=RETRY_S if self._unsaved else None)
+                item = get(timeout=RETRY_S if self._unsaved else None)
             except queue.Empty:
                 self._write([])  # retry what waits in memory
                 continue
             batch = [item]
-            while len(batch) < 1000:
+            # Group commit: let rows gather until `commit_interval_s` after the last commit (a
+            # row after a quiet spell goes at once), then take every queued one. One sleep, not
+            # a wake-up per row; flush() and close() end the sleep (they set `_hurry` after
+            # queueing their marker, so the marker is always taken below).
+            if not (isinstance(item, _FlushMarker) or item is _STOP):
+                wait = last_commit + self.commit_interval_s - time.monotonic()
+                if wait > 0:
+                    self._hurry.wait(wait)
+            self._hurry.clear()
+            while len(batch) < MAX_BATCH:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(get_nowait())
                 except queue.Empty:
                     break
-            rows = [x for x in batch if isinstance(x, JobRow)]
+            rows = [x for x in batch if type(x) is JobRow]
             if rows or self._unsaved:
                 self._write(rows)
+                # a full batch leaves more behind: the next one goes without waiting
+                last_commit = time.monotonic() if len(batch) < MAX_BATCH else -float("inf")
             for x in batch:
                 if isinstance(x, _FlushMarker):
                     x.done.set()
@@ -855,6 +892,7 @@ class Ledger:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(_INSERT, [r._params() for r in pending])
                 conn.execute("COMMIT")
+                self.commits += 1
             except _ROW_ERRORS:
                 # Something in the rows (not the database) was refused: write them one by one
                 # so the bad one cannot hold the others back.
@@ -891,6 +929,7 @@ class Ledger:
                 conn.execute("BEGIN IMMEDIATE")
                 conn.execute(_INSERT, row._params())
                 conn.execute("COMMIT")
+                self.commits += 1
             except _ROW_ERRORS as exc:
                 self._rollback()
                 self.dropped_rows += 1
@@ -944,6 +983,7 @@ class Ledger:
         self._closed = True
         if self._thread is not None and self._thread.is_alive():
             self._queue.put(_STOP)
+            self._hurry.set()
             self._thread.join(timeout)
         with self._write_lock:
             if self._unsaved:
