@@ -92,8 +92,10 @@ PROBE_TIMEOUT = 5.0
 #: Idle pooled connections are dropped after this many seconds: below the 5 s keep-alive of
 #: uvicorn (vLLM) and cpp-httplib (llama.cpp), so we never reuse a socket the server is closing.
 KEEPALIVE_EXPIRY = 3.0
-#: Running streaming requests per httpx client (see HttpBackend._shards).
-STREAM_SHARD_SIZE = 16
+#: Running streaming requests per httpx client (see HttpBackend._shards). Small: the
+#: pool walk at each request start and end is O(connections in the client); 4 measured a
+#: fifth less agent CPU per event than 16 at 16 concurrent jobs (BENCHMARKS.md).
+STREAM_SHARD_SIZE = 4
 #: How much of an error body is read (the rest is discarded).
 MAX_ERROR_BODY = 16 * 1024
 #: A non-streamed JSON answer to a streamed request may be this large; a larger one ends the
@@ -266,6 +268,10 @@ class HttpBackend(Backend):
             # Local servers must never go through an HTTP(S)_PROXY from the environment.
             "trust_env": trust_env,
         }
+        if transport is None:
+            # One TLS context for all of this backend's clients (the shards below): httpx would
+            # build one per client, ~35 ms of CPU and ~130 KB each (the CA bundle loaded again).
+            self._client_options["verify"] = httpx.create_ssl_context(trust_env=trust_env)
         self._client = self._new_client(256, transport)  # 256 = the largest max_concurrent
         #: Streaming requests spread over clients of at most STREAM_SHARD_SIZE running requests
         #: each (the first is `_client`): httpcore walks every pooled connection, with a syscall
