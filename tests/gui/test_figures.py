@@ -128,3 +128,30 @@ def test_a_slow_read_of_today_never_overwrites_a_newer_figure(
     until(qloop, lambda: controller.today_summary()[0] == 1, timeout=5, what="the newer figure")
     spin(qloop, 0.8)  # the JobFinished's throttled read comes and goes: still the newest
     assert controller.today_summary()[0] == 1
+
+
+def test_a_burst_of_job_events_refreshes_the_status_a_few_times_and_ends_on_the_last_figure(
+    qloop: qasync.QEventLoop,
+) -> None:
+    """Hundreds of job events a second used to refresh the tray's tooltip (and any status
+    window) once per event on the agent's own loop; now at most once per interval, and the
+    last refresh shows the figures after the last event."""
+    from datetime import datetime
+
+    from usepod_desktop.core.events import JobStarted
+    from usepod_desktop.core.executor import JobOutcome
+    from usepod_desktop.gui.controller import JOB_STATUS_INTERVAL_MS
+
+    controller = controller_with(None)
+    shown: list[str] = []
+    controller.statusChanged.connect(lambda: shown.append(controller.tooltip_text()))
+    now = datetime.now(UTC)
+    for i in range(200):
+        controller.bridge.event.emit(JobStarted(f"b-{i}", QWEN, "vllm"))
+        outcome = JobOutcome(f"b-{i}", QWEN, "vllm", "openai", now, now, 5.0, 10, 100, 50, 900)
+        controller.bridge.event.emit(JobFinished(outcome))
+    assert len(shown) == 1  # the first event, at once; the other 399 wait for the interval
+    until(qloop, lambda: len(shown) == 2, timeout=5, what="the refresh after the burst")
+    assert "Today: 200 job(s)" in shown[-1]
+    spin(qloop, 2 * JOB_STATUS_INTERVAL_MS / 1000)
+    assert len(shown) == 2  # nothing more was asked for

@@ -27,13 +27,13 @@ from usepod_desktop.core import paths
 from usepod_desktop.core.config import ConfigDraft, load_config_draft
 from usepod_desktop.core.doctor.history import ConnectionHistory
 from usepod_desktop.core.errors import ConfigError, UserFacingError
-from usepod_desktop.core.events import AgentState, JobFinished
+from usepod_desktop.core.events import AgentState, JobFinished, JobStarted
 from usepod_desktop.core.host import Adopted, AgentHost, ConfigNotFound, HostOptions
 from usepod_desktop.core.money import earnings_nusd, format_amount
 from usepod_desktop.gui import tasks
 from usepod_desktop.gui.bridge import AgentBridge
 from usepod_desktop.gui.errors import show_message, show_user_error
-from usepod_desktop.gui.figures import LedgerFigures
+from usepod_desktop.gui.figures import LedgerFigures, Throttle
 from usepod_desktop.gui.notify import Level, Notifier, bubble_text
 from usepod_desktop.gui.prefs import Prefs
 from usepod_desktop.gui.widgets import APP_TITLE, elide
@@ -57,6 +57,8 @@ CONFIG_RELOAD_DEBOUNCE_MS = 300
 #: The GUI's words (the menu and the status window offer "Pair this computer..." next to it).
 NOT_PAIRED = "not paired yet; choose “Pair this computer…”"
 TRAY_RECHECK_MS = 5000
+#: Job started/finished events refresh the tray tooltip and the windows at most this often.
+JOB_STATUS_INTERVAL_MS = 250
 
 
 @dataclass(slots=True)
@@ -162,6 +164,8 @@ class AppController(QObject):
         # counter has the job when the status refresh below reads it.
         self.bridge.jobFinished.connect(self._on_job_finished)
         self.bridge.event.connect(self._on_any_event)
+        #: Job events refresh the status (tray tooltip, windows) at most this often.
+        self._job_status = Throttle(self.statusChanged.emit, JOB_STATUS_INTERVAL_MS, self)
         #: The one throttled reader of the ledger, for the tray's "today" and the dashboard.
         self.figures = LedgerFigures(
             self.host,
@@ -712,8 +716,11 @@ class AppController(QObject):
     def _on_job_finished(self, event: JobFinished) -> None:
         self.today.add(event, "sandbox" if self.sandbox else "coordinator")
 
-    def _on_any_event(self, _event: object) -> None:
-        self.statusChanged.emit()
+    def _on_any_event(self, event: object) -> None:
+        if isinstance(event, JobFinished | JobStarted):
+            self._job_status()  # hundreds a second when busy: throttled
+        else:
+            self.statusChanged.emit()
 
     @property
     def ledger(self) -> Ledger | None:

@@ -58,6 +58,39 @@ def read_dashboard(
     )
 
 
+class Throttle(QObject):
+    """Calls `action` at once when asked after a quiet spell, then at most once per
+    `interval_ms` however often it is asked (a request inside the interval is served when it
+    ends, never dropped). Asking costs a clock read and a timer check: O(1) per event."""
+
+    def __init__(
+        self, action: Callable[[], object], interval_ms: int, parent: QObject | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._action = action
+        self.interval_ms = interval_ms
+        self._last = -float("inf")
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.timeout.connect(self._fire)
+
+    def __call__(self) -> None:
+        if self._timer.isActive():
+            return  # served when the timer fires
+        wait_s = self._last + self.interval_ms / 1000 - time.monotonic()
+        if wait_s <= 0:
+            self._fire()
+        else:
+            self._timer.start(max(1, round(wait_s * 1000)))
+
+    def _fire(self) -> None:
+        self._last = time.monotonic()
+        self._action()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+
 class LedgerFigures(QObject):
     """Reads the host's ledger for the tray and the dashboard windows (the controller owns one)."""
 
@@ -224,4 +257,10 @@ class LedgerFigures(QObject):
             self.schedule_dashboard()
 
 
-__all__ = ["REFRESH_MIN_INTERVAL_S", "TODAY_INTERVAL_MS", "LedgerFigures", "read_dashboard"]
+__all__ = [
+    "REFRESH_MIN_INTERVAL_S",
+    "TODAY_INTERVAL_MS",
+    "LedgerFigures",
+    "Throttle",
+    "read_dashboard",
+]

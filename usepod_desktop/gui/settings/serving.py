@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from usepod_desktop.core.config import WEEKDAYS, ConfigProblem, ScheduleWindow
+from usepod_desktop.core.events import JobFinished, JobStarted
 from usepod_desktop.core.serving.sensors import GpuReading
 from usepod_desktop.gui.settings.tab import FieldMap, Loaded
 from usepod_desktop.gui.widgets import error_label
@@ -216,7 +217,7 @@ class ServingTab(QWidget):
         ):
             signal.connect(window.mark_dirty)
         self.when.currentIndexChanged.connect(self._enable)
-        window.controller.bridge.event.connect(lambda _event: self.refresh_now())
+        window.controller.bridge.event.connect(self._on_event)
         self._timer = QTimer(self)
         self._timer.setInterval(REFRESH_MS)
         self._timer.timeout.connect(self.refresh_now)
@@ -289,6 +290,10 @@ class ServingTab(QWidget):
         self.idle_minutes.setEnabled(self.when.currentData() == "idle")
 
     # ---- live line
+
+    def _on_event(self, event: object) -> None:
+        if not isinstance(event, JobStarted | JobFinished):  # jobs change nothing shown here
+            self.refresh_now()
 
     def refresh_now(self) -> None:
         agent = self.window_.agent
