@@ -110,6 +110,11 @@ RETRY_S = 30.0
 COMMIT_INTERVAL_S = 0.05
 #: Most rows in one transaction of the writer thread.
 MAX_BATCH = 1000
+#: The writer connection's SQLite page cache (KiB). Appending rows touches few pages (the
+#: tails of the table and the time indexes, one leaf of the job-id index), so SQLite's 2 MiB
+#: default only grew the agent's memory with the file (~1.3 MB over 10,000 jobs); the file
+#: stays in the OS cache either way.
+WRITER_CACHE_KIB = 256
 BUSY_TIMEOUT_MS = 5_000
 #: Largest token count a row stores (a backend's wrapped -1 is 2**64-1): larger is clamped.
 MAX_TOKENS = 2**31 - 1
@@ -737,6 +742,7 @@ class Ledger:
     def _writer(self) -> sqlite3.Connection:
         if self._writer_conn is None:
             self._writer_conn = self._connect()
+            self._writer_conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             if self.retention_days is not None:
                 self._prune_locked(self.retention_days)
         return self._writer_conn
