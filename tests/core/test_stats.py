@@ -189,6 +189,46 @@ def test_max_entries_bounds_memory(clock: FakeClock) -> None:
     assert stats.total_jobs == 25
 
 
+def test_a_busy_window_keeps_exact_figures_through_pruning_and_compaction(
+    clock: FakeClock,
+) -> None:
+    stats = JobStats(clock=clock)
+    for i in range(5000):  # 20 jobs a second: the 60 s window holds the last 1,200
+        stats.record(
+            ttfb_ms=float(i),
+            output_tokens=10,
+            duration_s=1.0,
+            error_code="backend_error" if i % 10 == 0 else None,
+        )
+        clock.advance(0.05)
+    kept = range(3800, 5000)
+    assert stats.jobs_in_window() == len(kept)
+    fig = stats.snapshot(0)
+    assert fig.p50_latency_ms == percentile([float(i) for i in kept], 0.5)
+    assert fig.p95_latency_ms == percentile([float(i) for i in kept], 0.95)
+    assert fig.error_rate_60s == sum(1 for i in kept if i % 10 == 0) / len(kept)
+    assert stats.total_jobs == 5000
+
+
+def test_the_window_holds_ten_thousand_jobs_in_under_half_a_megabyte(clock: FakeClock) -> None:
+    """A tuple of Python floats per job took ~160 bytes (1.6 MB for a minute of 10,000 jobs:
+    most of the agent's memory growth in the benchmark's first 10,000 jobs)."""
+    import tracemalloc
+
+    stats = JobStats(clock=clock)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(10_000):
+            ok(stats, tokens=10)
+            clock.advance(0.001)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert stats.jobs_in_window() == 10_000
+    assert grown < 500_000, grown
+
+
 def test_default_wall_clock_is_utc() -> None:
     stats = JobStats()
     stats.record(ttfb_ms=None, output_tokens=0, duration_s=0.0, error_code="internal")
