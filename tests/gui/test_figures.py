@@ -138,18 +138,20 @@ def test_a_burst_of_job_events_refreshes_the_status_a_few_times_and_ends_on_the_
     last refresh shows the figures after the last event."""
     from datetime import datetime
 
-    from usepod_desktop.core.events import JobStarted
+    from usepod_desktop.core.events import EventBus, JobStarted
     from usepod_desktop.core.executor import JobOutcome
     from usepod_desktop.gui.controller import JOB_STATUS_INTERVAL_MS
 
     controller = controller_with(None)
+    bus = EventBus()  # as an agent's: the bridge turns its events into signals
+    controller.bridge.attach(bus)
     shown: list[str] = []
     controller.statusChanged.connect(lambda: shown.append(controller.tooltip_text()))
     now = datetime.now(UTC)
     for i in range(200):
-        controller.bridge.event.emit(JobStarted(f"b-{i}", QWEN, "vllm"))
+        bus.emit(JobStarted(f"b-{i}", QWEN, "vllm"))
         outcome = JobOutcome(f"b-{i}", QWEN, "vllm", "openai", now, now, 5.0, 10, 100, 50, 900)
-        controller.bridge.event.emit(JobFinished(outcome))
+        bus.emit(JobFinished(outcome))
     assert len(shown) == 1  # the first event, at once; the other 399 wait for the interval
     until(qloop, lambda: len(shown) == 2, timeout=5, what="the refresh after the burst")
     assert "Today: 200 job(s)" in shown[-1]
