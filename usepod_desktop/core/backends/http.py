@@ -92,10 +92,11 @@ PROBE_TIMEOUT = 5.0
 #: Idle pooled connections are dropped after this many seconds: below the 5 s keep-alive of
 #: uvicorn (vLLM) and cpp-httplib (llama.cpp), so we never reuse a socket the server is closing.
 KEEPALIVE_EXPIRY = 3.0
-#: Running streaming requests per httpx client (see HttpBackend._shards). Small: the
-#: pool walk at each request start and end is O(connections in the client); 4 measured a
-#: fifth less agent CPU per event than 16 at 16 concurrent jobs (BENCHMARKS.md).
-STREAM_SHARD_SIZE = 4
+#: Running streaming requests per httpx client (see HttpBackend._shards). The pool walk at
+#: each request start and end is O(connections in the client): 8 measured ~18% less agent CPU
+#: per event than 16 at 16 concurrent jobs; 4 saved a little more but doubled the tray app's
+#: event-loop lag with 64 unpaced streams (BENCHMARKS.md).
+STREAM_SHARD_SIZE = 8
 #: How much of an error body is read (the rest is discarded).
 MAX_ERROR_BODY = 16 * 1024
 #: A non-streamed JSON answer to a streamed request may be this large; a larger one ends the
