@@ -305,6 +305,13 @@ def _xvfb_with_tray(workdir: Path) -> Iterator[str]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        # the panel first (the tray exists when the app starts, as on a desktop session);
+        # the app's late-tray path is tested in tests/gui
+        deadline = time.monotonic() + 60
+        while '("panel" "trayer")' not in _tree(display):
+            assert trayer.poll() is None, "trayer exited"
+            assert time.monotonic() < deadline, "trayer's panel did not appear"
+            time.sleep(0.1)
         yield display
     finally:
         for proc in (trayer, xvfb):
@@ -317,17 +324,20 @@ def _xvfb_with_tray(workdir: Path) -> Iterator[str]:
                     proc.wait()
 
 
-def _tray_icon_window(display: str) -> str | None:
-    """The id of our window embedded in trayer's panel, or None while there is none."""
-    out = subprocess.run(
+def _tree(display: str) -> str:
+    return subprocess.run(
         ["xwininfo", "-root", "-tree"],
         capture_output=True,
         text=True,
         env={**os.environ, "DISPLAY": display},
-    )
+    ).stdout
+
+
+def _tray_icon_window(display: str) -> str | None:
+    """The id of our window embedded in trayer's panel, or None while there is none."""
     inside_panel = False
     panel_indent = 0
-    for line in out.stdout.splitlines():
+    for line in _tree(display).splitlines():
         indent = len(line) - len(line.lstrip())
         if '("panel" "trayer")' in line:
             inside_panel, panel_indent = True, indent
@@ -374,7 +384,10 @@ def _tray_shows_icon(env: dict[str, str], workdir: Path, config: Path) -> str:
                 window = _tray_icon_window(display)
                 if window is None:
                     time.sleep(0.2)
-            assert window, f"no tray icon docked in trayer:\n{log.read_text()}"
+            assert window, (
+                f"no tray icon docked in trayer (app exit code {proc.poll()}):\n"
+                f"{log.read_text()}\nwindows:\n{_tree(display)}"
+            )
             colours = 0
             while time.monotonic() < deadline and colours < 3:
                 colours = _distinct_colours(display, window)
