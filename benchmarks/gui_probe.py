@@ -1,6 +1,8 @@
 """GUI-mode probe for benchmarks/run.py: the real tray app (offscreen), plus a lag meter.
 
-`python benchmarks/gui_probe.py AGENT_TOML LAG_SECONDS` prints one JSON line when the tray icon
+`python benchmarks/gui_probe.py AGENT_TOML LAG_SECONDS` runs the app's loop (gui/loop.py: ready
+callbacks in slices); with `USEPOD_BENCH_GUI_LOOP=qasync` in the environment, qasync's own
+loop (one Qt timer per callback), to compare. It prints one JSON line when the tray icon
 is shown, one when it starts measuring, and one with the event-loop lag figures (a QTimer asked
 to fire every 10 ms; lag = actual interval - 10 ms), then runs until SIGTERM.
 """
@@ -23,16 +25,20 @@ sys.path.insert(0, str(ROOT))
 def main() -> int:
     created = psutil.Process().create_time()
     config, lag_seconds = sys.argv[1], float(sys.argv[2])
+    import os
+
     import qasync
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     from usepod_desktop.core.events import JobFinished
     from usepod_desktop.gui.controller import AppController, StartOptions
+    from usepod_desktop.gui.loop import SlicedQEventLoop
 
     app = QApplication(sys.argv[:1])
     app.setQuitOnLastWindowClosed(False)
-    loop = qasync.QEventLoop(app)
+    plain = os.environ.get("USEPOD_BENCH_GUI_LOOP") == "qasync"
+    loop = qasync.QEventLoop(app) if plain else SlicedQEventLoop(app)
     asyncio.set_event_loop(loop)
     controller = AppController()
     finished = [0]

@@ -33,6 +33,7 @@ from usepod_desktop.core.config import (
     save_config,
 )
 from usepod_desktop.core.ledger import Ledger
+from usepod_desktop.gui.loop import SlicedQEventLoop
 from usepod_desktop.sandbox.coordinator import SandboxCoordinator
 from usepod_desktop.sandbox.fakes import FakeBackend
 
@@ -66,12 +67,12 @@ def spin(loop: asyncio.AbstractEventLoop, seconds: float) -> None:
     loop.run_until_complete(asyncio.sleep(seconds))
 
 
-class SteppedQEventLoop(qasync.QEventLoop):
-    """qasync's `run_until_complete` ends with one `processEvents()` after the loop stopped
-    running; an asyncio callback that fires there (a socket became readable) would run with
-    no running loop ("no running event loop" inside the agent's tasks). The app runs the loop
-    once for its whole life, so only tests, which run it in steps, meet this: keep the loop
-    marked running through that last pass."""
+class SteppedQEventLoop(SlicedQEventLoop):
+    """The app's loop (gui/loop.py). qasync's `run_until_complete` ends with one
+    `processEvents()` after the loop stopped running; an asyncio callback that fires there (a
+    socket became readable) would run with no running loop ("no running event loop" inside the
+    agent's tasks). The app runs the loop once for its whole life, so only tests, which run it
+    in steps, meet this: keep the loop marked running through that last pass."""
 
     def _after_run_forever(self) -> None:
         super()._after_run_forever()

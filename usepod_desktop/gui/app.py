@@ -278,7 +278,6 @@ def main(args: argparse.Namespace) -> int:
     messages = QtMessages()
     messages.install()
 
-    import qasync
     from PySide6.QtCore import QCoreApplication, QTimer
     from PySide6.QtWidgets import QApplication
 
@@ -286,6 +285,7 @@ def main(args: argparse.Namespace) -> int:
     from usepod_desktop.gui.controller import AppController, StartOptions
     from usepod_desktop.gui.errors import ExceptionReporter
     from usepod_desktop.gui.icons import app_icon
+    from usepod_desktop.gui.loop import SlicedQEventLoop
     from usepod_desktop.gui.prefs import APPLICATION, ORGANIZATION
     from usepod_desktop.gui.single_instance import SingleInstance
 
@@ -327,7 +327,7 @@ def main(args: argparse.Namespace) -> int:
     app.setWindowIcon(app_icon())
     app.setDesktopFileName(APPLICATION)
 
-    loop = qasync.QEventLoop(app)
+    loop = SlicedQEventLoop(app)
     asyncio.set_event_loop(loop)
     reporter = ExceptionReporter()
     reporter.install(loop)
