@@ -52,14 +52,16 @@ class SlicedQEventLoop(qasync.QEventLoop):
     def _drain(self) -> None:
         ready = self._ready
         deadline = time.perf_counter() + self.slice_s
-        while ready:
-            handle = ready.popleft()
-            if not handle._cancelled:
-                handle._run()  # asyncio.Handle reports its callback's exception to the loop
-            if time.perf_counter() >= deadline:
-                break
-        if ready and not self.is_closed():
-            self._drainer.start()  # the rest after Qt's own events
+        try:
+            while ready:
+                handle = ready.popleft()
+                if not handle._cancelled:
+                    handle._run()  # asyncio.Handle reports its callback's exception
+                if time.perf_counter() >= deadline:
+                    break
+        finally:  # even after a KeyboardInterrupt / SystemExit, which Handle lets through
+            if ready and not self.is_closed():
+                self._drainer.start()  # the rest after Qt's own events
 
     @property
     def pending_callbacks(self) -> int:
