@@ -288,16 +288,20 @@ class AppController(QObject):
         self.set_agent(agent)
         try:
             await agent.start()
-        except UserFacingError as exc:
-            self.set_agent(None)
-            self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
-            return
-        except Exception as exc:  # a bug: show it, keep the tray alive
-            self.set_agent(None)
-            self.set_problem(AgentState.ERROR, f"the agent could not start: {exc}")
-            sys.excepthook(type(exc), exc, exc.__traceback__)
+        except Exception as exc:
+            self._start_failed(exc)
             return
         await self._serving(agent)
+
+    def _start_failed(self, exc: Exception) -> None:
+        """An agent that could not start: no agent, its error shown as the state (a bug also
+        reaches the excepthook; the tray stays alive either way)."""
+        self.set_agent(None)
+        if isinstance(exc, UserFacingError):
+            self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
+            return
+        self.set_problem(AgentState.ERROR, f"the agent could not start: {exc}")
+        sys.excepthook(type(exc), exc, exc.__traceback__)
 
     async def _serving(self, agent: Agent) -> None:
         """What follows a started agent: the local control channel, the sandbox's demo jobs,
@@ -326,16 +330,11 @@ class AppController(QObject):
             adopted = await self.host.adopt_pairing(
                 result, grace=self.options.grace_s, on_agent=self.set_agent
             )
-        except UserFacingError as exc:
-            if before is not None and self.host.agent is before:
-                raise
-            self.set_agent(None)
-            self.set_problem(AgentState.ERROR, f"{exc.title}: {exc.message}")
-            return
-        except Exception as exc:  # a bug: show it, keep the tray alive
-            self.set_agent(None)
-            self.set_problem(AgentState.ERROR, f"the agent could not start: {exc}")
-            sys.excepthook(type(exc), exc, exc.__traceback__)
+        except Exception as exc:
+            reload_failed = before is not None and self.host.agent is before
+            if isinstance(exc, UserFacingError) and reload_failed:
+                raise  # the running agent keeps its previous config
+            self._start_failed(exc)
             return
         if adopted is not Adopted.STARTED:
             return
