@@ -636,13 +636,18 @@ def validate_backend_url(url: str, field_name: str) -> None:
         raise ConfigError(f"{field_name}: not a valid http(s) URL: {url!r}", field=field_name)
 
 
+def _known_keys_only(table: Mapping[str, Any], keys: frozenset[str], where: str) -> None:
+    """Refuse the first unknown key of `table` (sorted), naming its field."""
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", field=f"{where}.{unknown[0]}")
+
+
 def _backend(entry: Any, i: int) -> BackendConfig:
     where = f"backends[{i}]"
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a table", field=where)
-    unknown = sorted(set(entry) - BACKEND_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", field=f"{where}.{unknown[0]}")
+    _known_keys_only(entry, BACKEND_KEYS, where)
     kind = _str(entry, "kind", f"{where}.kind", required=True)
     if kind not in KINDS:
         raise ConfigError(
@@ -735,9 +740,7 @@ def _serving(raw: Mapping[str, Any]) -> ServingConfig:
     if "serving" not in raw:
         return ServingConfig()
     table = _table(raw, "serving")
-    unknown = sorted(set(table) - SERVING_KEYS)
-    if unknown:
-        raise ConfigError(f"serving: unknown key {unknown[0]!r}", field=f"serving.{unknown[0]}")
+    _known_keys_only(table, SERVING_KEYS, "serving")
     d = ServingConfig()
     when = _choice(table, "when", "serving.when", ("always", "idle"), d.when)
     idle = _number(table, "idle_minutes", "serving.idle_minutes", d.idle_minutes, 0.0, 1440.0)
@@ -797,9 +800,7 @@ def _schedule_window(entry: Any, i: int) -> ScheduleWindow:
     where = f"serving.schedule[{i}]"
     if not isinstance(entry, Mapping):
         raise ConfigError(f"{where}: expected a table", field=where)
-    unknown = sorted(set(entry) - SCHEDULE_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r}", field=f"{where}.{unknown[0]}")
+    _known_keys_only(entry, SCHEDULE_KEYS, where)
     start = _clock(entry, "start", f"{where}.start")
     end = _clock(entry, "end", f"{where}.end")
     if start == end:
